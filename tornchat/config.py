@@ -1,0 +1,223 @@
+"""Typed settings from defaults, a TOML file, the environment and the CLI.
+
+Precedence, lowest first: built-in default, the config file (``--config`` or
+``TORNCHAT_CONFIG``), environment variables, command-line flags. The seed's
+variable names are honoured as they are (``PORT``, ``DATABASE_URL``,
+``ACCESS_TOKEN_SECRET``, ``REDIS_URL``, ``KAFKA_BROKER``, ``LOG_LEVEL``); every
+other setting is ``TORNCHAT_<NAME>`` in the environment and ``<name>`` in the
+file. Every value is validated once, at start, and a bad one raises
+:class:`~tornchat.errors.ConfigError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from tornchat.errors import ConfigError
+
+DEV_SECRET = "tornchat-development-secret-do-not-use-in-production"
+MIN_PRODUCTION_SECRET_BYTES = 32
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _setting(default: Any, env: str, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the service; see ``conf/tornchat.toml`` for commented defaults."""
+
+    port: int = _setting(4004, "PORT", "TCP port of the HTTP/WebSocket server")
+    host: str = _setting("0.0.0.0", "TORNCHAT_HOST", "interface to bind")
+    env: str = _setting("development", "TORNCHAT_ENV", "development or production")
+    database_url: str = _setting(
+        "sqlite:///tornchat.db", "DATABASE_URL", "sqlite:///path or postgresql://user:pass@host/db"
+    )
+    access_token_secret: str = _setting("", "ACCESS_TOKEN_SECRET", "HS256 secret of the JWTs")
+    redis_url: str = _setting("", "REDIS_URL", "redis://host:6379/0; empty = in-memory bus")
+    kafka_broker: str = _setting("", "KAFKA_BROKER", "host:9092; empty = events stay in outbox")
+    log_level: str = _setting("info", "LOG_LEVEL", "debug, info, warning, error")
+    processes: int = _setting(1, "TORNCHAT_PROCESSES", "worker processes; 0 = one per CPU")
+    auth_timeout: float = _setting(5.0, "TORNCHAT_AUTH_TIMEOUT", "seconds to send the auth frame")
+    heartbeat_interval: float = _setting(
+        30.0, "TORNCHAT_HEARTBEAT_INTERVAL", "seconds between server pings"
+    )
+    shutdown_timeout: float = _setting(
+        5.0, "TORNCHAT_SHUTDOWN_TIMEOUT", "seconds to drain before a forced exit"
+    )
+    max_connections_per_user: int = _setting(
+        5, "TORNCHAT_MAX_CONNECTIONS_PER_USER", "live connections a user may hold"
+    )
+    max_message_length: int = _setting(
+        4000, "TORNCHAT_MAX_MESSAGE_LENGTH", "characters in a message's content"
+    )
+    max_frame_bytes: int = _setting(
+        65536, "TORNCHAT_MAX_FRAME_BYTES", "largest inbound frame; bigger closes with 1009"
+    )
+    max_recipients: int = _setting(100, "TORNCHAT_MAX_RECIPIENTS", "recipientIds per message")
+    rate_limit_per_second: float = _setting(
+        20.0, "TORNCHAT_RATE_LIMIT_PER_SECOND", "sustained frames per second per connection"
+    )
+    rate_limit_burst: int = _setting(
+        40, "TORNCHAT_RATE_LIMIT_BURST", "frames a connection may send in a burst"
+    )
+    allowed_origins: tuple[str, ...] = _setting(
+        (), "TORNCHAT_ALLOWED_ORIGINS", "comma list of browser Origins; * = any"
+    )
+    db_pool_size: int = _setting(8, "TORNCHAT_DB_POOL_SIZE", "PostgreSQL connections per worker")
+    kafka_topic: str = _setting("chat-events", "TORNCHAT_KAFKA_TOPIC", "topic of MessageSent")
+    event_source: str = _setting("chat-service", "TORNCHAT_EVENT_SOURCE", "event source field")
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def uses_dev_secret(self) -> bool:
+        return self.access_token_secret == DEV_SECRET
+
+    @property
+    def database_kind(self) -> str:
+        postgres = self.database_url.startswith(("postgres://", "postgresql://"))
+        return "postgresql" if postgres else "sqlite"
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _parse_origins(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    return tuple(str(item).strip().rstrip("/") for item in items if str(item).strip())
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": lambda v: v if isinstance(v, bool) else _parse_bool(str(v)),
+    "tuple[str, ...]": _parse_origins,
+}
+
+
+def _coerce(spec: dataclasses.Field[Any], raw: Any, source: str) -> Any:
+    parser = _PARSERS[str(spec.type)]
+    if str(spec.type) in ("int", "float") and isinstance(raw, bool):
+        raise ConfigError(source, f"expected a number, got {raw!r}")
+    try:
+        return parser(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(source, f"invalid value {raw!r} ({exc})") from None
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Read a TOML file of ``name = value`` lines; errors name the file."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError("TORNCHAT_CONFIG", f"config file {path!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("TORNCHAT_CONFIG", f"{path}: {exc}") from None
+    return data.get("tornchat", data)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build validated settings; raises ConfigError with the variable's name."""
+    environ = os.environ if environ is None else environ
+    fields = {spec.name: spec for spec in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+
+    path = config_file or environ.get("TORNCHAT_CONFIG")
+    if path:
+        for key, raw in read_config_file(path).items():
+            if key not in fields:
+                raise ConfigError(f"{path}: {key}", "unknown setting")
+            values[key] = _coerce(fields[key], raw, f"{path}: {key}")
+
+    for name, spec in fields.items():
+        env_name = spec.metadata["env"]
+        if env_name in environ and environ[env_name] != "":
+            values[name] = _coerce(spec, environ[env_name], env_name)
+    if "env" not in values and environ.get("NODE_ENV"):
+        values["env"] = environ["NODE_ENV"]
+
+    for name, raw in (overrides or {}).items():
+        if raw is not None:
+            values[name] = _coerce(fields[name], raw, f"--{name.replace('_', '-')}")
+
+    settings = Settings(**values)
+    _validate(settings)
+    if not settings.access_token_secret:
+        settings = dataclasses.replace(settings, access_token_secret=DEV_SECRET)
+    return settings
+
+
+def _require(condition: bool, setting: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(setting, message)
+
+
+def _validate(s: Settings) -> None:
+    env_of = {spec.name: spec.metadata["env"] for spec in dataclasses.fields(Settings)}
+    _require(0 < s.port < 65536, "PORT", f"must be 1-65535, got {s.port}")
+    _require(s.env in ("development", "production"), "TORNCHAT_ENV",
+             f"must be development or production, got {s.env!r}")
+    _require(s.log_level.lower() in LOG_LEVELS, "LOG_LEVEL",
+             f"must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}")
+    _validate_database_url(s.database_url)
+    if s.redis_url:
+        _require(urlsplit(s.redis_url).scheme in ("redis", "rediss", "unix"), "REDIS_URL",
+                 f"must start with redis://, rediss:// or unix://, got {s.redis_url!r}")
+    if s.kafka_broker:
+        _require("://" not in s.kafka_broker and ":" in s.kafka_broker, "KAFKA_BROKER",
+                 f"must be host:port[,host:port], got {s.kafka_broker!r}")
+    _require(s.processes >= 0, "TORNCHAT_PROCESSES", "must be 0 (one per CPU) or more")
+    for name in ("auth_timeout", "heartbeat_interval", "shutdown_timeout", "rate_limit_per_second"):
+        _require(getattr(s, name) > 0, env_of[name], "must be greater than 0")
+    for name in ("max_connections_per_user", "max_message_length", "max_frame_bytes",
+                 "max_recipients", "rate_limit_burst", "db_pool_size"):
+        _require(getattr(s, name) >= 1, env_of[name], "must be at least 1")
+    if s.is_production:
+        _require(bool(s.access_token_secret), "ACCESS_TOKEN_SECRET",
+                 "is required when TORNCHAT_ENV=production")
+        _require(len(s.access_token_secret.encode()) >= MIN_PRODUCTION_SECRET_BYTES,
+                 "ACCESS_TOKEN_SECRET",
+                 f"must be at least {MIN_PRODUCTION_SECRET_BYTES} bytes in production")
+
+
+def _validate_database_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        _require(bool(parts.path.lstrip("/")) or url == "sqlite:///:memory:", "DATABASE_URL",
+                 f"sqlite URL needs a file path, e.g. sqlite:///tornchat.db, got {url!r}")
+        return
+    _require(parts.scheme in ("postgres", "postgresql"), "DATABASE_URL",
+             f"must start with sqlite:/// or postgresql://, got {url!r}")
+    _require(bool(parts.hostname) and bool(parts.path.strip("/")), "DATABASE_URL",
+             "postgresql URL needs a host and a database name, e.g. "
+             "postgresql://user:pass@localhost:5432/chat")
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(environment variable, default, meaning) rows, for --help and docs."""
+    return [
+        (spec.metadata["env"], repr(spec.default), spec.metadata["doc"])
+        for spec in dataclasses.fields(Settings)
+    ]

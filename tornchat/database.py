@@ -1,0 +1,44 @@
+"""Open a peewee database from ``DATABASE_URL``.
+
+SQLite runs in WAL mode with a busy timeout (one writer thread is used for
+it); PostgreSQL goes through psycopg2 with a connection pool sized by
+``TORNCHAT_DB_POOL_SIZE``. Connections are opened lazily, after any fork.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+import peewee as pw
+from playhouse.pool import PooledPostgresqlDatabase
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "normal",
+    "busy_timeout": 10_000,
+    "foreign_keys": 1,
+}
+
+
+def open_database(url: str, pool_size: int = 8) -> pw.Database:
+    """A not-yet-connected database for ``url`` (validated by config)."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = ":memory:" if url == "sqlite:///:memory:" else unquote(parts.path[1:])
+        return pw.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+    return PooledPostgresqlDatabase(
+        unquote(parts.path.lstrip("/")),
+        host=parts.hostname,
+        port=parts.port or 5432,
+        user=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        max_connections=pool_size,
+        stale_timeout=300,
+        timeout=10,
+        connect_timeout=5,
+        autoconnect=True,
+    )
+
+
+def is_sqlite(database: pw.Database) -> bool:
+    return isinstance(database, pw.SqliteDatabase)

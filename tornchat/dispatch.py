@@ -1,0 +1,55 @@
+"""Hand deliveries from the bus to local sockets, messages in ``seq`` order.
+
+IOLoop thread only: the bus calls :meth:`Dispatcher.deliver` on the loop, and
+the hold timer of the sequencer is an IOLoop timeout.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tornado.ioloop import IOLoop
+
+from tornchat.bus import MESSAGE, Delivery
+from tornchat.registry import ConnectionRegistry
+from tornchat.sequencer import Sequencer
+
+
+class Dispatcher:
+    def __init__(self, registry: ConnectionRegistry, hold_seconds: float = 0.05) -> None:
+        self._registry = registry
+        self._sequencer: Sequencer[Delivery] = Sequencer(hold_seconds)
+        self._timer: object | None = None
+        self._timer_deadline: float | None = None
+        self.delivered = 0
+
+    def deliver(self, delivery: Delivery) -> None:
+        if delivery.kind == MESSAGE and delivery.seq is not None:
+            self._write_all(self._sequencer.offer(delivery.conversation_id, delivery.seq,
+                                                  delivery))
+            self._schedule()
+        else:
+            self._write(delivery)
+
+    def _write_all(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            self._write(delivery)
+
+    def _write(self, delivery: Delivery) -> None:
+        self.delivered += self._registry.deliver(delivery.user_ids, delivery.frame,
+                                                 delivery.exclude_connection)
+
+    def _schedule(self) -> None:
+        deadline = self._sequencer.next_deadline()
+        if deadline is None or deadline == self._timer_deadline:
+            return
+        loop = IOLoop.current()
+        if self._timer is not None:
+            loop.remove_timeout(self._timer)
+        self._timer_deadline = deadline
+        self._timer = loop.call_later(max(0.0, deadline - time.monotonic()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_deadline = None
+        self._write_all(self._sequencer.expire())
+        self._schedule()

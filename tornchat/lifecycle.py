@@ -1,0 +1,90 @@
+"""Process lifecycle: prepare the schema, bind, run, drain on SIGTERM/SIGINT.
+
+Order on start: validate settings, apply migrations (SQLite) or refuse a stale
+schema (PostgreSQL: ``tornchat migrate`` is a deploy step), bind the port,
+then build the application, whose database, bus and producer connections are
+therefore opened after any fork. On SIGTERM or SIGINT: stop accepting, drain
+(``ChatApplication.drain``) and exit; a watchdog thread forces the exit if
+the drain overruns ``shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+
+from tornado.netutil import bind_sockets
+
+from tornchat.config import Settings
+from tornchat.database import is_sqlite, open_database
+from tornchat.errors import ConfigError
+from tornchat.schema import migrate, pending_migrations
+from tornchat.wiring import build_application
+
+log = logging.getLogger("tornchat.lifecycle")
+
+
+def prepare_schema(settings: Settings) -> None:
+    database = open_database(settings.database_url, 1)
+    try:
+        if is_sqlite(database):
+            applied = migrate(database)
+            if applied:
+                log.info("schema migrated", extra={"applied": applied})
+            return
+        pending = pending_migrations(database)
+        if pending:
+            raise ConfigError("DATABASE_URL", f"schema is behind ({', '.join(pending)} "
+                              "pending): run `tornchat migrate` first")
+    finally:
+        database.close()
+
+
+def warn_about_settings(settings: Settings) -> None:
+    if settings.uses_dev_secret:
+        log.warning("ACCESS_TOKEN_SECRET is not set: using the built-in DEVELOPMENT secret. "
+                    "Anyone can mint tokens for this server. Set ACCESS_TOKEN_SECRET (32+ "
+                    "bytes) and TORNCHAT_ENV=production before exposing it.")
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until SIGTERM/SIGINT; returns the exit status."""
+    if settings.processes != 1 and not settings.redis_url:
+        raise ConfigError("TORNCHAT_PROCESSES", "more than one process needs REDIS_URL, "
+                          "or the workers could not reach each other's connections")
+    warn_about_settings(settings)
+    prepare_schema(settings)
+    sockets = bind_sockets(settings.port, settings.host)
+    return asyncio.run(run_worker(settings, sockets))
+
+
+async def run_worker(settings: Settings, sockets: list[object]) -> int:
+    app = build_application(settings)
+    await app.start(sockets)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("listening", extra={"port": settings.port, "pid": os.getpid(),
+                                 "database": settings.database_kind,
+                                 "bus": type(app.bus).__name__})
+    await stop.wait()
+    log.info("shutdown signal received; draining")
+    _start_watchdog(settings.shutdown_timeout)
+    await app.drain(settings.shutdown_timeout)
+    log.info("shutdown complete")
+    return 0
+
+
+def _start_watchdog(timeout: float) -> None:
+    def force_exit() -> None:
+        log.error("drain overran the shutdown timeout; forcing exit")
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(timeout, force_exit)
+    timer.daemon = True
+    timer.start()

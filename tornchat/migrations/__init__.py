@@ -1,0 +1,1 @@
+"""Numbered schema migrations, applied by ``tornchat migrate`` (peewee's runner)."""

@@ -1,0 +1,175 @@
+"""Wire frames: parse and validate client frames, serialise server frames.
+
+Pure functions and frozen dataclasses, no I/O. Each client frame type of the
+contract has one dataclass; anything else raises :class:`InvalidJson` or
+:class:`InvalidMessage` with a message a client developer can act on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tornchat.errors import InvalidJson, InvalidMessage
+
+MAX_ID_LENGTH = 128
+MAX_CLIENT_MESSAGE_ID_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class Auth:
+    token: object
+
+
+@dataclass(frozen=True)
+class SendMessage:
+    content: str
+    recipient_ids: tuple[str, ...] | None = None
+    conversation_id: str | None = None
+    client_message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Typing:
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+ClientFrame = Auth | SendMessage | Typing | Ping
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds a frame is checked against (from Settings)."""
+
+    max_message_length: int = 4000
+    max_recipients: int = 100
+
+
+def decode_object(text: str) -> dict[str, Any]:
+    """Parse one frame into a JSON object or raise InvalidJson."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise InvalidJson("Frame is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidJson("Frame must be a JSON object")
+    return data
+
+
+def parse_client_frame(data: dict[str, Any], limits: Limits) -> ClientFrame:
+    """Validate a decoded object against the frame schemas of the contract."""
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise InvalidMessage("Field 'type' must be a string")
+    if kind == "auth":
+        return Auth(token=data.get("token"))
+    if kind == "send_message":
+        return _parse_send(data, limits)
+    if kind == "typing":
+        return Typing(conversation_id=_id_field(data, "conversationId"))
+    if kind == "ping":
+        return Ping()
+    raise InvalidMessage(f"Unknown message type {kind!r}")
+
+
+def client_message_id_of(data: dict[str, Any]) -> str | None:
+    """The echoable ``clientMessageId`` of a frame, if it has a valid one."""
+    value = data.get("clientMessageId")
+    if isinstance(value, str) and 0 < len(value) <= MAX_CLIENT_MESSAGE_ID_LENGTH:
+        return value
+    return None
+
+
+def _id_field(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        raise InvalidMessage(f"Field {name!r} must be a non-empty string of at most "
+                             f"{MAX_ID_LENGTH} characters")
+    return value
+
+
+def _parse_send(data: dict[str, Any], limits: Limits) -> SendMessage:
+    has_recipients = data.get("recipientIds") is not None
+    has_conversation = data.get("conversationId") is not None
+    if has_recipients == has_conversation:
+        raise InvalidMessage("Give exactly one of 'recipientIds' or 'conversationId'")
+
+    content = data.get("content")
+    if not isinstance(content, str):
+        raise InvalidMessage("Field 'content' must be a string")
+    if not content.strip():
+        raise InvalidMessage("Field 'content' must not be blank")
+    if len(content) > limits.max_message_length:
+        raise InvalidMessage(f"Field 'content' is longer than {limits.max_message_length} "
+                             "characters")
+
+    client_message_id = data.get("clientMessageId")
+    if client_message_id is not None and client_message_id_of(data) is None:
+        raise InvalidMessage("Field 'clientMessageId' must be a non-empty string of at most "
+                             f"{MAX_CLIENT_MESSAGE_ID_LENGTH} characters")
+
+    if has_conversation:
+        return SendMessage(content=content, conversation_id=_id_field(data, "conversationId"),
+                           client_message_id=client_message_id)
+
+    recipients = data["recipientIds"]
+    if not isinstance(recipients, list) or not recipients:
+        raise InvalidMessage("Field 'recipientIds' must be a non-empty list of user ids")
+    if len(recipients) > limits.max_recipients:
+        raise InvalidMessage(f"Field 'recipientIds' has more than {limits.max_recipients} "
+                             "entries")
+    for item in recipients:
+        if not isinstance(item, str) or not item or len(item) > MAX_ID_LENGTH:
+            raise InvalidMessage("Every entry of 'recipientIds' must be a non-empty string")
+    return SendMessage(content=content, recipient_ids=tuple(recipients),
+                       client_message_id=client_message_id)
+
+
+def encode(frame: dict[str, Any]) -> str:
+    """Serialise a server frame compactly."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def auth_success(user_id: str, connection_id: str) -> str:
+    return encode({"type": "auth_success",
+                   "data": {"userId": user_id, "connectionId": connection_id}})
+
+
+def auth_error(reason: str) -> str:
+    return encode({"type": "auth_error", "error": reason})
+
+
+def error(code: str, message: str, client_message_id: str | None = None) -> str:
+    frame: dict[str, Any] = {"type": "error", "code": code, "error": message}
+    if client_message_id is not None:
+        frame["clientMessageId"] = client_message_id
+    return encode(frame)
+
+
+def message_sent(message: dict[str, Any], client_message_id: str | None) -> str:
+    frame: dict[str, Any] = {"type": "message_sent", "data": message}
+    if client_message_id is not None:
+        frame["clientMessageId"] = client_message_id
+    return encode(frame)
+
+
+def new_message(message: dict[str, Any]) -> str:
+    return encode({"type": "new_message", "data": message})
+
+
+def typing(conversation_id: str, user_id: str) -> str:
+    return encode({"type": "typing", "data": {"conversationId": conversation_id,
+                                              "userId": user_id}})
+
+
+PONG = encode({"type": "pong"})
+
+
+def server_shutdown(reconnect_after_ms: int) -> str:
+    return encode({"type": "server_shutdown", "data": {"reconnectAfterMs": reconnect_after_ms}})

@@ -1,0 +1,75 @@
+"""The chat rules: who may send where, store-then-publish, typing.
+
+No Tornado here: the service runs blocking store calls on its executor via
+``asyncio`` and publishes to the bus only after the store has committed, so a
+``message_sent`` or ``new_message`` never describes an uncommitted message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import TypeVar
+
+from tornchat import protocol
+from tornchat.bus import MESSAGE, TYPING, Bus, Delivery
+from tornchat.errors import InvalidMessage, Unavailable
+from tornchat.records import StoredMessage
+from tornchat.store import ChatStore
+
+R = TypeVar("R")
+
+
+class ChatService:
+    def __init__(self, store: ChatStore, bus: Bus, executor: Executor) -> None:
+        self._store = store
+        self._bus = bus
+        self._executor = executor
+
+    async def _run(self, fn: Callable[..., R], *args: object) -> R:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except RuntimeError as exc:  # executor shut down during drain
+            raise Unavailable("Server is shutting down; nothing was stored") from exc
+
+    async def send_message(self, sender_id: str, connection_id: str,
+                           request: protocol.SendMessage) -> StoredMessage:
+        """Store the message, then fan it out; duplicates are re-published.
+
+        A retried ``clientMessageId`` returns the original message and is
+        published again: receivers drop the repeat by ``seq``, and a fan-out
+        lost to a crash between commit and publish is completed.
+        """
+        if request.conversation_id is not None:
+            conversation_id = request.conversation_id
+            participants = await self._run(self._store.member_participants,
+                                           conversation_id, sender_id)
+        else:
+            users = frozenset(request.recipient_ids or ()) | {sender_id}
+            if len(users) < 2:
+                raise InvalidMessage("'recipientIds' must name at least one user other than "
+                                     "the sender")
+            conversation_id = await self._run(self._store.find_or_create_conversation, users)
+            participants = tuple(sorted(users))
+        message = await self._run(self._store.store_message, sender_id, conversation_id,
+                                  participants, request.content, request.client_message_id)
+        await self._bus.publish(Delivery(
+            kind=MESSAGE,
+            conversation_id=message.conversation_id,
+            user_ids=message.participants,
+            frame=protocol.new_message(message.to_wire()),
+            exclude_connection=connection_id,
+            seq=message.seq,
+        ))
+        return message
+
+    async def typing(self, user_id: str, conversation_id: str) -> None:
+        participants = await self._run(self._store.member_participants, conversation_id, user_id)
+        others = tuple(user for user in participants if user != user_id)
+        await self._bus.publish(Delivery(
+            kind=TYPING,
+            conversation_id=conversation_id,
+            user_ids=others,
+            frame=protocol.typing(conversation_id, user_id),
+        ))

@@ -1,0 +1,252 @@
+"""The repository: every database read and write of the chat, blocking.
+
+Thread rule: these methods block and must run on the store's executor, never
+on an IOLoop thread (:class:`tornchat.service.ChatService` does that). Every
+database failure becomes :class:`Unavailable`, which the contract maps to
+"nothing was stored, you may retry".
+
+Guarantees implemented here:
+- a message, its ``seq`` and its outbox event commit in one transaction;
+- ``seq`` is gap-free per conversation: the conversation row's ``last_seq`` is
+  incremented inside that transaction (a row lock on PostgreSQL, the single
+  writer lock on SQLite) and ``(conversation, seq)`` is unique;
+- find-or-create by participant set is race-free through the unique
+  ``participant_key``: the loser of a race re-reads the winner's row;
+- a repeated ``(sender, clientMessageId)`` returns the original message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import peewee as pw
+
+from tornchat.database import is_sqlite
+from tornchat.errors import Forbidden, NotFound, Unavailable
+from tornchat.event_schema import encode_event, message_sent_event, new_dedupe_id
+from tornchat.ids import new_id
+from tornchat.models import define_models
+from tornchat.records import StoredMessage
+from tornchat.timefmt import utc_now_ms
+
+_DB_DOWN_ERRORS = (pw.OperationalError, pw.InterfaceError)
+
+
+def participant_key(user_ids: frozenset[str]) -> str:
+    """A digest naming an exact participant set (order-free)."""
+    joined = "\x1f".join(sorted(user_ids))
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
+class _ParticipantCache:
+    """Bounded LRU of conversation → participants (sets never change)."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, conversation_id: str) -> tuple[str, ...] | None:
+        with self._lock:
+            found = self._items.get(conversation_id)
+            if found is not None:
+                self._items.move_to_end(conversation_id)
+            return found
+
+    def put(self, conversation_id: str, participants: tuple[str, ...]) -> None:
+        with self._lock:
+            self._items[conversation_id] = participants
+            self._items.move_to_end(conversation_id)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+
+class ChatStore:
+    """Blocking repository over one peewee database."""
+
+    def __init__(self, database: pw.Database, event_source: str = "chat-service") -> None:
+        self.database = database
+        self.models = define_models(database)
+        self._event_source = event_source
+        self._participants = _ParticipantCache()
+
+    # -- plumbing ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[None]:
+        """A connection for one unit of work; DB failures become Unavailable."""
+        try:
+            if is_sqlite(self.database):
+                self.database.connect(reuse_if_open=True)
+                yield
+            else:
+                with self.database.connection_context():
+                    yield
+        except _DB_DOWN_ERRORS as exc:
+            self._discard_connection()
+            raise Unavailable("Storage is unavailable; nothing was stored, retry later") from exc
+
+    def _discard_connection(self) -> None:
+        with contextlib.suppress(Exception):
+            if not self.database.is_closed():
+                self.database.close()
+        if hasattr(self.database, "close_stale"):
+            with contextlib.suppress(Exception):
+                self.database.close_stale(age=0)
+
+    def _write_transaction(self) -> Any:
+        if is_sqlite(self.database):
+            return self.database.atomic(lock_type="IMMEDIATE")
+        return self.database.atomic()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if not self.database.is_closed():
+                self.database.close()
+        if hasattr(self.database, "close_all"):
+            with contextlib.suppress(Exception):
+                self.database.close_all()
+
+    def ping(self) -> None:
+        """Raise Unavailable unless the database answers ``SELECT 1``."""
+        with self._session():
+            self.database.execute_sql("SELECT 1").fetchone()
+
+    # -- reads ------------------------------------------------------------
+
+    def participants_of(self, conversation_id: str) -> tuple[str, ...]:
+        """The participants, or NotFound; cached since sets never change."""
+        cached = self._participants.get(conversation_id)
+        if cached is not None:
+            return cached
+        with self._session():
+            return self._load_participants(conversation_id)
+
+    def _load_participants(self, conversation_id: str) -> tuple[str, ...]:
+        cached = self._participants.get(conversation_id)
+        if cached is not None:
+            return cached
+        Participant = self.models.Participant
+        rows = (Participant.select(Participant.user_id)
+                .where(Participant.conversation == conversation_id)
+                .order_by(Participant.user_id)
+                .tuples())
+        users = tuple(user for (user,) in rows)
+        if not users:
+            raise NotFound(f"Conversation {conversation_id!r} does not exist")
+        self._participants.put(conversation_id, users)
+        return users
+
+    def member_participants(self, conversation_id: str, user_id: str) -> tuple[str, ...]:
+        """Participants of a conversation the user belongs to (else Forbidden)."""
+        users = self.participants_of(conversation_id)
+        if user_id not in users:
+            raise Forbidden("You are not a participant of this conversation")
+        return users
+
+    def messages_of(self, conversation_id: str) -> list[StoredMessage]:
+        """Every stored message of a conversation in ``seq`` order (tests, tools)."""
+        with self._session():
+            users = self._load_participants(conversation_id)
+            Message = self.models.Message
+            rows = (Message.select().where(Message.conversation == conversation_id)
+                    .order_by(Message.seq))
+            return [self._record(row, users) for row in rows]
+
+    # -- writes -----------------------------------------------------------
+
+    def find_or_create_conversation(self, user_ids: frozenset[str]) -> str:
+        """The id of the conversation with exactly these participants."""
+        key = participant_key(user_ids)
+        Conversation = self.models.Conversation
+        with self._session():
+            found = Conversation.get_or_none(Conversation.participant_key == key)
+            if found is not None:
+                return found.id
+            conversation_id = new_id("c")
+            try:
+                with self._write_transaction():
+                    Conversation.insert(id=conversation_id, participant_key=key).execute()
+                    self.models.Participant.insert_many(
+                        [{"id": new_id("p"), "user_id": user, "conversation": conversation_id}
+                         for user in sorted(user_ids)]
+                    ).execute()
+            except pw.IntegrityError:
+                return Conversation.get(Conversation.participant_key == key).id
+        self._participants.put(conversation_id, tuple(sorted(user_ids)))
+        return conversation_id
+
+    def store_message(
+        self,
+        sender_id: str,
+        conversation_id: str,
+        participants: tuple[str, ...],
+        content: str,
+        client_message_id: str | None = None,
+    ) -> StoredMessage:
+        """Commit a message, its seq and its outbox event; idempotent per client id."""
+        with self._session():
+            if client_message_id is not None:
+                existing = self._find_by_client_id(sender_id, client_message_id)
+                if existing is not None:
+                    return existing
+            try:
+                return self._insert_message(sender_id, conversation_id, participants, content,
+                                            client_message_id)
+            except pw.IntegrityError:
+                existing = (self._find_by_client_id(sender_id, client_message_id)
+                            if client_message_id is not None else None)
+                if existing is None:
+                    raise
+                return existing
+
+    def _insert_message(self, sender_id: str, conversation_id: str,
+                        participants: tuple[str, ...], content: str,
+                        client_message_id: str | None) -> StoredMessage:
+        Conversation, Message = self.models.Conversation, self.models.Message
+        now = utc_now_ms()
+        with self._write_transaction():
+            (Conversation.update(last_seq=Conversation.last_seq + 1, last_message_at=now,
+                                 updated_at=now)
+             .where(Conversation.id == conversation_id).execute())
+            seq = (Conversation.select(Conversation.last_seq)
+                   .where(Conversation.id == conversation_id).scalar())
+            if seq is None:
+                raise NotFound(f"Conversation {conversation_id!r} does not exist")
+            message = StoredMessage(
+                id=new_id("msg"), conversation_id=conversation_id, sender_id=sender_id,
+                content=content, created_at=now, seq=seq, participants=participants,
+                client_message_id=client_message_id,
+            )
+            Message.insert(id=message.id, conversation=conversation_id, sender_id=sender_id,
+                           content=content, created_at=now, seq=seq,
+                           client_message_id=client_message_id).execute()
+            dedupe_id = new_dedupe_id()
+            event = message_sent_event(message, self._event_source, dedupe_id)
+            self.models.Outbox.insert(message_id=message.id, conversation_id=conversation_id,
+                                      dedupe_id=dedupe_id, payload=encode_event(event),
+                                      created_at=now).execute()
+        return message
+
+    def _find_by_client_id(self, sender_id: str, client_message_id: str) -> StoredMessage | None:
+        Message = self.models.Message
+        row = Message.get_or_none((Message.sender_id == sender_id)
+                                  & (Message.client_message_id == client_message_id))
+        if row is None:
+            return None
+        users = self._load_participants(row.conversation_id)
+        return self._record(row, users, duplicate=True)
+
+    @staticmethod
+    def _record(row: Any, participants: tuple[str, ...], duplicate: bool = False) -> StoredMessage:
+        return StoredMessage(
+            id=row.id, conversation_id=row.conversation_id, sender_id=row.sender_id,
+            content=row.content, created_at=row.created_at, seq=row.seq,
+            participants=participants, client_message_id=row.client_message_id,
+            duplicate=duplicate,
+        )

@@ -1,0 +1,173 @@
+"""The WebSocket handler: framing and the protocol state machine only.
+
+Each frame is decoded, validated (``protocol``) and routed to the service;
+chat rules live in ``service``. Thread rule: IOLoop thread only. Any exception
+while handling a frame becomes an ``error`` frame; the socket stays open
+unless the contract says to close it (auth failures, oversized frames).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from tornado.concurrent import Future
+from tornado.ioloop import IOLoop
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from tornchat import protocol
+from tornchat.errors import (
+    AlreadyAuthenticated,
+    AuthError,
+    ChatError,
+    InvalidMessage,
+    RateLimited,
+    Unavailable,
+)
+from tornchat.ids import new_id
+from tornchat.ratelimit import TokenBucket
+
+if TYPE_CHECKING:
+    from tornchat.app import ChatApplication
+
+log = logging.getLogger("tornchat.ws")
+
+CLOSE_GOING_AWAY = 1001
+
+
+def _consume_result(future: Future[None]) -> None:
+    """Swallow write errors of a socket that went away mid-write."""
+    if not future.cancelled():
+        future.exception()
+
+
+class ChatSocketHandler(WebSocketHandler):
+    def initialize(self, chat: ChatApplication) -> None:
+        self.chat = chat
+        self.connection_id = new_id("conn")
+        self.user_id: str | None = None
+        self.awaiting_pong = False
+        self._auth_timer: object | None = None
+        self._closed = False
+        self._bucket = TokenBucket(chat.settings.rate_limit_per_second,
+                                   chat.settings.rate_limit_burst)
+
+    # -- Tornado hooks ------------------------------------------------------
+
+    def check_origin(self, origin: str) -> bool:
+        return self.chat.origin_allowed(origin, self.request.host)
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        if self.chat.draining:
+            self.close(CLOSE_GOING_AWAY, "server shutting down")
+            return
+        self.chat.connection_opened(self)
+        self._auth_timer = IOLoop.current().call_later(self.chat.settings.auth_timeout,
+                                                       self._on_auth_timeout)
+
+    async def on_message(self, message: str | bytes) -> None:
+        client_message_id: str | None = None
+        try:
+            if isinstance(message, bytes):
+                raise InvalidMessage("Binary frames are not supported; send JSON text")
+            data = protocol.decode_object(message)
+            client_message_id = protocol.client_message_id_of(data)
+            await self._handle(data)
+        except AuthError as exc:
+            self._reject(exc)
+        except ChatError as exc:
+            if isinstance(exc, Unavailable):
+                log.warning("request failed: %s", exc.message, extra=self._log_context())
+            self.send(protocol.error(exc.code, exc.message, client_message_id))
+        except Exception:
+            log.exception("unexpected error while handling a frame", extra=self._log_context())
+            self.send(protocol.error("internal_error", "Internal server error",
+                                     client_message_id))
+
+    def on_pong(self, data: bytes) -> None:
+        self.awaiting_pong = False
+
+    def on_close(self) -> None:
+        self._closed = True
+        self._cancel_auth_timer()
+        self.chat.connection_closed(self)
+
+    # -- protocol -----------------------------------------------------------
+
+    async def _handle(self, data: dict[str, Any]) -> None:
+        limits = self.chat.limits
+        if self.user_id is None:
+            if data.get("type") != "auth":
+                raise AuthError("Not authenticated")
+            await self._authenticate(protocol.parse_client_frame(data, limits))
+            return
+        if not self._bucket.take():
+            raise RateLimited("Too many messages; slow down")
+        frame = protocol.parse_client_frame(data, limits)
+        if isinstance(frame, protocol.Auth):
+            raise AlreadyAuthenticated("Connection is already authenticated")
+        if isinstance(frame, protocol.Ping):
+            self.send(protocol.PONG)
+        elif isinstance(frame, protocol.SendMessage):
+            await self._send_message(frame)
+        elif isinstance(frame, protocol.Typing):
+            await self.chat.service.typing(self.user_id, frame.conversation_id)
+
+    async def _authenticate(self, frame: protocol.ClientFrame) -> None:
+        assert isinstance(frame, protocol.Auth)
+        self._cancel_auth_timer()
+        user_id = self.chat.verifier.verify(frame.token)
+        await self.chat.authenticate(self, user_id)
+        if self._closed:
+            return
+        self.send(protocol.auth_success(user_id, self.connection_id))
+        log.info("connection authenticated", extra=self._log_context())
+
+    async def _send_message(self, frame: protocol.SendMessage) -> None:
+        assert self.user_id is not None
+        if self.chat.draining:
+            raise Unavailable("Server is shutting down; nothing was stored, retry on reconnect")
+        with self.chat.track_inflight():
+            message = await self.chat.service.send_message(self.user_id, self.connection_id,
+                                                           frame)
+        self.send(protocol.message_sent(message.to_wire(), frame.client_message_id))
+        log.debug("message stored", extra={**self._log_context(),
+                                           "conversationId": message.conversation_id,
+                                           "messageId": message.id, "seq": message.seq})
+
+    # -- helpers ------------------------------------------------------------
+
+    def send(self, frame: str) -> bool:
+        """Queue a text frame; False if the socket is closed. Never raises."""
+        if self._closed or self.ws_connection is None or self.ws_connection.is_closing():
+            return False
+        try:
+            self.write_message(frame).add_done_callback(_consume_result)
+        except WebSocketClosedError:
+            return False
+        return True
+
+    def terminate(self) -> None:
+        """Drop a dead connection at once: no close handshake, no waiting."""
+        self.chat.connection_closed(self)
+        connection = self.ws_connection
+        if connection is not None and connection.stream is not None:
+            connection.stream.close()
+
+    def _reject(self, exc: AuthError) -> None:
+        log.info("authentication failed: %s", exc.reason, extra=self._log_context())
+        self.send(protocol.auth_error(exc.reason))
+        self.close(exc.close_code, exc.reason)
+
+    def _on_auth_timeout(self) -> None:
+        self._auth_timer = None
+        if self.user_id is None and not self._closed:
+            self._reject(AuthError("Authentication timeout"))
+
+    def _cancel_auth_timer(self) -> None:
+        if self._auth_timer is not None:
+            IOLoop.current().remove_timeout(self._auth_timer)
+            self._auth_timer = None
+
+    def _log_context(self) -> dict[str, Any]:
+        return {"connectionId": self.connection_id, "userId": self.user_id}
