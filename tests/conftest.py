@@ -1,8 +1,27 @@
-"""Fixtures shared by every test module."""
+"""Fixtures shared by every test module.
+
+``chat_server`` starts the real Tornado application in-process on a free
+port, on the test's IOLoop (pytest-tornasync), with fast intervals; tests then
+talk to it with a real WebSocket client (``tests.support.wsclient``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import pytest
+from tornado.ioloop import IOLoop
+from tornado.netutil import bind_sockets
+
+from tests.support.server import TEST_SECRET
+from tests.support.services import fresh_postgres_database
+from tornchat.app import ChatApplication
+from tornchat.config import Settings, load_settings
+from tornchat.database import open_database
+from tornchat.schema import migrate
+from tornchat.wiring import build_application
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -14,3 +33,83 @@ def pytest_configure(config: pytest.Config) -> None:
         ("deploy", "deployment surfaces: Docker, Helm, Ansible, Compose"),
     ):
         config.addinivalue_line("markers", f"{marker}: {meaning}")
+
+
+@dataclasses.dataclass
+class RunningServer:
+    app: ChatApplication
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/v1/chat"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def secret(self) -> str:
+        return self.app.settings.access_token_secret
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    env = {
+        "DATABASE_URL": database_url,
+        "ACCESS_TOKEN_SECRET": TEST_SECRET,
+        "TORNCHAT_HOST": "127.0.0.1",
+        "TORNCHAT_AUTH_TIMEOUT": "1.0",
+        "TORNCHAT_HEARTBEAT_INTERVAL": "0.3",
+        "TORNCHAT_RATE_LIMIT_PER_SECOND": "1000",
+        "TORNCHAT_RATE_LIMIT_BURST": "1000",
+    }
+    return dataclasses.replace(load_settings(environ=env), **overrides)
+
+
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Any) -> str:
+    return f"sqlite:///{tmp_path / 'chat.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """Each persistence test runs on SQLite and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'chat.db'}"
+    else:
+        with fresh_postgres_database() as url:
+            yield url
+
+
+def migrated(url: str) -> str:
+    database = open_database(url, 1)
+    migrate(database)
+    database.close()
+    return url
+
+
+@pytest.fixture
+def start_server(io_loop: IOLoop, sqlite_url: str) -> Iterator[Callable[..., Any]]:
+    """Factory: ``await start_server(database_url=..., **settings overrides)``."""
+    started: list[ChatApplication] = []
+
+    async def start(database_url: str | None = None, **overrides: Any) -> RunningServer:
+        settings = make_settings(migrated(database_url or sqlite_url), **overrides)
+        app = build_application(settings)
+        sockets = bind_sockets(0, "127.0.0.1")
+        port = sockets[0].getsockname()[1]
+        await app.start(sockets)
+        started.append(app)
+        return RunningServer(app, port)
+
+    yield start
+    for app in started:
+        io_loop.run_sync(app.close)
+
+
+@pytest.fixture
+def server(io_loop: IOLoop, start_server: Callable[..., Any]) -> RunningServer:
+    """The application on SQLite with test settings."""
+    return io_loop.run_sync(start_server)
