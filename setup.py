@@ -35,6 +35,12 @@ setup(
         "loadtest": [
             "locust>=2.20",
             "websocket-client>=1.7",
+            "aiohttp>=3.9",
+            "orjson>=3.9",
+            "psutil>=5.9",
+            "matplotlib>=3.8",
+            "python-socketio>=5.11",
+            "py-spy>=0.3.14",
         ],
     },
     entry_points={"console_scripts": ["tornchat=tornchat.cli:main"]},
