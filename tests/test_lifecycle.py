@@ -1,0 +1,109 @@
+"""Start-up and graceful shutdown of a real ``tornchat serve`` process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.server import TEST_SECRET, ServerProcess
+from tests.support.wsclient import ClosedError, authed
+
+SEED_VARIABLES = ("PORT", "DATABASE_URL", "ACCESS_TOKEN_SECRET", "REDIS_URL", "KAFKA_BROKER",
+                  "LOG_LEVEL", "NODE_ENV")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in SEED_VARIABLES and not k.startswith("TORNCHAT_")}
+    return {**env, **extra}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = None):
+    return subprocess.run([sys.executable, "-m", "tornchat.cli", *args], env=env or clean_env(),
+                          cwd=cwd, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.slow
+def test_serve_starts_with_nothing_configured(tmp_path):
+    server = ServerProcess(cwd=str(tmp_path))
+    server.env = clean_env(PORT=str(server.port))
+    server.start()
+    try:
+        status, body = server.health()
+        assert status == 200
+        assert body["dependencies"] == {"database": "ok", "redis": "disabled",
+                                        "kafka": "disabled"}
+        assert (tmp_path / "tornchat.db").exists()
+        assert "DEVELOPMENT secret" in server.logs()
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.slow
+async def test_sigterm_notifies_clients_closes_1001_and_loses_nothing_acknowledged(tmp_path):
+    server = ServerProcess(cwd=str(tmp_path)).start()
+    alice = await authed(server.ws_url, TEST_SECRET, "alice")
+    bob = await authed(server.ws_url, TEST_SECRET, "bob")
+    first = await alice.request({"type": "send_message", "recipientIds": ["bob"],
+                                 "content": "m-0"})
+    conversation_id = first["data"]["conversationId"]
+    acked = {first["data"]["id"]}
+    for i in range(1, 60):
+        await alice.send({"type": "send_message", "conversationId": conversation_id,
+                          "content": f"m-{i}", "clientMessageId": f"c-{i}"})
+    server.signal(signal.SIGTERM)
+
+    saw_shutdown = False
+    while True:
+        try:
+            frame = await alice.recv(timeout=6)
+        except ClosedError:
+            break
+        if frame["type"] == "message_sent":
+            acked.add(frame["data"]["id"])
+        elif frame["type"] == "server_shutdown":
+            assert frame["data"] == {"reconnectAfterMs": 5000}
+            saw_shutdown = True
+    assert saw_shutdown
+    assert alice.conn.close_code == 1001
+    assert await bob.wait_closed(timeout=6) == 1001
+    assert await asyncio.get_running_loop().run_in_executor(None, server.wait, 6) == 0
+
+    with sqlite3.connect(tmp_path / "tornchat.db") as db:
+        stored = {row[0] for row in db.execute("SELECT id FROM message")}
+    assert acked <= stored
+    assert "shutdown complete" in server.logs()
+
+
+def test_production_refuses_a_missing_or_short_secret(tmp_path):
+    result = run_cli("serve", env=clean_env(TORNCHAT_ENV="production"), cwd=str(tmp_path))
+    assert result.returncode == 2
+    assert "ACCESS_TOKEN_SECRET" in result.stderr
+    assert "required" in result.stderr
+    result = run_cli("serve", env=clean_env(TORNCHAT_ENV="production",
+                                            ACCESS_TOKEN_SECRET="short"), cwd=str(tmp_path))
+    assert result.returncode == 2
+    assert "at least 32 bytes" in result.stderr
+
+
+def test_bad_settings_are_named_in_one_readable_line(tmp_path):
+    for env, name in (({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
+                      ({"PORT": "eighty"}, "PORT"),
+                      ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+                      ({"TORNCHAT_HEARTBEAT_INTERVAL": "-1"}, "TORNCHAT_HEARTBEAT_INTERVAL")):
+        result = run_cli("serve", env=clean_env(**env), cwd=str(tmp_path))
+        assert result.returncode == 2, result
+        assert result.stderr.startswith(f"tornchat: configuration error: {name}:"), result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_more_than_one_process_without_redis_is_a_clear_error(tmp_path):
+    result = run_cli("serve", "--processes", "2", cwd=str(tmp_path))
+    assert result.returncode == 2
+    assert "REDIS_URL" in result.stderr

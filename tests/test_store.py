@@ -1,0 +1,90 @@
+"""The repository on SQLite and on the real PostgreSQL (a fresh database each)."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.conftest import migrated
+from tornchat.database import open_database
+from tornchat.errors import Forbidden, NotFound
+from tornchat.store import ChatStore
+
+
+@pytest.fixture
+def store(database_url: str):
+    store = ChatStore(open_database(migrated(database_url), 8))
+    yield store
+    store.close()
+
+
+def test_concurrent_first_messages_to_one_set_end_in_one_conversation(store):
+    users = frozenset({"alice", "bob", "carol"})
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(lambda _: store.find_or_create_conversation(users), range(16)))
+    assert len(ids) == 1
+    assert store.participants_of(ids.pop()) == ("alice", "bob", "carol")
+
+
+def test_seq_is_gap_free_under_concurrent_writers(store):
+    users = ("alice", "bob")
+    conversation = store.find_or_create_conversation(frozenset(users))
+
+    def send(i: int) -> int:
+        return store.store_message(users[i % 2], conversation, users, f"m{i}").seq
+
+    with ThreadPoolExecutor(8) as pool:
+        seqs = sorted(pool.map(send, range(60)))
+    assert seqs == list(range(1, 61))
+    assert [m.seq for m in store.messages_of(conversation)] == list(range(1, 61))
+
+
+def test_client_message_id_is_idempotent_even_when_retries_race(store):
+    users = ("alice", "bob")
+    conversation = store.find_or_create_conversation(frozenset(users))
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(
+            lambda _: store.store_message("alice", conversation, users, "hi", "cm-1"), range(8)))
+    assert len({r.id for r in results}) == 1
+    assert len(store.messages_of(conversation)) == 1
+    # another sender may reuse the same client id: it is scoped per sender
+    other = store.store_message("bob", conversation, users, "hi", "cm-1")
+    assert other.id != results[0].id
+
+
+def test_message_and_its_outbox_event_are_written_together(store):
+    users = ("alice", "bob", "carol")
+    conversation = store.find_or_create_conversation(frozenset(users))
+    message = store.store_message("alice", conversation, users, "Hello")
+    Outbox = store.models.Outbox
+    with store.database.connection_context():
+        rows = list(Outbox.select().where(Outbox.message_id == message.id))
+    assert len(rows) == 1
+    event = json.loads(rows[0].payload)
+    assert event == {
+        "eventType": "MessageSent", "messageId": message.id,
+        "conversationId": conversation, "senderId": "alice",
+        "recipientIds": ["bob", "carol"], "content": "Hello",
+        "timestamp": message.to_wire()["createdAt"], "dedupeId": rows[0].dedupe_id,
+        "source": "chat-service", "version": 1,
+    }
+    assert rows[0].sent_at is None
+
+
+def test_membership_is_checked_and_unknown_conversations_are_not_found(store):
+    conversation = store.find_or_create_conversation(frozenset({"alice", "bob"}))
+    assert store.member_participants(conversation, "bob") == ("alice", "bob")
+    with pytest.raises(Forbidden):
+        store.member_participants(conversation, "mallory")
+    with pytest.raises(NotFound):
+        store.participants_of("c_does_not_exist")
+
+
+def test_timestamps_round_trip_with_millisecond_precision(store):
+    users = ("alice", "bob")
+    conversation = store.find_or_create_conversation(frozenset(users))
+    stored = store.store_message("alice", conversation, users, "hi")
+    [loaded] = store.messages_of(conversation)
+    assert loaded.to_wire() == stored.to_wire()
