@@ -24,7 +24,7 @@ async def test_valid_token_gets_auth_success_with_user_and_connection_ids(server
     assert reply["data"]["connectionId"].startswith("conn_")
 
 
-async def test_user_id_comes_from_sub_then_userId_then_id(server):
+async def test_user_id_comes_from_sub_then_user_id_then_id_claims(server):
     exp = int(time.time()) + 60
     for claims, expected in (({"userId": "u2", "id": "x"}, "u2"), ({"id": "u3"}, "u3")):
         token = jwt.encode({**claims, "exp": exp}, server.secret, "HS256")
@@ -35,7 +35,8 @@ async def test_user_id_comes_from_sub_then_userId_then_id(server):
 
 async def test_token_signed_with_another_secret_is_rejected_with_4001(server):
     client = await WsClient.connect(server.url)
-    await client.send({"type": "auth", "token": mint_token("another-secret-of-32-bytes-length!", "u1")})
+    forged = mint_token("another-secret-of-32-bytes-length!", "u1")
+    await client.send({"type": "auth", "token": forged})
     await expect_auth_error(client, "Invalid token")
 
 
