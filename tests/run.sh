@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Run the whole tornchat test suite on a fresh machine with one command:
+#
+#     bash tests/run.sh [extra pytest arguments]
+#
+# It creates .venv (if missing), installs tornchat with its test, load-test and
+# deployment-test tools, makes sure the local PostgreSQL and Redis are up
+# (starting them when they are installed but stopped), then runs pytest.
+# The Kafka-protocol broker (Tansu) is started by the tests themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test,loadtest]'
+if [ -f tests/deploy/requirements.txt ]; then
+    .venv/bin/python -m pip install --quiet -r tests/deploy/requirements.txt
+fi
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+if ! port_open 6379 && command -v redis-server >/dev/null; then
+    echo "starting redis-server on 127.0.0.1:6379"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+fi
+if ! port_open 5432 && command -v pg_ctlcluster >/dev/null; then
+    echo "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+fi
+
+.venv/bin/ruff check tornchat tests loadtest
+exec .venv/bin/python -m pytest "$@"
