@@ -69,3 +69,13 @@ def test_conversations_are_independent():
     seq.offer("a", 1, "a1")
     assert seq.offer("a", 3, "a3") == []
     assert seq.offer("b", 1, "b1") == ["b1"]
+
+
+def test_below_the_first_released_seq_is_late_not_duplicate():
+    seq, clock = make()
+    seq.offer("c", 5, "m5")
+    clock.now += 0.06
+    assert seq.expire() == ["m5"]
+    assert seq.offer("c", 3, "m3") == ["m3"]
+    assert seq.offer("c", 3, "m3-again") == []
+    assert seq.offer("c", 5, "m5-again") == []

@@ -15,10 +15,10 @@ from pythonjsonlogger.json import JsonFormatter
 def configure_logging(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(
-        "{asctime}{levelname}{name}{message}{process}",
+        "{levelname}{name}{message}{process}",
         style="{",
-        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-        timestamp=False,
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp="time",  # ISO 8601 UTC
     ))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -6,7 +6,9 @@ instances and reach this process out of order. The sequencer releases them in
 ``hold_seconds`` pass, then released anyway (a message is never dropped for
 being late; it is only dropped when it is a duplicate of one already
 released). A conversation seen for the first time at ``seq > 1`` is held for
-the same window, in case lower numbers are in flight.
+the same window, in case lower numbers are in flight; anything below the first
+released ``seq`` was never delivered here and is delivered when it comes.
+Bookkeeping per conversation is a few integers plus bounded sets.
 
 Pure logic with an injectable clock; the caller (IOLoop thread) schedules a
 wake-up at :meth:`next_deadline` and calls :meth:`expire`.
@@ -26,9 +28,11 @@ _RECENT_WINDOW = 1024
 
 @dataclass
 class _Conversation(Generic[T]):
-    last: int | None = None
+    floor: int | None = None  # the first seq released here; nothing below it was
+    last: int | None = None  # the highest seq released here
     pending: dict[int, tuple[float, T]] = field(default_factory=dict)
-    released: set[int] = field(default_factory=set)
+    skipped: set[int] = field(default_factory=set)  # gaps jumped over, may still come
+    late: set[int] = field(default_factory=set)  # released seqs below the floor
 
 
 class Sequencer(Generic[T]):
@@ -38,25 +42,30 @@ class Sequencer(Generic[T]):
         self._capacity = capacity
         self._clock = clock
         self._conversations: OrderedDict[str, _Conversation[T]] = OrderedDict()
+        self._waiting: set[str] = set()  # conversations with held messages
 
     def offer(self, conversation_id: str, seq: int, item: T) -> list[T]:
         """Accept one message; return the items now releasable, in order."""
         state = self._state(conversation_id)
-        if seq in state.released or seq in state.pending:
-            return []
-        if (state.last is None and seq > 1) or (state.last is not None and seq > state.last + 1):
-            state.pending[seq] = (self._clock(), item)
+        if seq in state.pending:
             return []
         if state.last is not None and seq <= state.last:
-            self._mark_released(state, seq)
-            return [item]
-        return self._release_from(state, seq, item)
+            return [item] if self._take_late(state, seq) else []
+        if (state.last is None and seq > 1) or (state.last is not None and seq > state.last + 1):
+            state.pending[seq] = (self._clock(), item)
+            self._waiting.add(conversation_id)
+            return []
+        ready = self._release_from(state, seq, item)
+        if not state.pending:
+            self._waiting.discard(conversation_id)
+        return ready
 
     def expire(self) -> list[T]:
         """Release messages whose hold has run out (and what follows them)."""
         now = self._clock()
         ready: list[T] = []
-        for state in self._conversations.values():
+        for conversation_id in list(self._waiting):
+            state = self._conversations[conversation_id]
             while state.pending:
                 first = min(state.pending)
                 arrived, item = state.pending[first]
@@ -64,30 +73,43 @@ class Sequencer(Generic[T]):
                     break
                 del state.pending[first]
                 ready.extend(self._release_from(state, first, item))
+            if not state.pending:
+                self._waiting.discard(conversation_id)
         return ready
 
     def next_deadline(self) -> float | None:
         """Clock time of the earliest hold expiry, or None when nothing waits."""
-        arrivals = [arrived for state in self._conversations.values()
-                    for arrived, _ in state.pending.values()]
+        arrivals = [arrived for conversation_id in self._waiting
+                    for arrived, _ in self._conversations[conversation_id].pending.values()]
         return min(arrivals) + self._hold if arrivals else None
 
     def _release_from(self, state: _Conversation[T], seq: int, item: T) -> list[T]:
+        if state.floor is None:
+            state.floor = seq
+        elif state.last is not None and seq > state.last + 1:
+            state.skipped.update(range(max(state.last + 1, seq - _RECENT_WINDOW), seq))
+            _trim(state.skipped, seq)
+        state.last = seq
         ready = [item]
-        self._mark_released(state, seq)
-        state.last = seq if state.last is None else max(state.last, seq)
         while state.last + 1 in state.pending:
             state.last += 1
             ready.append(state.pending.pop(state.last)[1])
-            self._mark_released(state, state.last)
         return ready
 
     @staticmethod
-    def _mark_released(state: _Conversation[T], seq: int) -> None:
-        state.released.add(seq)
-        if len(state.released) > 2 * _RECENT_WINDOW and state.last is not None:
-            floor = state.last - _RECENT_WINDOW
-            state.released = {s for s in state.released if s > floor}
+    def _take_late(state: _Conversation[T], seq: int) -> bool:
+        """A seq at or below ``last``: deliver it once if it was never released."""
+        assert state.floor is not None
+        if seq < state.floor:
+            if seq in state.late:
+                return False
+            state.late.add(seq)
+            _trim(state.late, state.floor)
+            return True
+        if seq in state.skipped:
+            state.skipped.discard(seq)
+            return True
+        return False
 
     def _state(self, conversation_id: str) -> _Conversation[T]:
         state = self._conversations.get(conversation_id)
@@ -104,3 +126,10 @@ class Sequencer(Generic[T]):
             if not state.pending:
                 del self._conversations[key]
                 return
+
+
+def _trim(seqs: set[int], top: int) -> None:
+    """Keep the bookkeeping of one conversation bounded to a recent window."""
+    if len(seqs) > _RECENT_WINDOW:
+        floor = top - _RECENT_WINDOW
+        seqs.difference_update([s for s in seqs if s < floor])
