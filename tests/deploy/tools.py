@@ -1,0 +1,51 @@
+"""Paths and tool lookups shared by the deployment-surface tests.
+
+A missing tool skips its tests on a developer machine, but fails them in CI
+(``CI=true``), where a skip would hide an untested surface.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "tornchat"
+ANSIBLE_DIR = REPO / "ansible"
+
+
+def _missing(what: str) -> None:
+    message = f"{what} is not installed: pip install -r tests/deploy/requirements.txt"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def require_tool(name: str) -> str:
+    """Absolute path of a command, looked up on PATH and beside this Python."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if not found:
+        _missing(f"the {name!r} command")
+    return str(found)
+
+
+def require_module(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        _missing(f"the Python module {name!r}")
+        raise  # unreachable: _missing always raises
+
+
+def tool_env() -> dict[str, str]:
+    """Environment for child tools: this Python's bin first, no colours."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", NO_COLOR="1", PY_COLORS="0")
+    return env
