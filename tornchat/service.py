@@ -16,16 +16,19 @@ from tornchat import protocol
 from tornchat.bus import MESSAGE, TYPING, Bus, Delivery
 from tornchat.errors import InvalidMessage, Unavailable
 from tornchat.records import StoredMessage
-from tornchat.store import ChatStore
+from tornchat.store import ChatStore, NewMessage
+from tornchat.writer import GroupCommitWriter
 
 R = TypeVar("R")
 
 
 class ChatService:
-    def __init__(self, store: ChatStore, bus: Bus, executor: Executor) -> None:
+    def __init__(self, store: ChatStore, bus: Bus, executor: Executor,
+                 writer: GroupCommitWriter) -> None:
         self._store = store
         self._bus = bus
         self._executor = executor
+        self._writer = writer
 
     async def _run(self, fn: Callable[..., R], *args: object) -> R:
         try:
@@ -52,8 +55,9 @@ class ChatService:
                                      "the sender")
             conversation_id = await self._run(self._store.find_or_create_conversation, users)
             participants = tuple(sorted(users))
-        message = await self._run(self._store.store_message, sender_id, conversation_id,
-                                  participants, request.content, request.client_message_id)
+        message = await self._writer.store(NewMessage(sender_id, conversation_id, participants,
+                                                      request.content,
+                                                      request.client_message_id))
         await self._bus.publish(Delivery(
             kind=MESSAGE,
             conversation_id=message.conversation_id,
