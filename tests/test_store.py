@@ -88,3 +88,41 @@ def test_timestamps_round_trip_with_millisecond_precision(store):
     stored = store.store_message("alice", conversation, users, "hi")
     [loaded] = store.messages_of(conversation)
     assert loaded.to_wire() == stored.to_wire()
+
+
+def test_a_batch_commits_in_order_and_isolates_per_request_errors(store):
+    from tornchat.store import NewMessage
+
+    users = ("alice", "bob")
+    one = store.find_or_create_conversation(frozenset(users))
+    two = store.find_or_create_conversation(frozenset({"alice", "carol"}))
+    results = store.store_batch([
+        NewMessage("alice", one, users, "a1", "k1"),
+        NewMessage("alice", two, ("alice", "carol"), "b1"),
+        NewMessage("alice", "c_missing", users, "lost"),
+        NewMessage("bob", one, users, "a2"),
+        NewMessage("alice", one, users, "a1 again", "k1"),
+    ])
+    assert [getattr(r, "seq", None) for r in results] == [1, 1, None, 2, 1]
+    assert isinstance(results[2], NotFound)
+    assert results[4].id == results[0].id and results[4].duplicate
+    assert [m.content for m in store.messages_of(one)] == ["a1", "a2"]
+
+
+async def test_the_group_commit_writer_batches_concurrent_sends(store):
+    import asyncio
+
+    from tornchat.store import NewMessage
+    from tornchat.writer import GroupCommitWriter
+
+    users = ("alice", "bob")
+    conversation = store.find_or_create_conversation(frozenset(users))
+    writer = GroupCommitWriter(store)
+    writer.start()
+    try:
+        stored = await asyncio.gather(*(
+            writer.store(NewMessage("alice", conversation, users, f"m{i}")) for i in range(200)))
+    finally:
+        writer.stop()
+    assert sorted(m.seq for m in stored) == list(range(1, 201))
+    assert [m.content for m in store.messages_of(conversation)] == [f"m{i}" for i in range(200)]
