@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.11",
-    packages=find_packages(include=["tornchat", "tornchat.*"]),
+    packages=find_packages(include=["tornchat", "tornchat.*", "loadtest"]),
     package_data={"tornchat": ["py.typed", "migrations/*.py"]},
     install_requires=[
         "tornado>=6.4",
