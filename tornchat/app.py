@@ -27,10 +27,12 @@ from tornchat.database import is_sqlite
 from tornchat.dispatch import Dispatcher
 from tornchat.errors import TooManyConnections
 from tornchat.health import HealthHandler
+from tornchat.metrics import Metrics, MetricsHandler
 from tornchat.registry import ConnectionRegistry
 from tornchat.service import ChatService
 from tornchat.slots import ConnectionSlots
 from tornchat.store import ChatStore
+from tornchat.writer import GroupCommitWriter
 
 if TYPE_CHECKING:
     from tornchat.ws import ChatSocketHandler
@@ -55,8 +57,10 @@ RECONNECT_AFTER_MS = 5000
 
 class ChatApplication:
     def __init__(self, settings: Settings, store: ChatStore, bus: Bus,
-                 slots: ConnectionSlots, relay: EventRelay | None = None) -> None:
+                 slots: ConnectionSlots, relay: EventRelay | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.relay = relay
         self.store = store
         self.bus = bus
@@ -66,8 +70,9 @@ class ChatApplication:
         self.verifier = TokenVerifier(settings.access_token_secret)
         self.limits = protocol.Limits(settings.max_message_length, settings.max_recipients)
         self.registry = ConnectionRegistry()
-        self.dispatcher = Dispatcher(self.registry)
-        self.service = ChatService(store, bus, self.executor)
+        self.dispatcher = Dispatcher(self.registry, settings.order_hold, self.metrics)
+        self.writer = GroupCommitWriter(store)
+        self.service = ChatService(store, bus, self.executor, self.writer)
         self.draining = False
         self._handlers: set[ChatSocketHandler] = set()
         self._inflight = 0
@@ -83,12 +88,14 @@ class ChatApplication:
             [
                 (WS_PATH, ChatSocketHandler, {"chat": self}),
                 (r"/health", HealthHandler, {"chat": self}),
+                (r"/metrics", MetricsHandler, {"chat": self}),
             ],
             websocket_max_message_size=self.settings.max_frame_bytes,
         )
 
     async def start(self, sockets: list[Any] | None = None) -> HTTPServer:
         """Start listening (on ``sockets`` if given, else host:port)."""
+        self.writer.start()
         await self.bus.start(self.dispatcher.deliver)
         if self.relay is not None:
             await self.relay.start()
@@ -117,17 +124,19 @@ class ChatApplication:
     async def authenticate(self, handler: ChatSocketHandler, user_id: str) -> None:
         if not await self.slots.acquire(user_id, handler.connection_id):
             raise TooManyConnections()
-        if handler.connection_id not in {h.connection_id for h in self._handlers}:
+        if handler not in self._handlers:  # closed while the slot was being taken
             await self.slots.release(user_id, handler.connection_id)
             return
         handler.user_id = user_id
         self.registry.add(handler)
+        self.metrics.connections.inc()
 
     def connection_closed(self, handler: ChatSocketHandler) -> None:
         """Idempotent cleanup of every registry a connection is in."""
         self._handlers.discard(handler)
         if self.registry.remove(handler):
             assert handler.user_id is not None
+            self.metrics.connections.dec()
             IOLoop.current().add_callback(self.slots.release, handler.user_id,
                                           handler.connection_id)
             log.info("connection closed", extra={"connectionId": handler.connection_id,
@@ -179,9 +188,11 @@ class ChatApplication:
 
     @contextlib.contextmanager
     def track_inflight(self) -> Iterator[None]:
+        """Wrap one send: drain waits for it; it counts as sent when it returns."""
         self._inflight += 1
         try:
             yield
+            self.metrics.messages_sent.inc()
         finally:
             self._inflight -= 1
 
@@ -217,5 +228,6 @@ class ChatApplication:
             self._server.stop()
         await self.bus.stop()
         await self.slots.close()
+        self.writer.stop()
         self.executor.shutdown(wait=True)
         self.store.close()

@@ -24,6 +24,7 @@ from tornchat.errors import ConfigError
 DEV_SECRET = "tornchat-development-secret-do-not-use-in-production"
 MIN_PRODUCTION_SECRET_BYTES = 32
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+BUS_MODES = ("pattern", "routed")
 
 
 def _setting(default: Any, env: str, doc: str) -> Any:
@@ -73,7 +74,34 @@ class Settings:
     )
     db_pool_size: int = _setting(8, "TORNCHAT_DB_POOL_SIZE", "PostgreSQL connections per worker")
     kafka_topic: str = _setting("chat-events", "TORNCHAT_KAFKA_TOPIC", "topic of MessageSent")
+    kafka_publish_timeout: float = _setting(
+        10.0, "TORNCHAT_KAFKA_PUBLISH_TIMEOUT",
+        "seconds Kafka gets to acknowledge a batch before it is retried from the outbox"
+    )
+    outbox_batch_size: int = _setting(
+        200, "TORNCHAT_OUTBOX_BATCH_SIZE", "outbox events a relay publishes per round"
+    )
+    outbox_poll_interval: float = _setting(
+        0.1, "TORNCHAT_OUTBOX_POLL_INTERVAL", "seconds an idle relay waits between outbox checks"
+    )
+    outbox_retention_hours: float = _setting(
+        24.0, "TORNCHAT_OUTBOX_RETENTION_HOURS", "hours sent events stay in the outbox"
+    )
     event_source: str = _setting("chat-service", "TORNCHAT_EVENT_SOURCE", "event source field")
+    bus_mode: str = _setting(
+        "pattern", "TORNCHAT_BUS_MODE",
+        "Redis fan-out: pattern (every worker gets every message) or routed (docs/scaling.md)"
+    )
+    order_hold: float = _setting(
+        0.2, "TORNCHAT_ORDER_HOLD", "seconds a message waits for a missing lower seq"
+    )
+    redis_probe_interval: float = _setting(
+        5.0, "TORNCHAT_REDIS_PROBE_INTERVAL",
+        "seconds between subscriber pings; silence for 2x this forces a reconnect"
+    )
+    bus_backlog: int = _setting(
+        10000, "TORNCHAT_BUS_BACKLOG", "deliveries kept for re-publishing while Redis is down"
+    )
 
     @property
     def is_production(self) -> bool:
@@ -188,11 +216,20 @@ def _validate(s: Settings) -> None:
     if s.kafka_broker:
         _require("://" not in s.kafka_broker and ":" in s.kafka_broker, "KAFKA_BROKER",
                  f"must be host:port[,host:port], got {s.kafka_broker!r}")
+    for name in ("kafka_publish_timeout", "outbox_poll_interval"):
+        _require(getattr(s, name) > 0, env_of[name], "must be greater than 0")
+    _require(s.outbox_batch_size >= 1, "TORNCHAT_OUTBOX_BATCH_SIZE", "must be at least 1")
+    _require(s.outbox_retention_hours >= 0, "TORNCHAT_OUTBOX_RETENTION_HOURS",
+             "must be 0 or more")
     _require(s.processes >= 0, "TORNCHAT_PROCESSES", "must be 0 (one per CPU) or more")
-    for name in ("auth_timeout", "heartbeat_interval", "shutdown_timeout", "rate_limit_per_second"):
+    _require(s.bus_mode in BUS_MODES, "TORNCHAT_BUS_MODE",
+             f"must be one of {', '.join(BUS_MODES)}, got {s.bus_mode!r}")
+    _require(s.order_hold >= 0, "TORNCHAT_ORDER_HOLD", "must be 0 or more")
+    for name in ("auth_timeout", "heartbeat_interval", "shutdown_timeout", "rate_limit_per_second",
+                 "redis_probe_interval"):
         _require(getattr(s, name) > 0, env_of[name], "must be greater than 0")
     for name in ("max_connections_per_user", "max_message_length", "max_frame_bytes",
-                 "max_recipients", "rate_limit_burst", "db_pool_size"):
+                 "max_recipients", "rate_limit_burst", "db_pool_size", "bus_backlog"):
         _require(getattr(s, name) >= 1, env_of[name], "must be at least 1")
     if s.is_production:
         _require(bool(s.access_token_secret), "ACCESS_TOKEN_SECRET",

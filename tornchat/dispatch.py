@@ -1,5 +1,11 @@
 """Hand deliveries from the bus to local sockets, messages in ``seq`` order.
 
+Ordering across workers and instances is restored here, at the receiver: a
+``new_message`` whose lower ``seq`` has not arrived yet is held up to
+``hold_seconds`` (``TORNCHAT_ORDER_HOLD``) for it (see :mod:`tornchat.sequencer`
+and docs/scaling.md). Written frames and send-to-deliver latency are counted
+in :class:`~tornchat.metrics.Metrics`.
+
 IOLoop thread only: the bus calls :meth:`Dispatcher.deliver` on the loop, and
 the hold timer of the sequencer is an IOLoop timeout.
 """
@@ -11,13 +17,16 @@ import time
 from tornado.ioloop import IOLoop
 
 from tornchat.bus import MESSAGE, Delivery
+from tornchat.metrics import Metrics
 from tornchat.registry import ConnectionRegistry
 from tornchat.sequencer import Sequencer
 
 
 class Dispatcher:
-    def __init__(self, registry: ConnectionRegistry, hold_seconds: float = 0.05) -> None:
+    def __init__(self, registry: ConnectionRegistry, hold_seconds: float = 0.05,
+                 metrics: Metrics | None = None) -> None:
         self._registry = registry
+        self._metrics = metrics
         self._sequencer: Sequencer[Delivery] = Sequencer(hold_seconds)
         self._timer: object | None = None
         self._timer_deadline: float | None = None
@@ -36,8 +45,12 @@ class Dispatcher:
             self._write(delivery)
 
     def _write(self, delivery: Delivery) -> None:
-        self.delivered += self._registry.deliver(delivery.user_ids, delivery.frame,
-                                                 delivery.exclude_connection)
+        written = self._registry.deliver(delivery.user_ids, delivery.frame,
+                                         delivery.exclude_connection)
+        self.delivered += written
+        if written and delivery.kind == MESSAGE and self._metrics is not None:
+            self._metrics.messages_delivered.inc(written)
+            self._metrics.delivery_latency.observe(max(0.0, time.time() - delivery.published_at))
 
     def _schedule(self) -> None:
         deadline = self._sequencer.next_deadline()

@@ -3,7 +3,9 @@
 Order on start: validate settings, apply migrations (SQLite) or refuse a stale
 schema (PostgreSQL: ``tornchat migrate`` is a deploy step), bind the port,
 then build the application, whose database, bus and producer connections are
-therefore opened after any fork. On SIGTERM or SIGINT: stop accepting, drain
+therefore opened after any fork. With more than one process the parent
+becomes a :class:`~tornchat.workers.Supervisor` and each forked worker runs
+:func:`run_worker`. On SIGTERM or SIGINT: stop accepting, drain
 (``ChatApplication.drain``) and exit; a watchdog thread forces the exit if
 the drain overruns ``shutdown_timeout``.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import threading
 
@@ -21,8 +24,10 @@ from tornado.netutil import bind_sockets
 from tornchat.config import Settings
 from tornchat.database import is_sqlite, open_database
 from tornchat.errors import ConfigError
+from tornchat.metrics import mark_worker_dead, prepare_multiprocess
 from tornchat.schema import migrate, pending_migrations
 from tornchat.wiring import build_application
+from tornchat.workers import Supervisor
 
 log = logging.getLogger("tornchat.lifecycle")
 
@@ -58,7 +63,23 @@ def serve(settings: Settings) -> int:
     warn_about_settings(settings)
     prepare_schema(settings)
     sockets = bind_sockets(settings.port, settings.host)
-    return asyncio.run(run_worker(settings, sockets))
+    count = settings.processes or os.cpu_count() or 1
+    if count == 1:
+        return asyncio.run(run_worker(settings, sockets))
+    return supervise(settings, sockets, count)
+
+
+def supervise(settings: Settings, sockets: list[object], count: int) -> int:
+    """Fork ``count`` workers sharing ``sockets``; see :mod:`tornchat.workers`."""
+    created = prepare_multiprocess()
+    try:
+        supervisor = Supervisor(
+            count, lambda index: asyncio.run(run_worker(settings, sockets)),
+            grace=settings.shutdown_timeout + 2.0, on_exit=mark_worker_dead)
+        return supervisor.run()
+    finally:
+        if created:
+            shutil.rmtree(created, ignore_errors=True)
 
 
 async def run_worker(settings: Settings, sockets: list[object]) -> int:

@@ -11,19 +11,39 @@ from tornchat.app import ChatApplication
 from tornchat.bus import Bus, InMemoryBus
 from tornchat.config import Settings
 from tornchat.database import open_database
+from tornchat.metrics import Metrics
+from tornchat.redis_bus import RedisBus, new_worker_id
+from tornchat.redis_slots import RedisSlots
+from tornchat.relay import build_relay
 from tornchat.slots import ConnectionSlots, InMemorySlots
 from tornchat.store import ChatStore
 
+#: a connection slot lives this many heartbeat intervals without a refresh, so
+#: one missed refresh never frees a live connection's slot
+SLOT_TTL_HEARTBEATS = 2.5
 
-def build_bus(settings: Settings) -> Bus:
-    return InMemoryBus()
+
+def build_bus(settings: Settings, metrics: Metrics, worker_id: str) -> Bus:
+    if not settings.redis_url:
+        return InMemoryBus()
+    return RedisBus(settings.redis_url, worker_id, metrics, mode=settings.bus_mode,
+                    probe_interval=settings.redis_probe_interval,
+                    backlog=settings.bus_backlog)
 
 
-def build_slots(settings: Settings) -> ConnectionSlots:
-    return InMemorySlots(settings.max_connections_per_user)
+def build_slots(settings: Settings, worker_id: str) -> ConnectionSlots:
+    if not settings.redis_url:
+        return InMemorySlots(settings.max_connections_per_user)
+    return RedisSlots(settings.redis_url, worker_id, settings.max_connections_per_user,
+                      ttl=SLOT_TTL_HEARTBEATS * settings.heartbeat_interval)
 
 
 def build_application(settings: Settings) -> ChatApplication:
     store = ChatStore(open_database(settings.database_url, settings.db_pool_size),
                       event_source=settings.event_source)
-    return ChatApplication(settings, store, build_bus(settings), build_slots(settings))
+    metrics = Metrics()
+    worker_id = new_worker_id()
+    bus = build_bus(settings, metrics, worker_id)
+    slots = build_slots(settings, worker_id)
+    return ChatApplication(settings, store, bus, slots, metrics=metrics,
+                           relay=build_relay(settings, metrics.registry))

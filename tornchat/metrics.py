@@ -1,0 +1,121 @@
+"""Prometheus metrics of one worker, served as text on ``GET /metrics``.
+
+:class:`Metrics` owns every metric object, in a registry of its own, and the
+application owns the ``Metrics`` (no module-level metric globals, so several
+applications can live in one test process).
+
+Forked workers: with ``--processes`` > 1 the supervisor calls
+:func:`prepare_multiprocess` in the parent before forking. Every worker then
+writes its values to files in ``PROMETHEUS_MULTIPROC_DIR`` and whichever
+worker answers ``/metrics`` aggregates all of them (prometheus-client's
+multiprocess mode): counters and histograms are summed over workers, dead
+ones included; the connection gauge counts live workers only
+(``livesum``; the supervisor calls :func:`mark_worker_dead`).
+
+Thread rule: metric updates are thread-safe (the bus listener thread counts
+received pub/sub messages); the handler runs on the IOLoop.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from typing import TYPE_CHECKING
+
+import tornado.web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+if TYPE_CHECKING:
+    from tornchat.app import ChatApplication
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """Every metric tornchat exports."""
+
+    def __init__(self) -> None:
+        self.multiprocess = MULTIPROC_ENV in os.environ
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connections = Gauge(
+            "tornchat_connections", "Live authenticated WebSocket connections",
+            registry=r, multiprocess_mode="livesum")
+        self.messages_sent = Counter(
+            "tornchat_messages_sent", "Messages stored and acknowledged with message_sent",
+            registry=r)
+        self.messages_delivered = Counter(
+            "tornchat_messages_delivered", "new_message frames written to receivers' sockets",
+            registry=r)
+        pubsub = Counter(
+            "tornchat_redis_pubsub_messages", "Redis pub/sub messages published (out) and "
+            "received (in) by the bus, health probes excluded", ["direction"], registry=r)
+        self.pubsub_out = pubsub.labels("out")
+        self.pubsub_in = pubsub.labels("in")
+        self.bus_reconnects = Counter(
+            "tornchat_bus_reconnects", "Times the bus subscriber re-subscribed after losing "
+            "Redis", registry=r)
+        self.bus_up = Gauge(
+            "tornchat_bus_up", "1 while the bus subscriber is connected (minimum over "
+            "workers)", registry=r, multiprocess_mode="livemin")
+        self.delivery_latency = Histogram(
+            "tornchat_delivery_latency_seconds", "From publishing a message to writing it to "
+            "local receivers' sockets (send-to-deliver)", buckets=LATENCY_BUCKETS, registry=r)
+
+    def render(self) -> bytes:
+        """The exposition text: this process, or every worker in multiprocess mode."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+
+class MetricsHandler(tornado.web.RequestHandler):
+    def initialize(self, chat: ChatApplication) -> None:
+        self.chat = chat
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(self.chat.metrics.render())
+
+
+def prepare_multiprocess() -> str | None:
+    """In the supervisor, before forking: give the workers a clean metrics directory.
+
+    Uses ``PROMETHEUS_MULTIPROC_DIR`` if set (its stale ``*.db`` files from a
+    previous run are removed), else a fresh temporary directory, which is
+    returned so the supervisor can delete it on exit.
+    """
+    created = None
+    path = os.environ.get(MULTIPROC_ENV)
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+    else:
+        created = tempfile.mkdtemp(prefix="tornchat-metrics-")
+        os.environ[MULTIPROC_ENV] = created
+    # prometheus-client picks its value class when it is first imported, which
+    # happened before this point; no metric exists yet, so choosing again makes
+    # every metric the workers create file-backed.
+    values.ValueClass = values.get_value_class()
+    return created
+
+
+def mark_worker_dead(pid: int) -> None:
+    """In the supervisor, when a worker exits: drop its live-gauge files."""
+    if MULTIPROC_ENV in os.environ:
+        multiprocess.mark_process_dead(pid)

@@ -1,0 +1,270 @@
+"""The Redis pub/sub bus: fan-out between worker processes and instances.
+
+Three Redis clients per worker, all created after the fork (``start``): an
+asyncio publisher on the IOLoop, a blocking subscriber in a dedicated thread
+(:mod:`tornchat.redis_listener`), and the shared-state client of
+:class:`~tornchat.redis_slots.RedisSlots`.
+
+Channels. ``pattern`` mode (default, the seed's scheme): a delivery is
+published to ``chat:{conversationId}`` and every worker subscribes to
+``chat:*``, so every worker receives every message and drops those with no
+local receiver. ``routed`` mode: a Lua script looks up which workers hold the
+recipients' connections (the connection-slot sets) and publishes once to each
+worker's own channel ``chat-worker:{workerId}``; a worker receives only what
+it delivers, for one extra Redis-side lookup per message. docs/scaling.md
+measures both.
+
+Each payload is ``{workerId}|{Delivery JSON}``. The publishing worker delivers
+to its own connections at once (``call_soon``) and ignores its own echo, so
+local delivery needs no Redis round trip and survives a Redis outage.
+
+Redis down: publishes that fail are kept in a bounded backlog (typing
+signals are dropped; they are stale a second later) and re-published in order
+once this worker's subscriber is back and peers have had time to resubscribe.
+Pub/sub is at-most-once: a worker that is still resubscribing misses what is
+published meanwhile; the message itself is safe in the database.
+
+Health proves the path end to end: a nonce is published to this worker's
+probe channel and must come back through the subscriber thread.
+
+Thread rule: everything here runs on the IOLoop thread except the listener,
+which hands batches and state changes over with ``IOLoop.add_callback``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+
+from redis.exceptions import RedisError
+from tornado.ioloop import IOLoop
+
+from tornchat.bus import TYPING, Bus, DeliverCallback, Delivery
+from tornchat.metrics import Metrics
+from tornchat.redis_listener import Backoff, Listener
+from tornchat.redis_slots import redis_client, slot_key
+
+log = logging.getLogger("tornchat.redis_bus")
+
+CHANNEL_PREFIX = "chat:"
+PATTERN = CHANNEL_PREFIX + "*"
+WORKER_CHANNEL_PREFIX = "chat-worker:"  # routed mode; outside the chat:* pattern on purpose
+PROBE_CHANNEL_PREFIX = "tornchat:probe:"
+PATTERN_MODE, ROUTED_MODE = "pattern", "routed"
+_START_WAIT = 3.0  # seconds start() waits for the first subscription before going on degraded
+_PROBE_TIMEOUT = 1.0
+
+# KEYS: the recipients' slot sets; ARGV: channel prefix, payload, own worker id.
+# Publishes once to every other worker holding a live connection of a recipient.
+_ROUTED_PUBLISH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local seen = {[ARGV[3]] = true}
+local sent = 0
+for _, key in ipairs(KEYS) do
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, now, '+inf')) do
+    local worker = string.match(member, '^(.-)|')
+    if worker and not seen[worker] then
+      seen[worker] = true
+      redis.call('PUBLISH', ARGV[1] .. worker, ARGV[2])
+      sent = sent + 1
+    end
+  end
+end
+return sent
+"""
+
+
+def new_worker_id() -> str:
+    """Unique per worker process and start: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class RedisBus(Bus):
+    def __init__(self, url: str, worker_id: str, metrics: Metrics, *,
+                 mode: str = PATTERN_MODE, probe_interval: float = 5.0,
+                 backlog: int = 10000, timeout: float = 2.0) -> None:
+        self.worker_id = worker_id
+        self.mode = mode
+        self._url = url
+        self._metrics = metrics
+        self._probe_interval = probe_interval
+        self._timeout = timeout
+        self._origin = worker_id + "|"
+        self._origin_bytes = worker_id.encode()
+        self._probe_channel = PROBE_CHANNEL_PREFIX + worker_id
+        self._probe_channel_bytes = self._probe_channel.encode()
+        self._redis = redis_client(url, timeout)
+        self._routed = self._redis.register_script(_ROUTED_PUBLISH)
+        self._deliver: DeliverCallback | None = None
+        self._listener: Listener | None = None
+        self._up = False
+        self._became_up = asyncio.Event()
+        self._down_since: float | None = None
+        self._publish_failing = False
+        self._probes: dict[bytes, asyncio.Future[None]] = {}
+        self._backlog: collections.deque[Delivery] = collections.deque(maxlen=backlog)
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- Bus interface -----------------------------------------------------
+
+    async def start(self, deliver: DeliverCallback) -> None:
+        self._deliver = deliver
+        channels = [self._probe_channel]
+        patterns: list[str] = []
+        if self.mode == ROUTED_MODE:
+            channels.append(WORKER_CHANNEL_PREFIX + self.worker_id)
+        else:
+            patterns.append(PATTERN)
+        self._listener = Listener(self._url, channels, patterns, IOLoop.current(),
+                                  on_batch=self._on_batch, on_state=self._on_state,
+                                  ping_interval=self._probe_interval, timeout=self._timeout)
+        self._listener.start()
+        try:
+            await asyncio.wait_for(self._became_up.wait(), _START_WAIT)
+        except TimeoutError:
+            log.warning("Redis bus not subscribed yet; starting degraded (/health says down) "
+                        "and retrying in the background", extra={"mode": self.mode})
+
+    async def publish(self, delivery: Delivery) -> None:
+        """Deliver locally now; publish to the other workers, or keep it for later."""
+        if self._deliver is not None:
+            asyncio.get_running_loop().call_soon(self._deliver, delivery)
+        if not self._backlog and await self._send(delivery):
+            return
+        if delivery.kind != TYPING:
+            self._keep(delivery)
+
+    async def stop(self) -> None:
+        self._closed = True
+        if self._backlog:
+            log.warning("stopping with deliveries not re-published to other workers",
+                        extra={"backlog": len(self._backlog)})
+        if self._flusher is not None:
+            self._flusher.cancel()
+        if self._listener is not None:
+            self._listener.stop()
+            await asyncio.to_thread(self._listener.join, self._timeout + 1.0)
+        await self._redis.aclose()
+
+    async def health(self) -> str:
+        """``ok`` only if a probe published now comes back through the subscriber."""
+        if not self._up:
+            return "down"
+        return "ok" if await self._round_trip() else "down"
+
+    # -- publishing --------------------------------------------------------
+
+    async def _send(self, delivery: Delivery) -> bool:
+        payload = self._origin + delivery.to_json()
+        try:
+            if self.mode == ROUTED_MODE:
+                await self._routed(keys=[slot_key(user) for user in delivery.user_ids],
+                                   args=[WORKER_CHANNEL_PREFIX, payload, self.worker_id])
+            else:
+                await self._redis.publish(CHANNEL_PREFIX + delivery.conversation_id, payload)
+        except RedisError as exc:
+            if not self._publish_failing:
+                self._publish_failing = True
+                log.warning("Redis publish failed; keeping deliveries for re-publishing: %s",
+                            exc)
+            return False
+        if self._publish_failing:
+            self._publish_failing = False
+            log.info("Redis publish works again")
+        self._metrics.pubsub_out.inc()
+        return True
+
+    def _keep(self, delivery: Delivery) -> None:
+        if len(self._backlog) == self._backlog.maxlen:
+            log.error("bus backlog full; dropping the oldest delivery",
+                      extra={"conversationId": self._backlog[0].conversation_id})
+        self._backlog.append(delivery)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Re-publish the backlog in order once the bus is back."""
+        backoff = Backoff(0.1, 2.0)
+        sent = 0
+        while self._backlog and not self._closed:
+            if not self._up:
+                await self._became_up.wait()
+                # peers retry on the same capped backoff: give them time to resubscribe
+                await asyncio.sleep(Backoff.CAP)
+                continue
+            if await self._send(self._backlog[0]):
+                self._backlog.popleft()
+                sent += 1
+                backoff.reset()
+            else:
+                await asyncio.sleep(backoff.next())
+        if sent:
+            log.info("re-published deliveries kept during the Redis outage",
+                     extra={"deliveries": sent})
+
+    # -- health probe ------------------------------------------------------
+
+    async def _round_trip(self) -> bool:
+        nonce = secrets.token_hex(8).encode()
+        future = asyncio.get_running_loop().create_future()
+        self._probes[nonce] = future
+        try:
+            await self._redis.publish(self._probe_channel, nonce)
+            await asyncio.wait_for(future, _PROBE_TIMEOUT)
+            return True
+        except (RedisError, TimeoutError):
+            return False
+        finally:
+            self._probes.pop(nonce, None)
+
+    # -- from the listener thread (via add_callback) -----------------------
+
+    def _on_batch(self, batch: Sequence[tuple[bytes, bytes]]) -> None:
+        received = 0
+        for channel, data in batch:
+            if channel == self._probe_channel_bytes:
+                future = self._probes.get(data)
+                if future is not None and not future.done():
+                    future.set_result(None)
+                continue
+            received += 1
+            origin, _, body = data.partition(b"|")
+            if origin == self._origin_bytes or self._deliver is None:
+                continue
+            try:
+                delivery = Delivery.from_json(body)
+            except (ValueError, TypeError, KeyError):
+                log.warning("dropping a malformed bus message",
+                            extra={"channel": channel.decode(errors="replace")})
+                continue
+            self._deliver(delivery)
+        if received:
+            self._metrics.pubsub_in.inc(received)
+
+    def _on_state(self, up: bool, reason: str) -> None:
+        if up == self._up:
+            return
+        self._up = up
+        self._metrics.bus_up.set(1 if up else 0)
+        if up:
+            if self._down_since is None:
+                log.info("Redis bus subscribed", extra={"mode": self.mode,
+                                                        "workerId": self.worker_id})
+            else:
+                self._metrics.bus_reconnects.inc()
+                log.warning("Redis bus reconnected and resubscribed", extra={
+                    "downSeconds": round(time.monotonic() - self._down_since, 2)})
+                self._down_since = None
+            self._became_up.set()
+        else:
+            self._down_since = time.monotonic()
+            self._became_up.clear()
+            log.warning("Redis bus down; reconnecting with capped backoff: %s", reason)
