@@ -1,0 +1,1 @@
+"""Multi-process, multi-instance tests against real Redis and PostgreSQL."""
