@@ -1,0 +1,232 @@
+"""The relay's side of the transactional outbox: claim, mark sent, prune, measure.
+
+:meth:`tornchat.store.ChatStore.store_message` writes each ``MessageSent``
+event into ``outbox`` in the message's own transaction; this module is how a
+relay reads those rows back and records that Kafka acknowledged them.
+
+Claiming differs per database:
+
+- **PostgreSQL**, several relays (every worker of every instance): a batch is
+  claimed inside a transaction that holds ``pg_try_advisory_xact_lock`` on each
+  of its *conversations*, and the transaction stays open until the batch's
+  rows are marked sent. A conversation therefore belongs to one relay at a
+  time and always restarts from its oldest unsent row, which keeps
+  per-conversation order across relays and after a failed batch, while other
+  relays take other conversations. Rows are re-read after the locks are held,
+  so a row another relay has just marked sent is never sent again.
+- **SQLite**: exactly one relay per database file (see
+  :class:`SingleRelayLock`); it reads a batch without a transaction and marks
+  it in a short write transaction, so chat writes are never blocked while
+  Kafka is slow.
+
+Within a conversation, outbox ids grow in ``seq`` order: the message
+transaction inserts its outbox row after taking the conversation row lock.
+
+Thread rule: blocking; only the relay thread (or a CLI command) calls it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import IO, Any
+
+import peewee as pw
+
+from tornchat.database import is_sqlite
+from tornchat.models import define_models
+from tornchat.timefmt import utc_now_ms
+
+#: first key of the two-int advisory locks, "tobx"; the second is hashtext(conversation)
+_ADVISORY_CLASS = 0x746F6278
+#: a claim looks at this many times the batch size of the oldest pending rows,
+#: so a relay finds work beyond conversations another relay holds
+_SCAN_FACTOR = 4
+#: conversations asked for in one round trip of try-locks
+_LOCK_CHUNK = 64
+_PRUNE_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One pending event: ``payload`` is the exact JSON to publish."""
+
+    id: int
+    conversation_id: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Unsent events and the age in seconds of the oldest (0 when empty)."""
+
+    size: int
+    oldest_age: float
+
+
+#: publishes a batch and returns the ids Kafka acknowledged
+Publish = Callable[[Sequence[OutboxRow]], Collection[int]]
+
+
+class OutboxStore:
+    """Blocking access to the ``outbox`` table for one relay."""
+
+    def __init__(self, database: pw.Database) -> None:
+        self.database = database
+        self.Outbox = define_models(database).Outbox
+        self.is_sqlite = is_sqlite(database)
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[None]:
+        if self.is_sqlite:
+            self.database.connect(reuse_if_open=True)
+            yield
+        else:
+            with self.database.connection_context():
+                yield
+
+    def relay_batch(self, limit: int, publish: Publish) -> tuple[int, int]:
+        """Claim up to ``limit`` rows, publish them, mark the acknowledged ones.
+
+        Returns ``(claimed, acknowledged)``; ``claimed == 0`` means there was
+        nothing this relay may send now.
+        """
+        with self._session():
+            if self.is_sqlite:
+                rows = self._pending(limit)
+                delivered = publish(rows) if rows else ()
+                if rows:
+                    with self.database.atomic(lock_type="IMMEDIATE"):
+                        self._mark(rows, delivered)
+                return len(rows), len(delivered)
+            with self.database.atomic():
+                rows = self._claim_postgres(limit)
+                delivered = publish(rows) if rows else ()
+                if rows:
+                    self._mark(rows, delivered)
+                return len(rows), len(delivered)
+
+    def _pending(self, limit: int, conversations: list[str] | None = None) -> list[OutboxRow]:
+        """The oldest unsent rows (of ``conversations`` only, if given)."""
+        Outbox = self.Outbox
+        condition = Outbox.sent_at.is_null()
+        if conversations is not None:
+            condition &= Outbox.conversation_id.in_(conversations)
+        query = (Outbox.select(Outbox.id, Outbox.conversation_id, Outbox.payload)
+                 .where(condition).order_by(Outbox.id).limit(limit).tuples())
+        return [OutboxRow(*row) for row in query]
+
+    def _claim_postgres(self, limit: int) -> list[OutboxRow]:
+        Outbox = self.Outbox
+        window = (Outbox.select(Outbox.id, Outbox.conversation_id)
+                  .where(Outbox.sent_at.is_null())
+                  .order_by(Outbox.id).limit(limit * _SCAN_FACTOR).tuples())
+        rows_of: dict[str, int] = {}
+        for _, conversation in window:
+            rows_of[conversation] = rows_of.get(conversation, 0) + 1
+        order = list(rows_of)
+        held: list[str] = []
+        expected = 0
+        for start in range(0, len(order), _LOCK_CHUNK):
+            if expected >= limit:
+                break
+            chunk = order[start:start + _LOCK_CHUNK]
+            got = self.database.execute_sql(
+                "SELECT c FROM unnest(%s::text[]) WITH ORDINALITY AS u(c, n) "
+                "WHERE pg_try_advisory_xact_lock(%s, hashtext(c)) ORDER BY n",
+                (chunk, _ADVISORY_CLASS)).fetchall()
+            for (conversation,) in got:
+                held.append(conversation)
+                expected += rows_of[conversation]
+        if not held:
+            return []
+        # A fresh snapshot, taken with the locks held: rows another relay has
+        # just marked sent are gone, and each conversation starts at its oldest.
+        return self._pending(limit, held)
+
+    def _mark(self, rows: Sequence[OutboxRow], delivered: Collection[int]) -> None:
+        Outbox = self.Outbox
+        sent = [row.id for row in rows if row.id in delivered]
+        failed = [row.id for row in rows if row.id not in delivered]
+        if sent:
+            (Outbox.update(sent_at=utc_now_ms(), attempts=Outbox.attempts + 1)
+             .where(Outbox.id.in_(sent)).execute())
+        if failed:
+            Outbox.update(attempts=Outbox.attempts + 1).where(Outbox.id.in_(failed)).execute()
+
+    def backlog(self) -> Backlog:
+        """Size and age of the unsent backlog (uses the pending-rows index)."""
+        Outbox = self.Outbox
+        with self._session():
+            size = Outbox.select().where(Outbox.sent_at.is_null()).count()
+            oldest = (Outbox.select(Outbox.created_at).where(Outbox.sent_at.is_null())
+                      .order_by(Outbox.id).limit(1).scalar())
+        age = 0.0 if oldest is None else max(0.0, (utc_now_ms() - _naive(oldest))
+                                             .total_seconds())
+        return Backlog(size, age)
+
+    def prune(self, retention: timedelta) -> int:
+        """Delete rows sent more than ``retention`` ago; returns how many."""
+        Outbox = self.Outbox
+        cutoff = utc_now_ms() - retention
+        removed = 0
+        with self._session():
+            while True:
+                chunk = Outbox.select(Outbox.id).where(Outbox.sent_at < cutoff).limit(_PRUNE_CHUNK)
+                count = Outbox.delete().where(Outbox.id.in_(chunk)).execute()
+                removed += count
+                if count < _PRUNE_CHUNK:
+                    return removed
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if not self.database.is_closed():
+                self.database.close()
+        if hasattr(self.database, "close_all"):
+            with contextlib.suppress(Exception):
+                self.database.close_all()
+
+
+def _naive(moment: Any) -> datetime:
+    """``scalar()`` skips field conversion: SQLite hands back the stored text."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=None)
+
+
+class SingleRelayLock:
+    """At most one relay per SQLite file: an ``flock`` beside the database.
+
+    The lock dies with its process, so a SIGKILLed worker never leaves a
+    stale owner; a standby relay simply takes it on its next try. Databases
+    other than an SQLite file need no lock (always acquired).
+    """
+
+    def __init__(self, database: pw.Database) -> None:
+        path = getattr(database, "database", "")
+        self._path = (f"{path}.relay-lock" if is_sqlite(database) and path
+                      and path != ":memory:" else None)
+        self._handle: IO[bytes] | None = None
+
+    def try_acquire(self) -> bool:
+        if self._path is None or self._handle is not None:
+            return True
+        handle = open(self._path, "ab")  # noqa: SIM115 - held for the relay's life
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._handle = handle
+        return True
+
+    def release(self) -> None:
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
