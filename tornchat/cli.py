@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from tornchat import __version__
+from tornchat import __version__, events_cli
 from tornchat.auth import mint_token
 from tornchat.config import Settings, describe_settings, load_settings
 from tornchat.database import open_database
@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = add("healthcheck", "exit 0 if the server's /health answers 200 (for Docker)")
     check.add_argument("--url", help="health URL (default http://127.0.0.1:$PORT/health)")
     check.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+
+    events_cli.add_parser(add)
     return parser
 
 
@@ -125,8 +127,12 @@ def _cmd_healthcheck(args: argparse.Namespace) -> int:
     return 1
 
 
+def _cmd_events(args: argparse.Namespace) -> int:
+    return events_cli.run(args, _settings(args))
+
+
 COMMANDS = {"serve": _cmd_serve, "migrate": _cmd_migrate, "token": _cmd_token,
-            "healthcheck": _cmd_healthcheck}
+            "healthcheck": _cmd_healthcheck, "events": _cmd_events}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

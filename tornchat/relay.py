@@ -94,6 +94,8 @@ class OutboxRelay:
         self._next_housekeeping = 0.0
         self._next_prune = 0.0
         self._thread: threading.Thread | None = None
+        #: events acknowledged by Kafka since this relay was built (relay thread writes)
+        self.published = 0
 
     # -- IOLoop side ----------------------------------------------------------
 
@@ -166,6 +168,7 @@ class OutboxRelay:
             log.exception("outbox relay round failed")
             return stopping or self._sleep_backoff()
         if claimed:
+            self.published += acked
             self.metrics.published.inc(acked)
         if acked < claimed:
             self.metrics.failures.inc(claimed - acked)
