@@ -37,6 +37,7 @@ setup(
             "websocket-client>=1.7",
             "aiohttp>=3.9",
             "orjson>=3.9",
+            "uvloop>=0.19",
             "psutil>=5.9",
             "matplotlib>=3.8",
             "python-socketio>=5.11",

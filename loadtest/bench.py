@@ -36,10 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from loadtest import report, servers
+from loadtest import profiling, report, servers
 from loadtest.loadgen import ClientPool, StepResult, Target, raise_fd_limit
 
 SECRET = "benchmark-secret-" + "x" * 32
+BEGIN_MARK, END_MARK = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
+REPO = Path(__file__).resolve().parents[1]
 SYSTEMS = ("trivial", "tornchat-1w", "tornchat-2w", "socketio-2p")
 
 
@@ -72,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="admin DSN; a fresh database is created and dropped per run")
     parser.add_argument("--redis-url", default=None,
                         help="use this Redis instead of starting a private redis-server")
+    parser.add_argument("--update-docs", action="store_true",
+                        help="write the table into docs/performance.md and README.md "
+                             f"between the {BEGIN_MARK!r} / {END_MARK!r} markers")
+    parser.add_argument("--profile", action="store_true",
+                        help="also sample each tornchat worker with py-spy under the "
+                             "fixed-rate load and report the dominant functions")
     parser.add_argument("--kafka-broker", default=None,
                         help="KAFKA_BROKER for tornchat (default: events stay in the outbox)")
     return parser
@@ -108,9 +116,13 @@ def machine_facts() -> dict[str, Any]:
                 break
     commit = "unknown"
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=True,
-                                capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip()
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], check=True, capture_output=True, text=True,
+                                  cwd=Path(__file__).parent).stdout.strip()
+
+        commit = git("rev-parse", "--short", "HEAD")
+        if git("status", "--porcelain", "--", "../tornchat"):
+            commit += " + uncommitted changes in tornchat/"
     return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
             "platform": f"{platform.system()} {platform.release()}",
             "tornchat_commit": commit, "load_average_at_start": list(os.getloadavg())}
@@ -245,6 +257,25 @@ class Bench:
                 break
         return {"steps": sorted(steps, key=lambda step: step["rate"]), "best": best}
 
+    def profile(self, pool: ClientPool, server: servers.Server, name: str) -> dict[str, Any]:
+        """py-spy every worker during a fixed-rate step; top functions per worker."""
+        seconds = self.plan.fixed_seconds
+        recorders = {pid: profiling.start_record(pid, seconds + self.plan.fixed_warmup,
+                                                 self.out / f"profile-{name}-{pid}.txt")
+                     for pid in server.worker_pids()}
+        step = self.step(pool, server, self.plan.fixed_rate, seconds, self.plan.fixed_warmup)
+        workers = {}
+        for pid, recorder in recorders.items():
+            _, errors = recorder.communicate(timeout=60)
+            path = self.out / f"profile-{name}-{pid}.txt"
+            if recorder.returncode != 0 or not path.exists():
+                workers[str(pid)] = {"error": errors.decode(errors="replace")[-500:]}
+                continue
+            workers[str(pid)] = profiling.summarize(path)
+            top = ", ".join(f"{fn} {pct}%" for fn, pct in workers[str(pid)]["self_pct"][:5])
+            self.log(f"  profile pid {pid}: {top}")
+        return {"rate": self.plan.fixed_rate, "step": step, "workers": workers}
+
     # -- systems --------------------------------------------------------------
 
     def run_system(self, pool: ClientPool, name: str, server: servers.Server, target: Target,
@@ -261,6 +292,9 @@ class Bench:
             result["sweep"] = self.sweep(pool, server)
             self.wait_quiet(server)
             result["fixed"] = self.measure_fixed(pool, server, self.plan.repeats)
+            if self.args.profile and name.startswith("tornchat"):
+                self.wait_quiet(server)
+                result["profile"] = self.profile(pool, server, name)
             result["rss_after_mb"] = server.rss_bytes() / 2**20
         finally:
             pool.reset()
@@ -398,6 +432,22 @@ def write_outputs(results: dict[str, Any], out: Path) -> dict[str, Path]:
     return paths
 
 
+def update_docs(markdown: str, files: tuple[Path, ...] = (REPO / "docs" / "performance.md",
+                                                      REPO / "README.md")) -> list[Path]:
+    """Replace the text between the result markers of each file that has them."""
+    updated = []
+    for path in files:
+        if not path.exists():
+            continue
+        text = path.read_text()
+        begin, end = text.find(BEGIN_MARK), text.find(END_MARK)
+        if begin < 0 or end < begin:
+            continue
+        path.write_text(f"{text[:begin + len(BEGIN_MARK)]}\n{markdown}{text[end:]}")
+        updated.append(path)
+    return updated
+
+
 @contextlib.contextmanager
 def _logger() -> Iterator[Callable[[str], None]]:
     started = time.perf_counter()
@@ -416,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(paths["markdown"].read_text())
         log("wrote " + ", ".join(str(path) for path in paths.values()))
+        if args.update_docs:
+            changed = update_docs(paths["markdown"].read_text())
+            log("updated " + (", ".join(str(path) for path in changed) or "no file (markers?)"))
     return 0
 
 

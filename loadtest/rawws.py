@@ -17,6 +17,7 @@ import asyncio
 import base64
 import os
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -46,7 +47,7 @@ class RawWebSocket(asyncio.Protocol):
         self._buffer = bytearray()
         self._open = False
         self._fragments: list[bytes] = []
-        self.transport: asyncio.Transport | None = None
+        self.transport: Any = None  # asyncio.Transport, or uvloop's
         self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inbox: asyncio.Queue[str] = asyncio.Queue()
@@ -83,7 +84,6 @@ class RawWebSocket(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.write(self._request)
 
