@@ -18,11 +18,14 @@ Each payload is ``{workerId}|{Delivery JSON}``. The publishing worker delivers
 to its own connections at once (``call_soon``) and ignores its own echo, so
 local delivery needs no Redis round trip and survives a Redis outage.
 
-Redis down: publishes that fail are kept in a bounded backlog (typing
-signals are dropped; they are stale a second later) and re-published in order
-once this worker's subscriber is back and peers have had time to resubscribe.
-Pub/sub is at-most-once: a worker that is still resubscribing misses what is
-published meanwhile; the message itself is safe in the database.
+Publishing never makes a sender wait for Redis: ``publish`` queues the
+delivery and one task per worker publishes the queue in order, in pipelined
+batches. While Redis is down the queue (``TORNCHAT_BUS_BACKLOG`` deliveries,
+oldest dropped first) is kept and published once this worker's subscriber is
+back and peers have had time to resubscribe; typing signals are dropped (they
+are stale a second later). Pub/sub is at-most-once: a worker still
+resubscribing misses what is published meanwhile; the message itself is safe
+in the database.
 
 Health proves the path end to end: a nonce is published to this worker's
 probe channel and must come back through the subscriber thread.
@@ -59,10 +62,12 @@ PROBE_CHANNEL_PREFIX = "tornchat:probe:"
 PATTERN_MODE, ROUTED_MODE = "pattern", "routed"
 _START_WAIT = 3.0  # seconds start() waits for the first subscription before going on degraded
 _PROBE_TIMEOUT = 1.0
+_BATCH = 256  # deliveries per pipelined publish
+_STOP_FLUSH = 1.0  # seconds stop() gives the queue to go out
 
 # KEYS: the recipients' slot sets; ARGV: channel prefix, payload, own worker id.
 # Publishes once to every other worker holding a live connection of a recipient.
-_ROUTED_PUBLISH = """
+ROUTED_PUBLISH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seen = {[ARGV[3]] = true}
@@ -101,17 +106,18 @@ class RedisBus(Bus):
         self._probe_channel = PROBE_CHANNEL_PREFIX + worker_id
         self._probe_channel_bytes = self._probe_channel.encode()
         self._redis = redis_client(url, timeout)
-        self._routed = self._redis.register_script(_ROUTED_PUBLISH)
+        self._routed = self._redis.register_script(ROUTED_PUBLISH)
         self._deliver: DeliverCallback | None = None
         self._listener: Listener | None = None
         self._up = False
         self._became_up = asyncio.Event()
         self._down_since: float | None = None
-        self._publish_failing = False
         self._probes: dict[bytes, asyncio.Future[None]] = {}
-        self._backlog: collections.deque[Delivery] = collections.deque(maxlen=backlog)
-        self._flusher: asyncio.Task[None] | None = None
-        self._closed = False
+        self._outbox: collections.deque[Delivery] = collections.deque(maxlen=backlog)
+        self._wakeup = asyncio.Event()
+        self._publisher: asyncio.Task[None] | None = None
+        self._failing = False
+        self._closing = False
 
     # -- Bus interface -----------------------------------------------------
 
@@ -134,21 +140,28 @@ class RedisBus(Bus):
                         "and retrying in the background", extra={"mode": self.mode})
 
     async def publish(self, delivery: Delivery) -> None:
-        """Deliver locally now; publish to the other workers, or keep it for later."""
+        """Deliver locally now; queue for the other workers. Never waits for Redis."""
         if self._deliver is not None:
             asyncio.get_running_loop().call_soon(self._deliver, delivery)
-        if not self._backlog and await self._send(delivery):
-            return
-        if delivery.kind != TYPING:
-            self._keep(delivery)
+        if len(self._outbox) == self._outbox.maxlen:
+            log.error("bus outbox full; dropping the oldest delivery",
+                      extra={"conversationId": self._outbox[0].conversation_id})
+        self._outbox.append(delivery)
+        self._wakeup.set()
+        if self._publisher is None:
+            self._publisher = asyncio.create_task(self._publish_loop())
 
     async def stop(self) -> None:
-        self._closed = True
-        if self._backlog:
-            log.warning("stopping with deliveries not re-published to other workers",
-                        extra={"backlog": len(self._backlog)})
-        if self._flusher is not None:
-            self._flusher.cancel()
+        if self._publisher is not None:
+            self._closing = True
+            self._wakeup.set()
+            try:  # a last chance for what is queued, bounded
+                await asyncio.wait_for(asyncio.shield(self._publisher), _STOP_FLUSH)
+            except TimeoutError:
+                self._publisher.cancel()
+        if self._outbox:
+            log.warning("stopping with deliveries not published to other workers",
+                        extra={"deliveries": len(self._outbox)})
         if self._listener is not None:
             self._listener.stop()
             await asyncio.to_thread(self._listener.join, self._timeout + 1.0)
@@ -162,53 +175,58 @@ class RedisBus(Bus):
 
     # -- publishing --------------------------------------------------------
 
-    async def _send(self, delivery: Delivery) -> bool:
-        payload = self._origin + delivery.to_json()
-        try:
+    async def _publish_loop(self) -> None:
+        """The one task that publishes, in order, in pipelined batches.
+
+        Whatever queued while a batch was in flight goes in the next one. A
+        failed batch goes back to the front of the queue (typing signals are
+        dropped instead); while the subscriber is down it waits for the
+        reconnect plus one backoff cap, so peers retrying on the same backoff
+        have resubscribed before the kept deliveries go out.
+        """
+        backoff = Backoff()
+        while self._outbox or not self._closing:
+            if not self._outbox:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._failing and not self._up:
+                if self._closing:
+                    return
+                await self._became_up.wait()
+                await asyncio.sleep(Backoff.CAP)
+            batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), _BATCH))]
+            if await self._send(batch):
+                backoff.reset()
+                continue
+            self._outbox.extendleft(reversed([d for d in batch if d.kind != TYPING]))
+            if self._closing:
+                return
+            await asyncio.sleep(backoff.next())
+
+    async def _send(self, batch: list[Delivery]) -> bool:
+        pipe = self._redis.pipeline(transaction=False)
+        for delivery in batch:
+            payload = self._origin + delivery.to_json()
             if self.mode == ROUTED_MODE:
                 await self._routed(keys=[slot_key(user) for user in delivery.user_ids],
-                                   args=[WORKER_CHANNEL_PREFIX, payload, self.worker_id])
+                                   args=[WORKER_CHANNEL_PREFIX, payload, self.worker_id],
+                                   client=pipe)
             else:
-                await self._redis.publish(CHANNEL_PREFIX + delivery.conversation_id, payload)
+                pipe.publish(CHANNEL_PREFIX + delivery.conversation_id, payload)
+        try:
+            await pipe.execute()
         except RedisError as exc:
-            if not self._publish_failing:
-                self._publish_failing = True
-                log.warning("Redis publish failed; keeping deliveries for re-publishing: %s",
-                            exc)
+            if not self._failing:
+                self._failing = True
+                log.warning("Redis publish failed; keeping deliveries to publish when it "
+                            "returns: %s", exc)
             return False
-        if self._publish_failing:
-            self._publish_failing = False
-            log.info("Redis publish works again")
-        self._metrics.pubsub_out.inc()
+        if self._failing:
+            self._failing = False
+            log.info("Redis publish works again; kept deliveries published")
+        self._metrics.pubsub_out.inc(len(batch))
         return True
-
-    def _keep(self, delivery: Delivery) -> None:
-        if len(self._backlog) == self._backlog.maxlen:
-            log.error("bus backlog full; dropping the oldest delivery",
-                      extra={"conversationId": self._backlog[0].conversation_id})
-        self._backlog.append(delivery)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-
-    async def _flush(self) -> None:
-        """Re-publish the backlog in order once the bus is back."""
-        backoff = Backoff(0.1, 2.0)
-        sent = 0
-        while self._backlog and not self._closed:
-            if not self._up:
-                await self._became_up.wait()
-                # peers retry on the same capped backoff: give them time to resubscribe
-                await asyncio.sleep(Backoff.CAP)
-                continue
-            if await self._send(self._backlog[0]):
-                self._backlog.popleft()
-                sent += 1
-                backoff.reset()
-            else:
-                await asyncio.sleep(backoff.next())
-        if sent:
-            log.info("re-published deliveries kept during the Redis outage",
-                     extra={"deliveries": sent})
 
     # -- health probe ------------------------------------------------------
 
