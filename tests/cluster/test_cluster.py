@@ -32,12 +32,13 @@ from tests.support.services import fresh_postgres_database, require_redis
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def cluster():
+@pytest.fixture(scope="module", params=["pattern", "routed"])
+def cluster(request):
+    """Instances A and B, in each bus mode (TORNCHAT_BUS_MODE)."""
     redis_url = require_redis()
     with fresh_postgres_database() as database_url:
         servers = start_instances({"DATABASE_URL": migrated(database_url),
-                                   "REDIS_URL": redis_url})
+                                   "REDIS_URL": redis_url, "TORNCHAT_BUS_MODE": request.param})
         try:
             yield servers
         finally:
