@@ -13,7 +13,9 @@ shutdown the contract needs:
   means the service is broken: the parent stops everything and exits 1);
 - SIGTERM or SIGINT to the parent is forwarded as SIGTERM to every worker,
   each drains (PROTOCOL.md section 5), and the parent exits once all have;
-  a worker still alive ``grace`` seconds later is SIGKILLed.
+  a worker still alive ``grace`` seconds later is SIGKILLed;
+- if the parent itself dies, the kernel sends each worker SIGTERM (Linux
+  ``PR_SET_PDEATHSIG``), so no orphan keeps serving the port.
 
 Thread rule: the parent is single-threaded and runs no IOLoop; signal
 handlers only set flags and forward signals.
@@ -22,6 +24,7 @@ handlers only set flags and forward signals.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -36,6 +39,22 @@ log = logging.getLogger("tornchat.workers")
 CRASH_LIMIT = 5
 CRASH_WINDOW = 60.0
 _POLL = 0.1
+_PR_SET_PDEATHSIG = 1
+
+
+def _drain_when_orphaned(parent: int) -> None:
+    """Linux: have the kernel SIGTERM this worker if the supervisor dies (even SIGKILL),
+    so a worker never keeps serving, unsupervised, on the port."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        log.warning("could not ask to be signalled when the supervisor dies")
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Supervisor:
@@ -51,6 +70,7 @@ class Supervisor:
         self._stop_requested = False
         self._kill_at: float | None = None
         self._status = 0
+        self._parent = os.getpid()
 
     def run(self) -> int:
         """Fork the workers and supervise them; returns the parent's exit status."""
@@ -82,6 +102,7 @@ class Supervisor:
         try:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, signal.SIG_DFL)
+            _drain_when_orphaned(self._parent)
             status = self._worker(index)
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 1
