@@ -66,14 +66,18 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "co
 
 
 def all_workers_healthy(server: ServerProcess, workers: int) -> bool:
-    """Every worker forked and /health 200 on several consecutive requests.
+    """Every worker forked, has logged ``listening``, and /health answers 200.
 
-    Each request is accepted by whichever worker wins the accept, so a run of
-    successes makes it very likely every worker answered.
+    /health is answered by whichever worker wins the accept, so each worker's
+    own start-up log line is what proves it is serving.
     """
-    if len(workers_of(server)) != (workers if workers > 1 else 0):  # 1 = no fork
+    pids = workers_of(server)
+    if len(pids) != (workers if workers > 1 else 0):  # 1 = no fork
         return False
-    return all(server.health(timeout=2.0)[0] == 200 for _ in range(6))
+    logs = server.logs()
+    if not all(f'"listening", "process": {pid},' in logs for pid in pids):
+        return False
+    return all(server.health(timeout=2.0)[0] == 200 for _ in range(3))
 
 
 def start_instances(env: Mapping[str, str], count: int = 2,
