@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.tools import ANSIBLE_DIR, REPO, require_tool, tool_env
+from tests.deploy.tools import ANSIBLE_DIR, REPO, require_tool, tool_env, unavailable
 
 pytestmark = pytest.mark.deploy
 
@@ -37,9 +37,21 @@ RECAP = re.compile(
     r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
     re.MULTILINE,
 )
-# What `pip install .` needs from the checkout (the rest stays behind).
-PACKAGE_FILES = ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md")
-PACKAGE_DIRS = ("tornchat", "conf")
+# Left out of the copy of the checkout the role installs from.
+NOT_PACKAGE_SOURCE = (
+    ".git",
+    ".venv*",
+    "venv",
+    "__pycache__",
+    "*.pyc",
+    "*.egg-info",
+    "build",
+    "dist",
+    ".*_cache",
+    "results",
+    "*.db",
+    "*.db-*",
+)
 
 
 def _env() -> dict[str, str]:
@@ -153,18 +165,9 @@ def _venv_python() -> str:
 
 
 def _copy_package_source(destination: Path) -> None:
-    """The role builds from a source tree on the host: give it a copy, so the
-    build's egg-info and build/ directories never land in the checkout."""
-    if not (REPO / "setup.py").exists():
-        require_tool("tornchat-source (setup.py)")
-    destination.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
-    for name in PACKAGE_FILES:
-        if (REPO / name).exists():
-            shutil.copy2(REPO / name, destination / name)
-    for name in PACKAGE_DIRS:
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, destination / name, ignore=ignore)
+    """The role builds from a source tree on the host: give it a copy of the
+    checkout, so the build's egg-info and build/ never land in the checkout."""
+    shutil.copytree(REPO, destination, ignore=shutil.ignore_patterns(*NOT_PACKAGE_SOURCE))
 
 
 def _remove_service_user() -> None:
@@ -181,7 +184,7 @@ def deployment() -> Iterator[Deployment]:
         if not shutil.which(tool, path="/usr/sbin:/sbin:/usr/bin:/bin"):
             pytest.fail(f"{tool} is missing: this test needs a Debian/Ubuntu host")
     if os.geteuid() != 0:
-        pytest.skip("the live Ansible run creates a system user: run as root (CI does)")
+        unavailable("the live Ansible run creates a system user: run it as root (CI does)")
     base = Path(tempfile.mkdtemp(prefix="tornchat-ansible-"))
     base.chmod(0o755)  # the service user must reach its virtualenv inside
     _copy_package_source(base / "src")

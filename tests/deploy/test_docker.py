@@ -95,7 +95,7 @@ def _help(tornchat: str, *args: str) -> str:
 
 
 def test_image_commands_exist_in_the_installed_package() -> None:
-    tornchat = require_tool("tornchat")
+    tornchat = require_tool("tornchat", hint="pip install .")
     commands = _help(tornchat)
     for command in ("serve", "migrate", "healthcheck"):
         assert re.search(rf"^\s+{command}\b", commands, re.MULTILINE), commands

@@ -18,20 +18,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "tornchat"
 ANSIBLE_DIR = REPO / "ansible"
+INSTALL_HINT = "pip install -r tests/deploy/requirements.txt"
 
 
-def _missing(what: str) -> None:
-    message = f"{what} is not installed: pip install -r tests/deploy/requirements.txt"
+def unavailable(message: str) -> None:
+    """Skip the test here, or fail it in CI."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
 
 
-def require_tool(name: str) -> str:
+def require_tool(name: str, hint: str = INSTALL_HINT) -> str:
     """Absolute path of a command, looked up on PATH and beside this Python."""
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if not found:
-        _missing(f"the {name!r} command")
+        unavailable(f"{name!r} is not installed: {hint}")
     return str(found)
 
 
@@ -39,8 +40,8 @@ def require_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError:
-        _missing(f"the Python module {name!r}")
-        raise  # unreachable: _missing always raises
+        unavailable(f"the Python module {name!r} is not installed: {INSTALL_HINT}")
+        raise  # unreachable: unavailable() always raises
 
 
 def tool_env() -> dict[str, str]:
