@@ -83,9 +83,13 @@ def server_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("values_name", ["default", "production"])
-def test_helm_lint_strict_is_clean(helm: Any, values_name: str) -> None:
+# Lint checks the rendered API versions for deprecations against each release.
+@pytest.mark.parametrize("kube_version", ["v1.29.0", "v1.34.0"])
+def test_helm_lint_strict_is_clean(helm: Any, values_name: str, kube_version: str) -> None:
     values = production_values() if values_name == "production" else None
-    report = helm.lint(str(CHART), values, strict=True, namespace="tornchat")
+    report = helm.lint(
+        str(CHART), values, strict=True, namespace="tornchat", kube_version=kube_version
+    )
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert not report["errors"] and not problems, report
 
