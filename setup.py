@@ -17,12 +17,14 @@ setup(
     install_requires=[
         "tornado>=6.4",
         "redis>=5.0",
+        "hiredis>=3.0",  # C reply parser for the bus subscriber thread (docs/scaling.md)
         "confluent-kafka>=2.3",
         "peewee>=3.17",
         "psycopg2-binary>=2.9",
         "pyjwt>=2.8",
         "python-json-logger>=3.1",
         "prometheus-client>=0.20",
+        "orjson>=3.9",
     ],
     extras_require={
         "test": [

@@ -143,6 +143,9 @@ def summarize(step: StepResult, server_cpu: float | None = None) -> dict[str, An
         "generator_cpu_us_per_delivery": (step.cpu_seconds / step.delivered * 1e6
                                           if step.delivered else None),
         "server_cpu_cores": (server_cpu / step.duration) if server_cpu is not None else None,
+        # CPU the server spent per delivered message: robust to a busy shared machine
+        "server_cpu_us_per_delivery": (server_cpu / step.delivered * 1e6
+                                       if server_cpu is not None and step.delivered else None),
     }
 
 
@@ -235,6 +238,7 @@ class Bench:
             self.log(f"  sweep {rate:7.0f} msg/s -> {step['delivered_per_s']:9.0f} delivered/s"
                      f" p99 {_num(step['p99']):>7} ms loss {step['loss']:.2%} "
                      f"server {_num(step['server_cpu_cores'], 2)} cores "
+                     f"{_num(step['server_cpu_us_per_delivery'], 0)} us/delivery "
                      f"{'ok' if step['passed'] else 'FAIL'}")
             if step["passed"]:
                 if best is None or step["delivered_per_s"] > best["delivered_per_s"]:

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from tornchat.errors import InvalidJson, InvalidMessage
 
 MAX_ID_LENGTH = 128
@@ -52,11 +54,20 @@ class Limits:
 
 
 def decode_object(text: str) -> dict[str, Any]:
-    """Parse one frame into a JSON object or raise InvalidJson."""
+    """Parse one frame into a JSON object or raise InvalidJson.
+
+    orjson first (several times faster on every inbound frame); what it
+    refuses but JSON allows (integers beyond 64 bits, lone surrogate escapes)
+    gets a second opinion from the standard library, so the contract's notion
+    of "valid JSON" does not depend on the fast path.
+    """
     try:
-        data = json.loads(text)
-    except ValueError:
-        raise InvalidJson("Frame is not valid JSON") from None
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise InvalidJson("Frame is not valid JSON") from None
     if not isinstance(data, dict):
         raise InvalidJson("Frame must be a JSON object")
     return data
@@ -132,8 +143,15 @@ def _parse_send(data: dict[str, Any], limits: Limits) -> SendMessage:
 
 
 def encode(frame: dict[str, Any]) -> str:
-    """Serialise a server frame compactly."""
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    """Serialise a server frame compactly (orjson: no spaces, UTF-8 unescaped).
+
+    A string orjson cannot encode as UTF-8 (a lone surrogate that came in as
+    a JSON escape) is written as an ASCII escape again instead of failing.
+    """
+    try:
+        return orjson.dumps(frame).decode()
+    except TypeError:
+        return json.dumps(frame, separators=(",", ":"))
 
 
 def auth_success(user_id: str, connection_id: str) -> str:

@@ -9,11 +9,12 @@ unless the contract says to close it (auth failures, oversized frames).
 from __future__ import annotations
 
 import logging
+import struct
 from typing import TYPE_CHECKING, Any
 
-from tornado.concurrent import Future
 from tornado.ioloop import IOLoop
-from tornado.websocket import WebSocketClosedError, WebSocketHandler
+from tornado.iostream import IOStream, StreamClosedError
+from tornado.websocket import WebSocketHandler
 
 from tornchat import protocol
 from tornchat.errors import (
@@ -33,12 +34,49 @@ if TYPE_CHECKING:
 log = logging.getLogger("tornchat.ws")
 
 CLOSE_GOING_AWAY = 1001
+_FIN_TEXT = 0x81
 
 
-def _consume_result(future: Future[None]) -> None:
-    """Swallow write errors of a socket that went away mid-write."""
-    if not future.cancelled():
-        future.exception()
+def text_frame(text: str) -> bytes:
+    """The whole server-to-client WebSocket frame carrying ``text``.
+
+    Unmasked, unfragmented and uncompressed (RFC 6455 section 5.2): servers
+    never mask, and this handler never negotiates permessage-deflate
+    (``get_compression_options`` stays None), so the bytes are the same for
+    every recipient and can be built once per fan-out.
+    """
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        return bytes((_FIN_TEXT, size)) + payload
+    if size <= 0xFFFF:
+        return struct.pack("!BBH", _FIN_TEXT, 126, size) + payload
+    return struct.pack("!BBQ", _FIN_TEXT, 127, size) + payload
+
+
+class _LastFrame:
+    """Encode a fan-out frame once for all its recipients.
+
+    The registry hands the very same ``str`` object to every recipient of a
+    delivery in a row, so remembering the last one (by identity; the reference
+    held here keeps the identity from being reused) saves the encoding and the
+    framing for all recipients but the first.
+    """
+
+    __slots__ = ("frame", "text")
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.frame = b""
+
+    def get(self, text: str) -> bytes:
+        if text is not self.text:
+            self.frame = text_frame(text)
+            self.text = text
+        return self.frame
+
+
+_last_frame = _LastFrame()
 
 
 class ChatSocketHandler(WebSocketHandler):
@@ -131,19 +169,39 @@ class ChatSocketHandler(WebSocketHandler):
             message = await self.chat.service.send_message(self.user_id, self.connection_id,
                                                            frame)
         self.send(protocol.message_sent(message.to_wire(), frame.client_message_id))
-        log.debug("message stored", extra={**self._log_context(),
-                                           "conversationId": message.conversation_id,
-                                           "messageId": message.id, "seq": message.seq})
+        if log.isEnabledFor(logging.DEBUG):  # per message: skip building the record
+            log.debug("message stored", extra={**self._log_context(),
+                                               "conversationId": message.conversation_id,
+                                               "messageId": message.id, "seq": message.seq})
 
     # -- helpers ------------------------------------------------------------
 
     def send(self, frame: str) -> bool:
-        """Queue a text frame; False if the socket is closed. Never raises."""
-        if self._closed or self.ws_connection is None or self.ws_connection.is_closing():
+        """Queue a text frame; False if the socket is closed. Never raises.
+
+        The hot path of every delivery. ``write_message`` would build the frame
+        per recipient and wrap each write in a Future plus an asyncio Task; here
+        the frame bytes are built once per fan-out (:class:`_LastFrame`) and,
+        when nothing is queued on the stream, handed to the kernel directly.
+        Whatever the socket does not take (or any socket error) goes through
+        ``IOStream.write``, which buffers it in order or closes the stream.
+        """
+        connection = self.ws_connection
+        if self._closed or connection is None or connection.is_closing():
             return False
+        data = _last_frame.get(frame)
+        stream = connection.stream
         try:
-            self.write_message(frame).add_done_callback(_consume_result)
-        except WebSocketClosedError:
+            if type(stream) is IOStream and not stream.writing() and stream.socket is not None:
+                try:
+                    sent = stream.socket.send(data)
+                except OSError:  # EAGAIN, or a dead socket that IOStream will close
+                    sent = 0
+                if sent == len(data):
+                    return True
+                data = data[sent:]
+            stream.write(data)  # its Future already consumes its own exception
+        except StreamClosedError:
             return False
         return True
 
