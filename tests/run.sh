@@ -20,6 +20,11 @@ if [ -f tests/deploy/requirements.txt ]; then
     .venv/bin/python -m pip install --quiet -r tests/deploy/requirements.txt
 fi
 
+# The Ansible deployment test builds a virtualenv with the system Python.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! /usr/bin/python3 -m venv --help >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq python3-venv
+fi
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 if ! port_open 6379 && command -v redis-server >/dev/null; then
