@@ -19,7 +19,7 @@ setup(
         "redis>=5.0",
         "hiredis>=3.0",  # C reply parser for the bus subscriber thread (docs/scaling.md)
         "confluent-kafka>=2.3",
-        "peewee>=3.17",
+        "peewee>=4.0,<5",  # playhouse.migrations (schema migrations) is new in 4.0
         "psycopg2-binary>=2.9",
         "pyjwt>=2.8",
         "python-json-logger>=3.1",

@@ -60,7 +60,8 @@ class Metrics:
             registry=r)
         pubsub = Counter(
             "tornchat_redis_pubsub_messages", "Redis pub/sub messages published (out) and "
-            "received (in) by the bus, health probes excluded", ["direction"], registry=r)
+            "received from other workers (in) by the bus, health probes excluded",
+            ["direction"], registry=r)
         self.pubsub_out = pubsub.labels("out")
         self.pubsub_in = pubsub.labels("in")
         self.bus_reconnects = Counter(

@@ -102,7 +102,6 @@ class RedisBus(Bus):
         self._probe_interval = probe_interval
         self._timeout = timeout
         self._origin = worker_id + "|"
-        self._origin_bytes = worker_id.encode()
         self._probe_channel = PROBE_CHANNEL_PREFIX + worker_id
         self._probe_channel_bytes = self._probe_channel.encode()
         self._redis = redis_client(url, timeout)
@@ -131,7 +130,8 @@ class RedisBus(Bus):
             patterns.append(PATTERN)
         self._listener = Listener(self._url, channels, patterns, IOLoop.current(),
                                   on_batch=self._on_batch, on_state=self._on_state,
-                                  ping_interval=self._probe_interval, timeout=self._timeout)
+                                  ping_interval=self._probe_interval, timeout=self._timeout,
+                                  ignore_prefix=self._origin.encode())
         self._listener.start()
         try:
             await asyncio.wait_for(self._became_up.wait(), _START_WAIT)
@@ -180,9 +180,11 @@ class RedisBus(Bus):
 
         Whatever queued while a batch was in flight goes in the next one. A
         failed batch goes back to the front of the queue (typing signals are
-        dropped instead); while the subscriber is down it waits for the
-        reconnect plus one backoff cap, so peers retrying on the same backoff
-        have resubscribed before the kept deliveries go out.
+        dropped instead). While this worker's subscriber is down nothing is
+        published: Redis is presumed down or partitioned, so are the peers'
+        subscribers, and a publish landing while they resubscribe would be
+        lost. It waits for the reconnect plus one backoff cap, so peers
+        retrying on the same backoff have resubscribed first.
         """
         backoff = Backoff()
         while self._outbox or not self._closing:
@@ -190,11 +192,13 @@ class RedisBus(Bus):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if self._failing and not self._up:
+            if not self._up:  # peers are likely resubscribing too: publishing now loses
                 if self._closing:
                     return
                 await self._became_up.wait()
                 await asyncio.sleep(Backoff.CAP)
+                self._drop_typing()
+                continue
             batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), _BATCH))]
             if await self._send(batch):
                 backoff.reset()
@@ -203,6 +207,12 @@ class RedisBus(Bus):
             if self._closing:
                 return
             await asyncio.sleep(backoff.next())
+
+    def _drop_typing(self) -> None:
+        """Typing signals kept through an outage are stale: drop them."""
+        kept = [delivery for delivery in self._outbox if delivery.kind != TYPING]
+        self._outbox.clear()
+        self._outbox.extend(kept)
 
     async def _send(self, batch: list[Delivery]) -> bool:
         pipe = self._redis.pipeline(transaction=False)
@@ -254,11 +264,10 @@ class RedisBus(Bus):
                     future.set_result(None)
                 continue
             received += 1
-            origin, _, body = data.partition(b"|")
-            if origin == self._origin_bytes or self._deliver is None:
+            if self._deliver is None:
                 continue
             try:
-                delivery = Delivery.from_json(body)
+                delivery = Delivery.from_json(data.partition(b"|")[2])
             except (ValueError, TypeError, KeyError):
                 log.warning("dropping a malformed bus message",
                             extra={"channel": channel.decode(errors="replace")})

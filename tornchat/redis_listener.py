@@ -66,7 +66,9 @@ class Listener(threading.Thread):
     def __init__(self, url: str, channels: Sequence[str], patterns: Sequence[str],
                  loop: IOLoop, *, on_batch: Callable[[Batch], None],
                  on_state: Callable[[bool, str], None], ping_interval: float,
-                 timeout: float) -> None:
+                 timeout: float, ignore_prefix: bytes = b"\x00") -> None:
+        """``ignore_prefix``: messages whose data starts with it never reach the loop
+        (the bus passes its own origin, so a worker's echoes cost it no loop time)."""
         super().__init__(name="tornchat-redis-listener", daemon=True)
         self._url = url
         self._channels = list(channels)
@@ -76,6 +78,7 @@ class Listener(threading.Thread):
         self._on_state = on_state
         self._ping_interval = ping_interval
         self._timeout = timeout
+        self._ignore_prefix = ignore_prefix
         self._stopping = threading.Event()
         self._backoff = Backoff()
 
@@ -138,7 +141,8 @@ class Listener(threading.Thread):
                 last_heard = now
                 batch: Batch = []
                 while message is not None:
-                    if message["type"] in ("message", "pmessage"):
+                    if (message["type"] in ("message", "pmessage")
+                            and not message["data"].startswith(self._ignore_prefix)):
                         batch.append((message["channel"], message["data"]))
                     if len(batch) >= _BATCH:
                         break
