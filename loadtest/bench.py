@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from loadtest import profiling, report, servers
 from loadtest.loadgen import ClientPool, StepResult, Target, raise_fd_limit
@@ -149,6 +150,15 @@ def summarize(step: StepResult, server_cpu: float | None = None) -> dict[str, An
     }
 
 
+def machine_busy(before: Any, after: Any) -> float:
+    """Share of all cores busy between two ``psutil.cpu_times()`` (everyone's
+    processes: on a shared machine this says how much was left for us)."""
+    idle = (after.idle + getattr(after, "iowait", 0.0)) - (before.idle
+                                                            + getattr(before, "iowait", 0.0))
+    total = sum(after) - sum(before)
+    return 1.0 - idle / total if total > 0 else 0.0
+
+
 def passes(step: dict[str, Any], limit_ms: float) -> bool:
     return (step["p99"] is not None and step["p99"] <= limit_ms and step["loss"] < 0.01
             and not {code for code in step["errors"] if code != "connection_lost"})
@@ -193,10 +203,13 @@ class Bench:
     def step(self, pool: ClientPool, server: servers.Server, rate: float, seconds: float,
              warmup: float) -> dict[str, Any]:
         cpu_before = server.cpu_seconds()
+        machine_before = psutil.cpu_times()
         result = pool.run(rate, seconds, warmup, self.plan.drain)
         # the server's CPU over the whole step (warm-up included) per measured second
         server_cpu = (server.cpu_seconds() - cpu_before) * seconds / (seconds + warmup)
-        return summarize(result, server_cpu)
+        step = summarize(result, server_cpu)
+        step["machine_busy"] = machine_busy(machine_before, psutil.cpu_times())
+        return step
 
     def measure_fixed(self, pool: ClientPool, server: servers.Server,
                       repeats: int) -> dict[str, Any]:
@@ -207,7 +220,8 @@ class Bench:
             runs.append(run)
             self.log(f"  fixed {self.plan.fixed_rate:.0f} msg/s: p50 {_num(run['p50'])} "
                      f"p99 {_num(run['p99'])} p99.9 {_num(run['p999'])} ms, "
-                     f"loss {run['loss']:.2%}, lag {run['lag_ms']:.0f} ms")
+                     f"loss {run['loss']:.2%}, lag {run['lag_ms']:.0f} ms, "
+                     f"machine {run['machine_busy']:.0%} busy")
         median = {key: report.median_of(runs, key)
                   for key in ("p50", "p99", "p999", "delivered_per_s", "acked_per_s")}
         return {"runs": runs, "median": median}
@@ -239,6 +253,7 @@ class Bench:
                      f" p99 {_num(step['p99']):>7} ms loss {step['loss']:.2%} "
                      f"server {_num(step['server_cpu_cores'], 2)} cores "
                      f"{_num(step['server_cpu_us_per_delivery'], 0)} us/delivery "
+                     f"machine {step['machine_busy']:.0%} busy "
                      f"{'ok' if step['passed'] else 'FAIL'}")
             if step["passed"]:
                 if best is None or step["delivered_per_s"] > best["delivered_per_s"]:

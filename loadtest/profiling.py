@@ -49,7 +49,7 @@ def _is_tornchat_work(frame: str) -> bool:
     return "tornchat/" in frame and not any(entry in frame for entry in _ENTRY_POINTS)
 
 
-_ENTRY_POINTS = ("tornchat/cli.py", "tornchat/lifecycle.py")
+_ENTRY_POINTS = ("tornchat/cli.py", "tornchat/lifecycle.py", "tornchat/workers.py")
 
 
 def summarize(raw_path: Path, top: int = 15) -> dict[str, Any]:

@@ -49,6 +49,10 @@ def _fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
     return f"{value:.{digits}f}{unit}"
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -116,6 +120,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     row("stored (acknowledged) msg/s at that rate", "stored_per_s",
         lambda s: _fmt((s["sweep"]["best"] or {}).get("acked_per_s")))
     row("p99 at that rate", None, lambda s: _fmt((s["sweep"]["best"] or {}).get("p99"), " ms"))
+    row("server CPU per delivered message at that rate", None,
+        lambda s: _fmt((s["sweep"]["best"] or {}).get("server_cpu_us_per_delivery"), " µs", 0))
+    row("whole machine busy at that rate (all processes)", None,
+        lambda s: _pct((s["sweep"]["best"] or {}).get("machine_busy")))
     lines.append("")
     ratios = results.get("ratios", {})
     lines.append("| ratio | measured | target |")
