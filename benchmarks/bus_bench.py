@@ -45,8 +45,7 @@ from tornchat.metrics import Metrics
 from tornchat.redis_bus import CHANNEL_PREFIX, ROUTED_PUBLISH, RedisBus
 from tornchat.redis_slots import slot_key, slot_member
 
-BENCH_ENV = {"TORNCHAT_RATE_LIMIT_PER_SECOND": "100000", "TORNCHAT_RATE_LIMIT_BURST": "100000",
-             "LOG_LEVEL": "warning"}
+BENCH_ENV = {"TORNCHAT_RATE_LIMIT_PER_SECOND": "100000", "TORNCHAT_RATE_LIMIT_BURST": "100000"}
 
 
 def percentile(values: list[float], q: float) -> float:
