@@ -107,6 +107,7 @@ class Plan:
         self.sweep_factor = 2.0
         self.sweep_steps = 8 if quick else 10
         self.bisections = 1 if quick else 3
+        self.confirm_failures = not quick  # re-measure a failing rate once
         self.quiet_timeout = 8.0 if quick else 30.0
 
 
@@ -215,6 +216,7 @@ class Bench:
                       repeats: int) -> dict[str, Any]:
         runs = []
         for _ in range(repeats):
+            self.wait_quiet(server)
             run = self.step(pool, server, self.plan.fixed_rate, self.plan.fixed_seconds,
                             self.plan.fixed_warmup)
             runs.append(run)
@@ -244,8 +246,7 @@ class Bench:
         best: dict[str, Any] | None = None
         failed_at: float | None = None
 
-        def attempt(rate: float) -> bool:
-            nonlocal best, failed_at
+        def measure(rate: float) -> dict[str, Any]:
             step = self.step(pool, server, rate, plan.step_seconds, plan.step_warmup)
             step["passed"] = passes(step, plan.p99_limit)
             steps.append(step)
@@ -255,12 +256,22 @@ class Bench:
                      f"{_num(step['server_cpu_us_per_delivery'], 0)} us/delivery "
                      f"machine {step['machine_busy']:.0%} busy "
                      f"{'ok' if step['passed'] else 'FAIL'}")
+            if not step["passed"]:
+                self.wait_quiet(server)
+            return step
+
+        def attempt(rate: float) -> bool:
+            """In a full run a rate fails only if it fails twice: a neighbour's
+            burst on the shared cores must not end the sweep."""
+            nonlocal best, failed_at
+            step = measure(rate)
+            if not step["passed"] and plan.confirm_failures:
+                step = measure(rate)
             if step["passed"]:
                 if best is None or step["delivered_per_s"] > best["delivered_per_s"]:
                     best = step
             else:
                 failed_at = rate
-                self.wait_quiet(server)
             return bool(step["passed"])
 
         rate = plan.sweep_start
@@ -305,13 +316,13 @@ class Bench:
         try:
             if idle:
                 result["idle"] = self.measure_idle(pool, server, target, name, workers)
+                self.wait_quiet(server)  # closing thousands of connections takes a while
             groups = [[f"u-{self.run_id}-{name}-{g}-{m}" for m in range(self.plan.group_size)]
                       for g in range(self.plan.groups)]
             setup = pool.groups(target, groups)
             self.log(f"  {setup['connected']} group members connected in "
                      f"{setup['seconds']:.1f}s")
             result["sweep"] = self.sweep(pool, server)
-            self.wait_quiet(server)
             result["fixed"] = self.measure_fixed(pool, server, self.plan.repeats)
             if self.args.profile and name.startswith("tornchat"):
                 self.wait_quiet(server)

@@ -88,7 +88,7 @@ class Link:
         if ws is not None:
             ws.close()
 
-    async def _expect(self, key: str, timeout: float = 30.0) -> Any:
+    async def _expect(self, key: str, timeout: float = 120.0) -> Any:
         future = self._waiters[key] = asyncio.get_running_loop().create_future()
         try:
             return await asyncio.wait_for(future, timeout)
