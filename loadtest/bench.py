@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--update-docs", action="store_true",
                         help="write the table into docs/performance.md and README.md "
                              f"between the {BEGIN_MARK!r} / {END_MARK!r} markers")
+    parser.add_argument("--bus-mode", choices=("pattern", "routed"), default=None,
+                        help="TORNCHAT_BUS_MODE for tornchat (default: the service's)")
     parser.add_argument("--profile", action="store_true",
                         help="also sample each tornchat worker with py-spy under the "
                              "fixed-rate load and report the dominant functions")
@@ -337,6 +339,8 @@ class Bench:
         name = f"tornchat-{processes}w"
         with servers.fresh_postgres_database(self.args.postgres) as database_url:
             env = servers.tornchat_env(database_url, redis_url, SECRET, kafka)
+            if self.args.bus_mode:
+                env["TORNCHAT_BUS_MODE"] = self.args.bus_mode
             servers.migrate(env)
             server = servers.tornchat_server(processes, env, self.out).start()
             try:
@@ -412,7 +416,8 @@ class Bench:
                        "fixed_rate": self.plan.fixed_rate, "repeats": self.plan.repeats,
                        "idle_per_worker": self.plan.idle_per_worker,
                        "p99_limit_ms": self.plan.p99_limit, "fd_limit": fd_limit,
-                       "kafka_broker": self.args.kafka_broker, "systems": wanted},
+                       "kafka_broker": self.args.kafka_broker, "systems": wanted,
+                       "bus_mode": self.args.bus_mode or "default"},
             "systems": {},
         }
         with contextlib.ExitStack() as stack:
