@@ -110,6 +110,8 @@ class Plan:
         self.sweep_steps = 8 if quick else 10
         self.bisections = 1 if quick else 3
         self.confirm_failures = not quick  # re-measure a failing rate once
+        self.store_pairs = 500
+        self.store_sweep_start = 200.0
         self.quiet_timeout = 8.0 if quick else 30.0
 
 
@@ -240,7 +242,8 @@ class Bench:
                 break
         return time.perf_counter() - started
 
-    def sweep(self, pool: ClientPool, server: servers.Server) -> dict[str, Any]:
+    def sweep(self, pool: ClientPool, server: servers.Server,
+              start: float | None = None) -> dict[str, Any]:
         """Double the rate until a step fails (p99 over the limit, loss or errors),
         then bisect between the last pass and the first failure."""
         plan = self.plan
@@ -276,7 +279,7 @@ class Bench:
                 failed_at = rate
             return bool(step["passed"])
 
-        rate = plan.sweep_start
+        rate = start or plan.sweep_start
         for _ in range(plan.sweep_steps):
             if not attempt(rate):
                 break
@@ -290,6 +293,18 @@ class Bench:
             if failed_at - low < 0.05 * failed_at:
                 break
         return {"steps": sorted(steps, key=lambda step: step["rate"]), "best": best}
+
+    def store_sweep(self, pool: ClientPool, server: servers.Server, target: Target,
+                    name: str) -> dict[str, Any]:
+        """Storage-bound load: 1-to-1 chats (one delivery per message), swept like
+        the group load; its best acknowledged rate is the stored msg/s figure."""
+        pool.reset()
+        self.wait_quiet(server)
+        pairs = [[f"s-{self.run_id}-{name}-{i}-{m}" for m in range(2)]
+                 for i in range(self.plan.store_pairs)]
+        pool.groups(target, pairs)
+        self.log(f"  store sweep: {len(pairs)} 1-to-1 conversations")
+        return self.sweep(pool, server, start=self.plan.store_sweep_start)
 
     def profile(self, pool: ClientPool, server: servers.Server, name: str) -> dict[str, Any]:
         """py-spy every worker during a fixed-rate step; top functions per worker."""
@@ -330,6 +345,8 @@ class Bench:
                 self.wait_quiet(server)
                 result["profile"] = self.profile(pool, server, name)
             result["rss_after_mb"] = server.rss_bytes() / 2**20
+            if name.startswith("tornchat") and not self.plan.quick:
+                result["store_sweep"] = self.store_sweep(pool, server, target, name)
         finally:
             pool.reset()
         return result
