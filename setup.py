@@ -37,7 +37,6 @@ setup(
         "loadtest": [
             "locust>=2.20",
             "websocket-client>=1.7",
-            "aiohttp>=3.9",
             "orjson>=3.9",
             "uvloop>=0.19",
             "psutil>=5.9",
