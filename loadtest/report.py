@@ -164,6 +164,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("delivered messages / s")
     ax.set_ylabel("send → deliver latency (ms)")
     ax.set_yscale("log")
+    ax.set_xscale("log")  # the yardstick runs an order of magnitude further
     machine = results["machine"]
     ax.set_title(f"tornchat benchmark — {machine['cores']} cores, Python {machine['python']}")
     ax.grid(True, which="both", alpha=0.3)
