@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 MESSAGE = "message"
 TYPING = "typing"
@@ -42,13 +43,20 @@ class Delivery:
     published_at: float = field(default_factory=time.time)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+        """Compact JSON (orjson; on the publish path of every message)."""
+        return orjson.dumps({
+            "kind": self.kind, "conversation_id": self.conversation_id,
+            "user_ids": self.user_ids, "frame": self.frame,
+            "exclude_connection": self.exclude_connection, "seq": self.seq,
+            "published_at": self.published_at,
+        }).decode()
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Delivery:
-        data: dict[str, Any] = json.loads(text)
-        data["user_ids"] = tuple(data["user_ids"])
-        return cls(**data)
+        data: dict[str, Any] = orjson.loads(text)
+        return cls(data["kind"], data["conversation_id"], tuple(data["user_ids"]),
+                   data["frame"], data.get("exclude_connection"), data.get("seq"),
+                   data.get("published_at", 0.0))
 
 
 DeliverCallback = Callable[[Delivery], None]

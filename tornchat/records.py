@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from tornchat.timefmt import to_iso
@@ -24,7 +25,11 @@ class StoredMessage:
     duplicate: bool = False
 
     def to_wire(self) -> dict[str, Any]:
-        """The ``MESSAGE`` object of the contract."""
+        """The ``MESSAGE`` object of the contract (built once; do not mutate)."""
+        return self._wire
+
+    @cached_property
+    def _wire(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "conversationId": self.conversation_id,

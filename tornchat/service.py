@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from tornchat import protocol
 from tornchat.bus import MESSAGE, TYPING, Bus, Delivery
-from tornchat.errors import InvalidMessage, Unavailable
+from tornchat.errors import Forbidden, InvalidMessage, Unavailable
 from tornchat.records import StoredMessage
 from tornchat.store import ChatStore, NewMessage
 from tornchat.writer import GroupCommitWriter
@@ -36,6 +36,16 @@ class ChatService:
         except RuntimeError as exc:  # executor shut down during drain
             raise Unavailable("Server is shutting down; nothing was stored") from exc
 
+    async def _members(self, conversation_id: str, user_id: str) -> tuple[str, ...]:
+        """Participants of a conversation the user belongs to; the cache is read
+        on the loop, and only a miss costs a trip to the executor."""
+        cached = self._store.cached_participants(conversation_id)
+        if cached is None:
+            return await self._run(self._store.member_participants, conversation_id, user_id)
+        if user_id not in cached:
+            raise Forbidden("You are not a participant of this conversation")
+        return cached
+
     async def send_message(self, sender_id: str, connection_id: str,
                            request: protocol.SendMessage) -> StoredMessage:
         """Store the message, then fan it out; duplicates are re-published.
@@ -46,8 +56,7 @@ class ChatService:
         """
         if request.conversation_id is not None:
             conversation_id = request.conversation_id
-            participants = await self._run(self._store.member_participants,
-                                           conversation_id, sender_id)
+            participants = await self._members(conversation_id, sender_id)
         else:
             users = frozenset(request.recipient_ids or ()) | {sender_id}
             if len(users) < 2:
@@ -69,7 +78,7 @@ class ChatService:
         return message
 
     async def typing(self, user_id: str, conversation_id: str) -> None:
-        participants = await self._run(self._store.member_participants, conversation_id, user_id)
+        participants = await self._members(conversation_id, user_id)
         others = tuple(user for user in participants if user != user_id)
         await self._bus.publish(Delivery(
             kind=TYPING,

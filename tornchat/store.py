@@ -29,6 +29,7 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import peewee as pw
@@ -57,8 +58,8 @@ class NewMessage:
 
 StoreResult = StoredMessage | ChatError
 
-_MESSAGE_INSERT = ("INSERT INTO message (id, conversation_id, sender_id, content, created_at, "
-                   "seq, client_message_id)")
+_MESSAGE_COLUMNS = "id, conversation_id, sender_id, content, created_at, seq, client_message_id"
+_MESSAGE_INSERT = f"INSERT INTO message ({_MESSAGE_COLUMNS})"
 _OUTBOX_INSERT = ("INSERT INTO outbox (message_id, conversation_id, dedupe_id, payload, "
                   "created_at, attempts)")
 
@@ -150,6 +151,11 @@ class ChatStore:
             self.database.execute_sql("SELECT 1").fetchone()
 
     # -- reads ------------------------------------------------------------
+
+    def cached_participants(self, conversation_id: str) -> tuple[str, ...] | None:
+        """The cached participant set, or None; never touches the database,
+        so the IOLoop may call it (the cache is lock-protected)."""
+        return self._participants.get(conversation_id)
 
     def participants_of(self, conversation_id: str) -> tuple[str, ...]:
         """The participants, or NotFound; cached since sets never change."""
@@ -315,16 +321,21 @@ class ChatStore:
 
     def _existing_client_ids(self, batch: list[NewMessage]) -> dict[tuple[str, str],
                                                                     StoredMessage]:
-        keys = {(m.sender_id, m.client_message_id) for m in batch
-                if m.client_message_id is not None}
+        keys = list({(m.sender_id, m.client_message_id) for m in batch
+                     if m.client_message_id is not None})
         if not keys:
             return {}
-        Message = self.models.Message
-        rows = Message.select().where(
-            pw.Tuple(Message.sender_id, Message.client_message_id).in_(list(keys)))
-        return {(row.sender_id, row.client_message_id):
-                self._record(row, self._load_participants(row.conversation_id), duplicate=True)
-                for row in rows}
+        param = self.database.param
+        pairs = ", ".join([f"({param}, {param})"] * len(keys))
+        cursor = self.database.execute_sql(
+            f"SELECT {_MESSAGE_COLUMNS} FROM message "
+            f"WHERE (sender_id, client_message_id) IN ({pairs})",
+            [value for key in keys for value in key])
+        found: dict[tuple[str, str], StoredMessage] = {}
+        for row in cursor.fetchall():
+            message = self._from_row(row, duplicate=True)
+            found[(message.sender_id, message.client_message_id or "")] = message
+        return found
 
     def _reserve_seqs(self, counts: Counter[str], now: Any) -> dict[str, int]:
         """Advance each conversation's counter; returns its first new seq."""
@@ -348,6 +359,17 @@ class ChatStore:
             return None
         users = self._load_participants(row.conversation_id)
         return self._record(row, users, duplicate=True)
+
+    def _from_row(self, row: tuple[Any, ...], duplicate: bool = False) -> StoredMessage:
+        """A StoredMessage from a raw ``_MESSAGE_COLUMNS`` row."""
+        message_id, conversation_id, sender_id, content, created_at, seq, client_id = row
+        if isinstance(created_at, str):  # SQLite returns the stored text
+            created_at = datetime.fromisoformat(created_at)
+        return StoredMessage(
+            id=message_id, conversation_id=conversation_id, sender_id=sender_id,
+            content=content, created_at=created_at, seq=seq,
+            participants=self._load_participants(conversation_id),
+            client_message_id=client_id, duplicate=duplicate)
 
     @staticmethod
     def _record(row: Any, participants: tuple[str, ...], duplicate: bool = False) -> StoredMessage:
