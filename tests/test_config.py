@@ -88,3 +88,16 @@ def test_production_accepts_a_long_secret():
     settings = load_settings(environ={"TORNCHAT_ENV": "production",
                                       "ACCESS_TOKEN_SECRET": "k" * 32})
     assert settings.is_production and not settings.uses_dev_secret
+
+
+def test_every_setting_is_documented_in_the_readme_and_the_shipped_file():
+    import dataclasses
+
+    from tornchat.config import Settings
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    shipped = (root / "conf" / "tornchat.toml").read_text()
+    for spec in dataclasses.fields(Settings):
+        assert f"`{spec.metadata['env']}`" in readme, spec.metadata["env"]
+        assert f"{spec.name} =" in shipped, spec.name
