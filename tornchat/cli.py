@@ -1,4 +1,4 @@
-"""The ``tornchat`` command: serve, migrate, token, healthcheck.
+"""The ``tornchat`` command: serve, migrate, token, healthcheck, events.
 
 Every command reads the same settings (``--config`` file, environment, flags);
 a bad setting prints one readable line naming the variable and exits 2.
