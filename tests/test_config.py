@@ -101,3 +101,9 @@ def test_every_setting_is_documented_in_the_readme_and_the_shipped_file():
     for spec in dataclasses.fields(Settings):
         assert f"`{spec.metadata['env']}`" in readme, spec.metadata["env"]
         assert f"{spec.name} =" in shipped, spec.name
+
+
+def test_in_memory_sqlite_is_refused_and_foreign_node_env_values_ignored():
+    with pytest.raises(ConfigError, match="in-memory"):
+        load_settings(environ={"DATABASE_URL": "sqlite:///:memory:"})
+    assert load_settings(environ={"NODE_ENV": "test"}).env == "development"

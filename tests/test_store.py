@@ -126,3 +126,27 @@ async def test_the_group_commit_writer_batches_concurrent_sends(store):
         writer.stop()
     assert sorted(m.seq for m in stored) == list(range(1, 201))
     assert [m.content for m in store.messages_of(conversation)] == [f"m{i}" for i in range(200)]
+
+
+async def test_one_unstorable_message_does_not_fail_its_batch_neighbours(store):
+    import asyncio
+
+    from tornchat.store import NewMessage
+    from tornchat.writer import GroupCommitWriter
+
+    users = ("alice", "bob")
+    conversation = store.find_or_create_conversation(frozenset(users))
+    writer = GroupCommitWriter(store)
+    writer.start()
+    try:
+        results = await asyncio.gather(
+            writer.store(NewMessage("alice", conversation, users, "good 1")),
+            writer.store(NewMessage("alice", conversation, users, "bad \ud800")),
+            writer.store(NewMessage("alice", conversation, users, "good 2")),
+            return_exceptions=True)
+    finally:
+        writer.stop()
+    assert isinstance(results[1], Exception)
+    assert [r.content for r in (results[0], results[2])] == ["good 1", "good 2"]
+    assert [m.seq for m in store.messages_of(conversation)] == [1, 2]
+    assert writer.alive is False

@@ -106,3 +106,23 @@ async def test_second_auth_on_an_authenticated_connection_is_an_error(server):
     assert reply["type"] == "error"
     assert reply["code"] == "already_authenticated"
     assert (await client.request({"type": "ping"}))["type"] == "pong"
+
+
+async def test_claims_the_contract_does_not_use_do_not_block_auth(server):
+    now = int(time.time())
+    for claims in ({"sub": 123, "userId": "u9"},          # non-string sub: next claim
+                   {"sub": "u9", "aud": "another-service"},
+                   {"sub": "u9", "iat": now + 20}):       # issuer clock slightly ahead
+        token = jwt.encode({**claims, "exp": now + 60}, server.secret, "HS256")
+        client = await WsClient.connect(server.url)
+        reply = await client.request({"type": "auth", "token": token})
+        assert reply["type"] == "auth_success", (claims, reply)
+        assert reply["data"]["userId"] == "u9"
+
+
+async def test_a_user_id_with_control_characters_is_refused(server):
+    token = jwt.encode({"sub": "alice\u001fbob", "exp": int(time.time()) + 60},
+                       server.secret, "HS256")
+    client = await WsClient.connect(server.url)
+    await client.send({"type": "auth", "token": token})
+    await expect_auth_error(client, "Invalid token")

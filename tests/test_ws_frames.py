@@ -12,7 +12,7 @@ from loadtest.rawws import RawWebSocket
 from tests.support.wsclient import authed
 from tornchat import protocol
 from tornchat.auth import mint_token
-from tornchat.ws import _LastFrame, text_frame
+from tornchat.ws import FrameCache, text_frame
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
@@ -34,7 +34,7 @@ def test_text_frame_header_matches_rfc6455(size: int) -> None:
 
 
 def test_last_frame_encodes_a_fan_out_once() -> None:
-    cache = _LastFrame()
+    cache = FrameCache()
     frame = protocol.new_message({"content": "hi"})
     first = cache.get(frame)
     assert cache.get(frame) is first  # same str object: same bytes, no re-encoding

@@ -81,6 +81,8 @@ async def test_non_participant_gets_forbidden_and_unknown_conversation_not_found
     reply = await mallory.request({"type": "send_message", "conversationId": "c_missing",
                                    "content": "hello?"})
     assert reply["code"] == "not_found"
+    reply = await mallory.request({"type": "typing", "conversationId": "c_missing"})
+    assert reply["code"] == "not_found"
 
 
 async def test_malformed_frames_get_errors_and_the_connection_stays_open(server):
@@ -106,6 +108,13 @@ async def test_malformed_frames_get_errors_and_the_connection_stays_open(server)
         ({"type": "send_message", "recipientIds": ["bob"], "content": "hi",
           "clientMessageId": "y" * 65}, "invalid_message"),
         ({"type": "typing"}, "invalid_message"),
+        ({"type": "send_message", "recipientIds": ["bob"], "content": "nul \u0000 inside"},
+         "invalid_message"),
+        ('{"type": "send_message", "recipientIds": ["bob"], "content": "lone \\ud800"}',
+         "invalid_message"),
+        ({"type": "send_message", "recipientIds": ["carol\u001fbob"], "content": "forge"},
+         "invalid_message"),
+        ({"type": "typing", "conversationId": "c\n1"}, "invalid_message"),
     ]
     for frame, code in cases:
         reply = await client.request(frame)
@@ -190,12 +199,24 @@ async def test_ping_frame_is_answered_with_pong(server):
 
 
 async def test_connection_exceeding_its_rate_gets_rate_limited(start_server):
-    server = await start_server(rate_limit_per_second=1.0, rate_limit_burst=3)
-    client = await authed(server.url, server.secret, "alice")
+    server = await start_server(rate_limit_per_second=1.0, rate_limit_burst=4)
+    client = await authed(server.url, server.secret, "alice")  # the auth frame counts
     replies = [await client.request({"type": "ping"}) for _ in range(5)]
     assert [r["type"] for r in replies[:3]] == ["pong"] * 3
     assert replies[3]["code"] == "rate_limited"
-    assert replies[4]["code"] == "rate_limited"
+    # malformed and binary frames count too, and a limited send echoes its client id
+    for frame in ("not json", b"\x00", {"type": "send_message", "recipientIds": ["bob"],
+                                         "content": "hi", "clientMessageId": "k9"}):
+        reply = await client.request(frame)
+        assert reply["code"] == "rate_limited"
+    assert reply["clientMessageId"] == "k9"
+
+
+async def test_unauthenticated_connections_are_rate_limited_too(start_server):
+    server = await start_server(rate_limit_per_second=1.0, rate_limit_burst=2)
+    client = await WsClient.connect(server.url)
+    replies = [await client.request("garbage") for _ in range(3)]
+    assert [r["code"] for r in replies] == ["invalid_json", "invalid_json", "rate_limited"]
 
 
 async def test_frame_over_the_size_limit_closes_with_1009(start_server):

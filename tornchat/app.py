@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import tornado.web
 from tornado.httpserver import HTTPServer
@@ -33,9 +33,7 @@ from tornchat.service import ChatService
 from tornchat.slots import ConnectionSlots
 from tornchat.store import ChatStore
 from tornchat.writer import GroupCommitWriter
-
-if TYPE_CHECKING:
-    from tornchat.ws import ChatSocketHandler
+from tornchat.ws import ChatSocketHandler, FrameCache
 
 log = logging.getLogger("tornchat.app")
 
@@ -52,6 +50,8 @@ class EventRelay(Protocol):
 
     async def health(self) -> str:
         """``ok``, ``down`` or ``disabled``; chat does not depend on it."""
+
+
 RECONNECT_AFTER_MS = 5000
 
 
@@ -70,6 +70,7 @@ class ChatApplication:
         self.verifier = TokenVerifier(settings.access_token_secret)
         self.limits = protocol.Limits(settings.max_message_length, settings.max_recipients)
         self.registry = ConnectionRegistry()
+        self.frame_cache = FrameCache()
         self.dispatcher = Dispatcher(self.registry, settings.order_hold, self.metrics)
         self.writer = GroupCommitWriter(store)
         self.service = ChatService(store, bus, self.executor, self.writer)
@@ -82,8 +83,6 @@ class ChatApplication:
     # -- wiring -------------------------------------------------------------
 
     def make_web_app(self) -> tornado.web.Application:
-        from tornchat.ws import ChatSocketHandler
-
         return tornado.web.Application(
             [
                 (WS_PATH, ChatSocketHandler, {"chat": self}),
@@ -173,6 +172,8 @@ class ChatApplication:
             await asyncio.wait_for(loop.run_in_executor(self.executor, self.store.ping), 3.0)
         except Exception:
             database = "down"
+        if not self.writer.alive:  # nothing could be stored any more
+            database = "down"
         bus = await self.bus.health()
         kafka = await self.relay.health() if self.relay is not None else "disabled"
         dependencies = {"database": database, self.bus.dependency: bus, "kafka": kafka}
@@ -228,6 +229,6 @@ class ChatApplication:
             self._server.stop()
         await self.bus.stop()
         await self.slots.close()
-        self.writer.stop()
-        self.executor.shutdown(wait=True)
+        await asyncio.to_thread(self.writer.stop, self.settings.shutdown_timeout)
+        self.executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()

@@ -34,7 +34,11 @@ class TokenVerifier:
                 token,
                 self._secret,
                 algorithms=[ALGORITHM],
-                options={"require": ["exp"]},
+                # ``exp`` is required and checked; claims the contract does not
+                # use are not judged (an ``aud`` for another service, a numeric
+                # ``sub`` beside a string ``userId``, an ``iat`` a little ahead).
+                options={"require": ["exp"], "verify_aud": False, "verify_sub": False,
+                         "verify_iat": False, "verify_jti": False},
                 leeway=self._leeway,
             )
         except jwt.ExpiredSignatureError:
@@ -44,12 +48,17 @@ class TokenVerifier:
         return user_id_from_claims(claims)
 
 
+def is_valid_user_id(value: str) -> bool:
+    """At most 128 characters, no control characters (they could forge keys)."""
+    return 0 < len(value) <= MAX_USER_ID_LENGTH and value.isprintable()
+
+
 def user_id_from_claims(claims: dict[str, Any]) -> str:
     """The first non-empty string among ``sub``, ``userId``, ``id``."""
     for claim in USER_ID_CLAIMS:
         value = claims.get(claim)
         if isinstance(value, str) and value:
-            if len(value) > MAX_USER_ID_LENGTH:
+            if not is_valid_user_id(value):
                 raise AuthError("Invalid token")
             return value
     raise AuthError("Token has no user id")

@@ -183,8 +183,8 @@ def load_settings(
         env_name = spec.metadata["env"]
         if env_name in environ and environ[env_name] != "":
             values[name] = _coerce(spec, environ[env_name], env_name)
-    if "env" not in values and environ.get("NODE_ENV"):
-        values["env"] = environ["NODE_ENV"]
+    if "env" not in values and environ.get("NODE_ENV") in ("development", "production"):
+        values["env"] = environ["NODE_ENV"]  # the seed's variable; other values are not ours
 
     for name, raw in (overrides or {}).items():
         if raw is not None:
@@ -242,8 +242,10 @@ def _validate(s: Settings) -> None:
 def _validate_database_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        _require(bool(parts.path.lstrip("/")) or url == "sqlite:///:memory:", "DATABASE_URL",
+        _require(bool(parts.path.lstrip("/")), "DATABASE_URL",
                  f"sqlite URL needs a file path, e.g. sqlite:///tornchat.db, got {url!r}")
+        _require(":memory:" not in url, "DATABASE_URL",
+                 "an in-memory SQLite database is not shared between threads; use a file")
         return
     _require(parts.scheme in ("postgres", "postgresql"), "DATABASE_URL",
              f"must start with sqlite:/// or postgresql://, got {url!r}")

@@ -14,7 +14,7 @@ from playhouse.pool import PooledPostgresqlDatabase
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
-    "synchronous": "normal",
+    "synchronous": "full",  # an acknowledged message survives power loss too
     "busy_timeout": 10_000,
     "foreign_keys": 1,
 }
@@ -24,7 +24,7 @@ def open_database(url: str, pool_size: int = 8) -> pw.Database:
     """A not-yet-connected database for ``url`` (validated by config)."""
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        path = ":memory:" if url == "sqlite:///:memory:" else unquote(parts.path[1:])
+        path = unquote(parts.path[1:])
         return pw.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
     return PooledPostgresqlDatabase(
         unquote(parts.path.lstrip("/")),
@@ -32,10 +32,16 @@ def open_database(url: str, pool_size: int = 8) -> pw.Database:
         port=parts.port or 5432,
         user=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
-        max_connections=pool_size,
+        max_connections=pool_size + 1,  # the readers' executor plus the writer thread
         stale_timeout=300,
         timeout=10,
         connect_timeout=5,
+        # A hung or partitioned server must surface as an error, not a stuck thread.
+        options="-c statement_timeout=10000 -c idle_in_transaction_session_timeout=30000",
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
         autoconnect=True,
     )
 

@@ -92,16 +92,33 @@ def parse_client_frame(data: dict[str, Any], limits: Limits) -> ClientFrame:
 def client_message_id_of(data: dict[str, Any]) -> str | None:
     """The echoable ``clientMessageId`` of a frame, if it has a valid one."""
     value = data.get("clientMessageId")
-    if isinstance(value, str) and 0 < len(value) <= MAX_CLIENT_MESSAGE_ID_LENGTH:
+    if (isinstance(value, str) and 0 < len(value) <= MAX_CLIENT_MESSAGE_ID_LENGTH
+            and value.isprintable()):
         return value
     return None
 
 
+def _is_id(value: object) -> bool:
+    """An id: 1-128 printable characters (control characters could forge keys)."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable()
+
+
+def _is_storable(text: str) -> bool:
+    """No NUL (PostgreSQL text refuses it) and no lone surrogate (not UTF-8)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _id_field(data: dict[str, Any], name: str) -> str:
     value = data.get(name)
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
-        raise InvalidMessage(f"Field {name!r} must be a non-empty string of at most "
-                             f"{MAX_ID_LENGTH} characters")
+    if not _is_id(value):
+        raise InvalidMessage(f"Field {name!r} must be a string of 1 to {MAX_ID_LENGTH} "
+                             "printable characters")
     return value
 
 
@@ -116,6 +133,9 @@ def _parse_send(data: dict[str, Any], limits: Limits) -> SendMessage:
         raise InvalidMessage("Field 'content' must be a string")
     if not content.strip():
         raise InvalidMessage("Field 'content' must not be blank")
+    if not _is_storable(content):
+        raise InvalidMessage("Field 'content' must not contain NUL characters or unpaired "
+                             "surrogates")
     if len(content) > limits.max_message_length:
         raise InvalidMessage(f"Field 'content' is longer than {limits.max_message_length} "
                              "characters")
@@ -135,9 +155,9 @@ def _parse_send(data: dict[str, Any], limits: Limits) -> SendMessage:
     if len(recipients) > limits.max_recipients:
         raise InvalidMessage(f"Field 'recipientIds' has more than {limits.max_recipients} "
                              "entries")
-    for item in recipients:
-        if not isinstance(item, str) or not item or len(item) > MAX_ID_LENGTH:
-            raise InvalidMessage("Every entry of 'recipientIds' must be a non-empty string")
+    if not all(_is_id(item) for item in recipients):
+        raise InvalidMessage(f"Every entry of 'recipientIds' must be a string of 1 to "
+                             f"{MAX_ID_LENGTH} printable characters")
     return SendMessage(content=content, recipient_ids=tuple(recipients),
                        client_message_id=client_message_id)
 

@@ -119,7 +119,8 @@ class OutboxRelay:
             await asyncio.sleep(0.01)
 
     async def health(self) -> str:
-        return "ok" if self._up else "down"
+        alive = self._thread is not None and self._thread.is_alive()
+        return "ok" if self._up and alive else "down"
 
     # -- blocking API (CLI) ---------------------------------------------------
 

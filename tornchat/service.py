@@ -63,7 +63,7 @@ class ChatService:
                 raise InvalidMessage("'recipientIds' must name at least one user other than "
                                      "the sender")
             conversation_id = await self._run(self._store.find_or_create_conversation, users)
-            participants = tuple(sorted(users))
+            participants = await self._members(conversation_id, sender_id)
         message = await self._writer.store(NewMessage(sender_id, conversation_id, participants,
                                                       request.content,
                                                       request.client_message_id))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from datetime import datetime
 from typing import Any
 
 import peewee as pw
+from playhouse.pool import MaxConnectionsExceeded
 
 from tornchat.database import is_sqlite
 from tornchat.errors import ChatError, Forbidden, NotFound, Unavailable
@@ -42,7 +44,8 @@ from tornchat.models import define_models
 from tornchat.records import StoredMessage
 from tornchat.timefmt import utc_now_ms
 
-_DB_DOWN_ERRORS = (pw.OperationalError, pw.InterfaceError)
+# Pool exhaustion (every connection busy for 10 s) is an outage too.
+_DB_DOWN_ERRORS = (pw.OperationalError, pw.InterfaceError, MaxConnectionsExceeded)
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,10 @@ _OUTBOX_INSERT = ("INSERT INTO outbox (message_id, conversation_id, dedupe_id, p
 
 
 def participant_key(user_ids: frozenset[str]) -> str:
-    """A digest naming an exact participant set (order-free)."""
-    joined = "\x1f".join(sorted(user_ids))
-    return hashlib.sha256(joined.encode()).hexdigest()
+    """A digest naming an exact participant set (order-free, unambiguous:
+    the sorted ids are JSON-encoded, so no id can mimic a separator)."""
+    encoded = json.dumps(sorted(user_ids), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode()).hexdigest()
 
 
 class _ParticipantCache:

@@ -57,7 +57,21 @@ class GroupCommitWriter:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        """False once the thread has ended; /health reports storage down then."""
+        return self._thread.is_alive()
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:  # never die silently: /health turns red via ``alive``
+            log.critical("the group-commit writer thread died", exc_info=True)
+            raise
+        finally:
+            self._store.release_connection()
+
+    def _loop(self) -> None:
         stopping = False
         while not stopping:
             item = self._queue.get()
@@ -74,18 +88,32 @@ class GroupCommitWriter:
                     break
                 batch.append(more)  # type: ignore[arg-type]
             self._commit(batch)
-        self._store.release_connection()
 
     def _commit(self, batch: list[_Item]) -> None:
-        try:
-            results = self._store.store_batch([message for message, _ in batch])
-        except ChatError as exc:
-            results = [exc] * len(batch)
-        except Exception as exc:  # a bug must fail the requests, not kill the thread
-            log.exception("storing a batch failed")
-            results = [exc] * len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
+        live = [(message, future) for message, future in batch
+                if future.set_running_or_notify_cancel()]  # the waiter may be gone
+        if not live:
+            return
+        results = self._store_all([message for message, _ in live])
+        if len(live) > 1 and any(not isinstance(r, ChatError | StoredMessage) for r in results):
+            # One bad message must not fail its neighbours: store them one by one.
+            results = [self._store_all([message])[0] for message, _ in live]
+        for (_, future), result in zip(live, results, strict=True):
             if isinstance(result, BaseException):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    def _store_all(self, messages: list[NewMessage]) -> list[StoredMessage | BaseException]:
+        try:
+            results: list[StoredMessage | BaseException] = list(
+                self._store.store_batch(messages))
+        except ChatError as exc:
+            return [exc] * len(messages)
+        except Exception as exc:  # a bug fails these requests, never the thread
+            log.exception("storing a batch failed", extra={"batch": len(messages)})
+            return [exc] * len(messages)
+        if len(results) != len(messages):
+            error = RuntimeError("store returned a result count unlike the batch")
+            return [error] * len(messages)
+        return results

@@ -54,7 +54,7 @@ def text_frame(text: str) -> bytes:
     return struct.pack("!BBQ", _FIN_TEXT, 127, size) + payload
 
 
-class _LastFrame:
+class FrameCache:
     """Encode a fan-out frame once for all its recipients.
 
     The registry hands the very same ``str`` object to every recipient of a
@@ -76,7 +76,12 @@ class _LastFrame:
         return self.frame
 
 
-_last_frame = _LastFrame()
+
+def _client_message_id_or_none(message: str | bytes) -> str | None:
+    try:
+        return protocol.client_message_id_of(protocol.decode_object(message))
+    except ChatError:
+        return None
 
 
 class ChatSocketHandler(WebSocketHandler):
@@ -87,6 +92,7 @@ class ChatSocketHandler(WebSocketHandler):
         self.awaiting_pong = False
         self._auth_timer: object | None = None
         self._closed = False
+        self._frames = chat.frame_cache
         self._bucket = TokenBucket(chat.settings.rate_limit_per_second,
                                    chat.settings.rate_limit_burst)
 
@@ -106,6 +112,9 @@ class ChatSocketHandler(WebSocketHandler):
     async def on_message(self, message: str | bytes) -> None:
         client_message_id: str | None = None
         try:
+            if not self._bucket.take():  # first: every frame counts, even bad ones
+                client_message_id = _client_message_id_or_none(message)
+                raise RateLimited("Too many messages; slow down")
             if isinstance(message, bytes):
                 raise InvalidMessage("Binary frames are not supported; send JSON text")
             data = protocol.decode_object(message)
@@ -139,8 +148,6 @@ class ChatSocketHandler(WebSocketHandler):
                 raise AuthError("Not authenticated")
             await self._authenticate(protocol.parse_client_frame(data, limits))
             return
-        if not self._bucket.take():
-            raise RateLimited("Too many messages; slow down")
         frame = protocol.parse_client_frame(data, limits)
         if isinstance(frame, protocol.Auth):
             raise AlreadyAuthenticated("Connection is already authenticated")
@@ -181,7 +188,7 @@ class ChatSocketHandler(WebSocketHandler):
 
         The hot path of every delivery. ``write_message`` would build the frame
         per recipient and wrap each write in a Future plus an asyncio Task; here
-        the frame bytes are built once per fan-out (:class:`_LastFrame`) and,
+        the frame bytes are built once per fan-out (:class:`FrameCache`) and,
         when nothing is queued on the stream, handed to the kernel directly.
         Whatever the socket does not take (or any socket error) goes through
         ``IOStream.write``, which buffers it in order or closes the stream.
@@ -189,7 +196,7 @@ class ChatSocketHandler(WebSocketHandler):
         connection = self.ws_connection
         if self._closed or connection is None or connection.is_closing():
             return False
-        data = _last_frame.get(frame)
+        data = self._frames.get(frame)
         stream = connection.stream
         try:
             if type(stream) is IOStream and not stream.writing() and stream.socket is not None:
