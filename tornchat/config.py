@@ -117,15 +117,6 @@ class Settings:
         return "postgresql" if postgres else "sqlite"
 
 
-def _parse_bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
 def _parse_origins(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, list | tuple) else str(value).split(",")
     return tuple(str(item).strip().rstrip("/") for item in items if str(item).strip())
@@ -135,7 +126,6 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "int": int,
     "float": float,
     "str": str,
-    "bool": lambda v: v if isinstance(v, bool) else _parse_bool(str(v)),
     "tuple[str, ...]": _parse_origins,
 }
 

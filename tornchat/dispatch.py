@@ -30,7 +30,6 @@ class Dispatcher:
         self._sequencer: Sequencer[Delivery] = Sequencer(hold_seconds)
         self._timer: object | None = None
         self._timer_deadline: float | None = None
-        self.delivered = 0
 
     def deliver(self, delivery: Delivery) -> None:
         if delivery.kind == MESSAGE and delivery.seq is not None:
@@ -47,7 +46,6 @@ class Dispatcher:
     def _write(self, delivery: Delivery) -> None:
         written = self._registry.deliver(delivery.user_ids, delivery.frame,
                                          delivery.exclude_connection)
-        self.delivered += written
         if written and delivery.kind == MESSAGE and self._metrics is not None:
             self._metrics.messages_delivered.inc(written)
             self._metrics.delivery_latency.observe(max(0.0, time.time() - delivery.published_at))

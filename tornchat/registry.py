@@ -7,7 +7,7 @@ closed or fails is skipped and never stops delivery to the others.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Protocol
 
 log = logging.getLogger("tornchat.registry")
@@ -47,10 +47,6 @@ class ConnectionRegistry:
 
     def __len__(self) -> int:
         return self._count
-
-    def __iter__(self) -> Iterator[Connection]:
-        for conns in list(self._by_user.values()):
-            yield from list(conns.values())
 
     def connections_of(self, user_id: str) -> list[Connection]:
         return list(self._by_user.get(user_id, {}).values())
