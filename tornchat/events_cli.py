@@ -116,7 +116,7 @@ def _tail(args: argparse.Namespace, settings: Settings) -> int:
             if message.error():
                 print(f"tornchat events tail: {message.error()}", file=sys.stderr)
                 continue
-            value = message.value().decode("utf-8")
+            value = (message.value() or b"").decode("utf-8")
             dedupe_id = json.loads(value).get("dedupeId", "")
             if dedupe_id in seen:
                 continue  # a redelivery: same event, already handled

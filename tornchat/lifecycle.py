@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import threading
 
 from tornado.netutil import bind_sockets
@@ -69,7 +70,7 @@ def serve(settings: Settings) -> int:
     return supervise(settings, sockets, count)
 
 
-def supervise(settings: Settings, sockets: list[object], count: int) -> int:
+def supervise(settings: Settings, sockets: list[socket.socket], count: int) -> int:
     """Fork ``count`` workers sharing ``sockets``; see :mod:`tornchat.workers`."""
     created = prepare_multiprocess()
     try:
@@ -82,7 +83,7 @@ def supervise(settings: Settings, sockets: list[object], count: int) -> int:
             shutil.rmtree(created, ignore_errors=True)
 
 
-async def run_worker(settings: Settings, sockets: list[object]) -> int:
+async def run_worker(settings: Settings, sockets: list[socket.socket]) -> int:
     app = build_application(settings)
     await app.start(sockets)
     stop = asyncio.Event()

@@ -17,6 +17,7 @@ All timestamps are naive UTC.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import peewee as pw
 
@@ -25,10 +26,13 @@ from tornchat.timefmt import utc_now_ms
 
 @dataclass(frozen=True)
 class Models:
-    Conversation: type[pw.Model]
-    Participant: type[pw.Model]
-    Message: type[pw.Model]
-    Outbox: type[pw.Model]
+    """The model classes of one database. Typed ``Any``: peewee builds the
+    field attributes at class creation, which a type checker cannot follow."""
+
+    Conversation: Any
+    Participant: Any
+    Message: Any
+    Outbox: Any
 
     @property
     def all(self) -> list[type[pw.Model]]:

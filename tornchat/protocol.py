@@ -53,7 +53,7 @@ class Limits:
     max_recipients: int = 100
 
 
-def decode_object(text: str) -> dict[str, Any]:
+def decode_object(text: str | bytes) -> dict[str, Any]:
     """Parse one frame into a JSON object or raise InvalidJson.
 
     orjson first (several times faster on every inbound frame); what it
@@ -116,7 +116,7 @@ def _is_storable(text: str) -> bool:
 
 def _id_field(data: dict[str, Any], name: str) -> str:
     value = data.get(name)
-    if not _is_id(value):
+    if not isinstance(value, str) or not _is_id(value):
         raise InvalidMessage(f"Field {name!r} must be a string of 1 to {MAX_ID_LENGTH} "
                              "printable characters")
     return value

@@ -198,6 +198,8 @@ class ChatSocketHandler(WebSocketHandler):
             return False
         data = self._frames.get(frame)
         stream = connection.stream
+        if stream is None:
+            return False
         try:
             if type(stream) is IOStream and not stream.writing() and stream.socket is not None:
                 try:
