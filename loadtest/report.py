@@ -74,7 +74,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{config['repeats']} runs; \"max\" is the highest rate whose p99 ≤ "
         f"{config['p99_limit_ms']:.0f} ms with < 1% loss. tornchat runs with PostgreSQL, "
         "the Redis bus and the outbox"
-        + (f", relayed to Kafka ({config['kafka_broker']})." if config.get("kafka_broker")
+        + (", relayed to Kafka." if config.get("kafka_broker")
            else " (no Kafka relay: events stay in the outbox table)."),
         "",
     ]
@@ -113,6 +113,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     row(f"{label}: p50", "fixed_p50", lambda s: _fmt(s["fixed"]["median"]["p50"], " ms", 2))
     row(f"{label}: p99", "fixed_p99", lambda s: _fmt(s["fixed"]["median"]["p99"], " ms", 2))
     row(f"{label}: p99.9", None, lambda s: _fmt(s["fixed"]["median"]["p999"], " ms", 2))
+    row(f"{label}: lost (undelivered 2 s after sending)", None,
+        lambda s: _pct(median_of(s["fixed"]["runs"], "loss")))
     row("max sustained delivered msg/s (p99 ≤ limit)", None,
         lambda s: _fmt((s["sweep"]["best"] or {}).get("delivered_per_s")))
     row("… per worker", "max_delivered_per_worker",

@@ -51,7 +51,8 @@ def _system(best: float, p99: float, workers: int = 1) -> dict[str, object]:
             "rate": best / 10}
     return {"available": True, "workers": workers,
             "idle": {"attempted": 10, "connected": 10, "rss_per_conn_kb": 9.0},
-            "fixed": {"median": {"p50": 1.0, "p99": p99, "p999": p99 * 2}},
+            "fixed": {"median": {"p50": 1.0, "p99": p99, "p999": p99 * 2},
+                      "runs": [{"loss": 0.0}]},
             "sweep": {"steps": [step], "best": step}}
 
 
