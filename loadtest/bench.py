@@ -313,7 +313,7 @@ class Bench:
                                                  self.out / f"profile-{name}-{pid}.txt")
                      for pid in server.worker_pids()}
         step = self.step(pool, server, self.plan.fixed_rate, seconds, self.plan.fixed_warmup)
-        workers = {}
+        workers: dict[str, dict[str, Any]] = {}
         for pid, recorder in recorders.items():
             _, errors = recorder.communicate(timeout=60)
             path = self.out / f"profile-{name}-{pid}.txt"
@@ -473,7 +473,7 @@ def _best(system: dict[str, Any] | None) -> float | None:
     return best["delivered_per_s"] if best else None
 
 
-def ratios(systems: dict[str, Any]) -> dict[str, float | None]:
+def ratios(systems: dict[str, Any]) -> dict[str, Any]:
     def divide(a: float | None, b: float | None) -> float | None:
         return a / b if a and b else None
 

@@ -159,7 +159,7 @@ class ChatClient:
             if elapsed is not None:
                 self._fire("deliver", elapsed_ms=elapsed, length=length)
         elif kind == "message_sent":
-            client_message_id = frame.get("clientMessageId")
+            client_message_id = str(frame.get("clientMessageId"))
             started = self._pending.pop(client_message_id, None)
             key = self._conversation_keys.pop(client_message_id, None)
             if key is not None:
