@@ -19,4 +19,4 @@ def to_iso(moment: datetime) -> str:
     """Format as ``2026-01-11T12:00:00.000Z`` (naive values are taken as UTC)."""
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.isoformat(timespec="milliseconds") + "Z"

@@ -6,18 +6,20 @@ was committing and stores it in one transaction (``ChatStore.store_batch``),
 so an idle server commits each message at once and a busy one amortises the
 commit over up to ``max_batch`` messages, with no timer in between.
 
-Thread rule: :meth:`store` is awaited on the IOLoop; results come back
-through ``asyncio.wrap_future`` (``call_soon_threadsafe``). The thread owns
-its database connection.
+Thread rule: :meth:`store` is awaited on the IOLoop; a batch's results come
+back in one ``call_soon_threadsafe`` per event loop (the asyncio form of
+``add_callback``), which then settles each waiter on its own loop. The
+thread owns its database connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
-from concurrent.futures import Future
+from collections import defaultdict
 
 from tornchat.errors import ChatError, Unavailable
 from tornchat.records import StoredMessage
@@ -25,7 +27,8 @@ from tornchat.store import ChatStore, NewMessage
 
 log = logging.getLogger("tornchat.writer")
 
-_Item = tuple[NewMessage, "Future[StoredMessage]"]
+_Item = tuple[NewMessage, "asyncio.Future[StoredMessage]"]
+_Outcome = StoredMessage | BaseException
 _STOP = object()
 
 
@@ -44,9 +47,9 @@ class GroupCommitWriter:
         """Queue a message and wait until it is committed (or failed)."""
         if self._stopped:
             raise Unavailable("Server is shutting down; nothing was stored")
-        future: Future[StoredMessage] = Future()
+        future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
         self._queue.put((message, future))
-        return await asyncio.wrap_future(future)
+        return await future
 
     def stop(self, timeout: float = 5.0) -> None:
         """Commit what is queued, then end the thread (idempotent)."""
@@ -90,23 +93,23 @@ class GroupCommitWriter:
             self._commit(batch)
 
     def _commit(self, batch: list[_Item]) -> None:
-        live = [(message, future) for message, future in batch
-                if future.set_running_or_notify_cancel()]  # the waiter may be gone
-        if not live:
-            return
-        results = self._store_all([message for message, _ in live])
-        if len(live) > 1 and any(not isinstance(r, ChatError | StoredMessage) for r in results):
+        results = self._store_all([message for message, _ in batch])
+        if len(batch) > 1 and any(not isinstance(r, ChatError | StoredMessage) for r in results):
             # One bad message must not fail its neighbours: store them one by one.
-            results = [self._store_all([message])[0] for message, _ in live]
-        for (_, future), result in zip(live, results, strict=True):
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+            results = [self._store_all([message])[0] for message, _ in batch]
+        by_loop: defaultdict[asyncio.AbstractEventLoop,
+                             list[tuple[asyncio.Future[StoredMessage], _Outcome]]]
+        by_loop = defaultdict(list)
+        for (_, future), result in zip(batch, results, strict=True):
+            by_loop[future.get_loop()].append((future, result))
+        for loop, settled in by_loop.items():
+            # RuntimeError: that loop is closed, so nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, settled)
 
-    def _store_all(self, messages: list[NewMessage]) -> list[StoredMessage | BaseException]:
+    def _store_all(self, messages: list[NewMessage]) -> list[_Outcome]:
         try:
-            results: list[StoredMessage | BaseException] = list(
+            results: list[_Outcome] = list(
                 self._store.store_batch(messages))
         except ChatError as exc:
             return [exc] * len(messages)
@@ -117,3 +120,14 @@ class GroupCommitWriter:
             error = RuntimeError("store returned a result count unlike the batch")
             return [error] * len(messages)
         return results
+
+
+def _settle(settled: list[tuple[asyncio.Future[StoredMessage], _Outcome]]) -> None:
+    """On the waiters' loop: resolve each future still waited for."""
+    for future, result in settled:
+        if future.done():  # cancelled: its client went away
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
