@@ -7,6 +7,7 @@ it); PostgreSQL goes through psycopg2 with a connection pool sized by
 
 from __future__ import annotations
 
+import contextlib
 from urllib.parse import unquote, urlsplit
 
 import peewee as pw
@@ -48,3 +49,18 @@ def open_database(url: str, pool_size: int = 8) -> pw.Database:
 
 def is_sqlite(database: pw.Database) -> bool:
     return isinstance(database, pw.SqliteDatabase)
+
+
+def close_connection(database: pw.Database) -> None:
+    """Close this thread's connection (back to the pool on PostgreSQL); quiet."""
+    with contextlib.suppress(Exception):
+        if not database.is_closed():
+            database.close()
+
+
+def close_database(database: pw.Database) -> None:
+    """Close this thread's connection and, for a pool, every idle one."""
+    close_connection(database)
+    if isinstance(database, PooledPostgresqlDatabase):
+        with contextlib.suppress(Exception):
+            database.close_all()

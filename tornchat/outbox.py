@@ -36,7 +36,7 @@ from typing import IO, Any
 
 import peewee as pw
 
-from tornchat.database import is_sqlite
+from tornchat.database import close_database, is_sqlite
 from tornchat.models import define_models
 from tornchat.timefmt import utc_now_ms
 
@@ -182,12 +182,7 @@ class OutboxStore:
                     return removed
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            if not self.database.is_closed():
-                self.database.close()
-        if hasattr(self.database, "close_all"):
-            with contextlib.suppress(Exception):
-                self.database.close_all()
+        close_database(self.database)
 
 
 def _naive(moment: Any) -> datetime:

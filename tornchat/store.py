@@ -36,7 +36,7 @@ from typing import Any
 import peewee as pw
 from playhouse.pool import MaxConnectionsExceeded
 
-from tornchat.database import is_sqlite
+from tornchat.database import close_connection, close_database, is_sqlite
 from tornchat.errors import ChatError, Forbidden, NotFound, Unavailable
 from tornchat.event_schema import encode_event, message_sent_event, new_dedupe_id
 from tornchat.ids import new_id
@@ -123,9 +123,7 @@ class ChatStore:
             raise Unavailable("Storage is unavailable; nothing was stored, retry later") from exc
 
     def _discard_connection(self) -> None:
-        with contextlib.suppress(Exception):
-            if not self.database.is_closed():
-                self.database.close()
+        close_connection(self.database)
         if hasattr(self.database, "close_stale"):
             with contextlib.suppress(Exception):
                 self.database.close_stale(age=0)
@@ -137,17 +135,10 @@ class ChatStore:
 
     def release_connection(self) -> None:
         """Close this thread's connection (SQLite keeps one per thread)."""
-        with contextlib.suppress(Exception):
-            if not self.database.is_closed():
-                self.database.close()
+        close_connection(self.database)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            if not self.database.is_closed():
-                self.database.close()
-        if hasattr(self.database, "close_all"):
-            with contextlib.suppress(Exception):
-                self.database.close_all()
+        close_database(self.database)
 
     def ping(self) -> None:
         """Raise Unavailable unless the database answers ``SELECT 1``."""
