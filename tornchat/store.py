@@ -109,10 +109,15 @@ class ChatStore:
     # -- plumbing ---------------------------------------------------------
 
     @contextlib.contextmanager
-    def _session(self) -> Iterator[None]:
-        """A connection for one unit of work; DB failures become Unavailable."""
+    def _session(self, keep_open: bool = False) -> Iterator[None]:
+        """A connection for one unit of work; DB failures become Unavailable.
+
+        ``keep_open``: the calling thread keeps its pooled connection for the
+        next call (the writer thread, which writes all day); other threads
+        hand theirs back to the pool.
+        """
         try:
-            if is_sqlite(self.database):
+            if keep_open or is_sqlite(self.database):
                 self.database.connect(reuse_if_open=True)
                 yield
             else:
@@ -235,9 +240,10 @@ class ChatStore:
         Returns one result per request, in order: the stored (or, for a
         repeated clientMessageId, the original) message, or the ChatError of
         that request. A storage failure raises Unavailable for the whole batch:
-        nothing of it was stored.
+        nothing of it was stored. Meant for one dedicated thread, which keeps
+        its connection between batches.
         """
-        with self._session():
+        with self._session(keep_open=True):
             try:
                 return self._insert_batch(batch)
             except pw.IntegrityError:
@@ -333,18 +339,34 @@ class ChatStore:
         return found
 
     def _reserve_seqs(self, counts: Counter[str], now: Any) -> dict[str, int]:
-        """Advance each conversation's counter; returns its first new seq."""
+        """Advance each conversation's counter; returns its first new seq.
+
+        SQLite (one writer, local calls): one UPDATE per conversation.
+        PostgreSQL: two round trips for any batch: lock the rows in id order
+        (so concurrent batches of other workers cannot deadlock), then one
+        UPDATE … FROM VALUES … RETURNING for all of them.
+        """
+        if not counts:
+            return {}
         param = self.database.param
-        sql = (f"UPDATE conversation SET last_seq = last_seq + {param}, "
-               f"last_message_at = {param}, updated_at = {param} "
-               f"WHERE id = {param} RETURNING last_seq")
-        first: dict[str, int] = {}
-        for conversation_id in sorted(counts):
-            count = counts[conversation_id]
-            row = self.database.execute_sql(sql, (count, now, now, conversation_id)).fetchone()
-            if row is not None:
-                first[conversation_id] = row[0] - count + 1
-        return first
+        if is_sqlite(self.database):
+            sql = (f"UPDATE conversation SET last_seq = last_seq + {param}, "
+                   f"last_message_at = {param}, updated_at = {param} "
+                   f"WHERE id = {param} RETURNING id, last_seq")
+            rows = [self.database.execute_sql(sql, (counts[cid], now, now, cid)).fetchone()
+                    for cid in sorted(counts)]
+        else:
+            ids = sorted(counts)
+            self.database.execute_sql(
+                "SELECT id FROM conversation WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,))
+            values = ", ".join(["(%s, %s)"] * len(ids))
+            rows = self.database.execute_sql(
+                "UPDATE conversation AS c SET last_seq = c.last_seq + v.n, "
+                "last_message_at = %s, updated_at = %s "
+                f"FROM (VALUES {values}) AS v(id, n) WHERE c.id = v.id "
+                "RETURNING c.id, c.last_seq",
+                [now, now, *[item for cid in ids for item in (cid, counts[cid])]]).fetchall()
+        return {cid: last - counts[cid] + 1 for cid, last in (r for r in rows if r is not None)}
 
     def _find_by_client_id(self, sender_id: str, client_message_id: str) -> StoredMessage | None:
         Message = self.models.Message
