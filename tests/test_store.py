@@ -150,3 +150,39 @@ async def test_one_unstorable_message_does_not_fail_its_batch_neighbours(store):
     assert [r.content for r in (results[0], results[2])] == ["good 1", "good 2"]
     assert [m.seq for m in store.messages_of(conversation)] == [1, 2]
     assert writer.alive is False
+
+
+def test_concurrent_batches_over_the_same_conversations_neither_deadlock_nor_gap(
+        database_url):
+    """Two stores (two workers) write batches that touch the same conversations
+    in opposite orders; seq stays gap-free and no batch fails."""
+    import threading
+
+    from tornchat.store import NewMessage
+
+    stores = [ChatStore(open_database(migrated(database_url), 2)) for _ in range(2)]
+    conversations = [stores[0].find_or_create_conversation(frozenset({f"u{i}", "hub"}))
+                     for i in range(6)]
+    errors: list[BaseException] = []
+
+    def write(store: ChatStore, order: list[str]) -> None:
+        try:
+            for _ in range(15):
+                batch = [NewMessage("hub", cid, tuple(sorted({"hub", f"u{i}"})), "x")
+                         for cid in order for i in [conversations.index(cid)]]
+                for result in store.store_batch(batch):
+                    assert not isinstance(result, Exception), result
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(stores[0], conversations)),
+               threading.Thread(target=write, args=(stores[1], conversations[::-1]))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for cid in conversations:
+        assert [m.seq for m in stores[0].messages_of(cid)] == list(range(1, 31))
+    for store in stores:
+        store.close()
