@@ -12,6 +12,7 @@ import logging
 import struct
 from typing import TYPE_CHECKING, Any
 
+from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketHandler
@@ -108,6 +109,7 @@ class ChatSocketHandler(WebSocketHandler):
         self.chat.connection_opened(self)
         self._auth_timer = IOLoop.current().call_later(self.chat.settings.auth_timeout,
                                                        self._on_auth_timeout)
+        self._forget_upgrade_state()
 
     async def on_message(self, message: str | bytes) -> None:
         client_message_id: str | None = None
@@ -182,6 +184,14 @@ class ChatSocketHandler(WebSocketHandler):
                                                "messageId": message.id, "seq": message.seq})
 
     # -- helpers ------------------------------------------------------------
+
+    def _forget_upgrade_state(self) -> None:
+        """Drop what only the HTTP upgrade needed: an idle connection should
+        cost as little memory as possible, and these are never read again."""
+        self.request.headers = HTTPHeaders()
+        self._headers = HTTPHeaders()
+        self.path_args = []
+        self.path_kwargs = {}
 
     def send(self, frame: str) -> bool:
         """Queue a text frame; False if the socket is closed. Never raises.
