@@ -190,11 +190,11 @@ class ChatStore:
     def messages_of(self, conversation_id: str) -> list[StoredMessage]:
         """Every stored message of a conversation in ``seq`` order (tests, tools)."""
         with self._session():
-            users = self._load_participants(conversation_id)
-            Message = self.models.Message
-            rows = (Message.select().where(Message.conversation == conversation_id)
-                    .order_by(Message.seq))
-            return [self._record(row, users) for row in rows]
+            self._load_participants(conversation_id)  # NotFound for an unknown id
+            cursor = self.database.execute_sql(
+                f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE conversation_id = "
+                f"{self.database.param} ORDER BY seq", (conversation_id,))
+            return [self._from_row(row) for row in cursor.fetchall()]
 
     # -- writes -----------------------------------------------------------
 
@@ -256,7 +256,8 @@ class ChatStore:
             return self._insert_batch([message])[0]
         except pw.IntegrityError:
             if message.client_message_id is not None:
-                existing = self._find_by_client_id(message.sender_id, message.client_message_id)
+                key = (message.sender_id, message.client_message_id)
+                existing = self._existing_client_ids([message]).get(key)
                 if existing is not None:
                     return existing
             raise
@@ -368,15 +369,6 @@ class ChatStore:
                 [now, now, *[item for cid in ids for item in (cid, counts[cid])]]).fetchall()
         return {cid: last - counts[cid] + 1 for cid, last in (r for r in rows if r is not None)}
 
-    def _find_by_client_id(self, sender_id: str, client_message_id: str) -> StoredMessage | None:
-        Message = self.models.Message
-        row = Message.get_or_none((Message.sender_id == sender_id)
-                                  & (Message.client_message_id == client_message_id))
-        if row is None:
-            return None
-        users = self._load_participants(row.conversation_id)
-        return self._record(row, users, duplicate=True)
-
     def _from_row(self, row: tuple[Any, ...], duplicate: bool = False) -> StoredMessage:
         """A StoredMessage from a raw ``_MESSAGE_COLUMNS`` row."""
         message_id, conversation_id, sender_id, content, created_at, seq, client_id = row
@@ -387,12 +379,3 @@ class ChatStore:
             content=content, created_at=created_at, seq=seq,
             participants=self._load_participants(conversation_id),
             client_message_id=client_id, duplicate=duplicate)
-
-    @staticmethod
-    def _record(row: Any, participants: tuple[str, ...], duplicate: bool = False) -> StoredMessage:
-        return StoredMessage(
-            id=row.id, conversation_id=row.conversation_id, sender_id=row.sender_id,
-            content=row.content, created_at=row.created_at, seq=row.seq,
-            participants=participants, client_message_id=row.client_message_id,
-            duplicate=duplicate,
-        )
