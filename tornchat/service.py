@@ -14,9 +14,9 @@ from typing import TypeVar
 
 from tornchat import protocol
 from tornchat.bus import MESSAGE, TYPING, Bus, Delivery
-from tornchat.errors import Forbidden, InvalidMessage, Unavailable
+from tornchat.errors import InvalidMessage, Unavailable
 from tornchat.records import StoredMessage
-from tornchat.store import ChatStore, NewMessage
+from tornchat.store import ChatStore, NewMessage, require_member
 from tornchat.writer import GroupCommitWriter
 
 R = TypeVar("R")
@@ -42,9 +42,7 @@ class ChatService:
         cached = self._store.cached_participants(conversation_id)
         if cached is None:
             return await self._run(self._store.member_participants, conversation_id, user_id)
-        if user_id not in cached:
-            raise Forbidden("You are not a participant of this conversation")
-        return cached
+        return require_member(cached, user_id)
 
     async def send_message(self, sender_id: str, connection_id: str,
                            request: protocol.SendMessage) -> StoredMessage:

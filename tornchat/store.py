@@ -67,6 +67,13 @@ _OUTBOX_INSERT = ("INSERT INTO outbox (message_id, conversation_id, dedupe_id, p
                   "created_at, attempts)")
 
 
+def require_member(participants: tuple[str, ...], user_id: str) -> tuple[str, ...]:
+    """The participants, if ``user_id`` is one of them; else Forbidden."""
+    if user_id not in participants:
+        raise Forbidden("You are not a participant of this conversation")
+    return participants
+
+
 def participant_key(user_ids: frozenset[str]) -> str:
     """A digest naming an exact participant set (order-free, unambiguous:
     the sorted ids are JSON-encoded, so no id can mimic a separator)."""
@@ -182,10 +189,7 @@ class ChatStore:
 
     def member_participants(self, conversation_id: str, user_id: str) -> tuple[str, ...]:
         """Participants of a conversation the user belongs to (else Forbidden)."""
-        users = self.participants_of(conversation_id)
-        if user_id not in users:
-            raise Forbidden("You are not a participant of this conversation")
-        return users
+        return require_member(self.participants_of(conversation_id), user_id)
 
     def messages_of(self, conversation_id: str) -> list[StoredMessage]:
         """Every stored message of a conversation in ``seq`` order (tests, tools)."""
