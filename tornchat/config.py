@@ -82,7 +82,8 @@ class Settings:
         200, "TORNCHAT_OUTBOX_BATCH_SIZE", "outbox events a relay publishes per round"
     )
     outbox_poll_interval: float = _setting(
-        0.1, "TORNCHAT_OUTBOX_POLL_INTERVAL", "seconds an idle relay waits between outbox checks"
+        0.1, "TORNCHAT_OUTBOX_POLL_INTERVAL",
+        "seconds a caught-up relay waits between outbox checks"
     )
     outbox_retention_hours: float = _setting(
         24.0, "TORNCHAT_OUTBOX_RETENTION_HOURS", "hours sent events stay in the outbox"

@@ -176,8 +176,13 @@ class OutboxRelay:
             self._set_up(False)
             return stopping or self._sleep_backoff()
         self._backoff = _BACKOFF_MIN
+        if claimed >= self._batch_size or (claimed and stopping):
+            return False  # a backlog, or a shutdown drain: the next batch at once
         if claimed:
-            return False
+            # Caught up: let the next events gather instead of spinning rounds
+            # of a few rows each (a round costs three queries and a broker
+            # round trip however few rows it carries).
+            return self._sleep(self._poll_interval)
         if stopping:
             return True
         self.publisher.service()
