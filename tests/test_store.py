@@ -186,3 +186,39 @@ def test_concurrent_batches_over_the_same_conversations_neither_deadlock_nor_gap
         assert [m.seq for m in stores[0].messages_of(cid)] == list(range(1, 31))
     for store in stores:
         store.close()
+
+
+@pytest.mark.postgres
+def test_a_postgresql_batch_takes_three_round_trips_and_leaves_no_transaction_open():
+    """BEGIN rides with the first read and the writes with COMMIT: a batch with
+    clientMessageIds is three calls to the server, one without them two."""
+    from tests.support.services import fresh_postgres_database
+    from tornchat.store import NewMessage
+
+    with fresh_postgres_database() as url:
+        store = ChatStore(open_database(migrated(url), 2))
+        first = store.find_or_create_conversation(frozenset({"a", "b"}))
+        second = store.find_or_create_conversation(frozenset({"a", "c"}))
+        sent: list[str] = []
+        execute_sql = store.database.execute_sql
+
+        def counting(sql, params=None, *args, **kwargs):
+            sent.append(sql)
+            return execute_sql(sql, params, *args, **kwargs)
+
+        store.database.execute_sql = counting
+        with_ids = [NewMessage("a", first, ("a", "b"), "x", "c1"),
+                    NewMessage("a", second, ("a", "c"), "y", "c2")]
+        assert [m.seq for m in store.store_batch(with_ids)] == [1, 1]
+        assert len(sent) == 3 and sent[0].startswith("BEGIN; SELECT")
+        assert sent[-1].endswith("COMMIT")
+        sent.clear()
+        assert [m.seq for m in store.store_batch([NewMessage("a", first, ("a", "b"), "z")])] == [2]
+        assert len(sent) == 2
+        # a failing batch is rolled back: the connection is usable at once
+        with pytest.raises(ValueError):  # psycopg2 refuses NUL in text
+            store.store_batch([NewMessage("a", first, ("a", "b"), "bad\x00")])
+        assert [m.seq for m in store.store_batch([NewMessage("a", first, ("a", "b"), "w")])] == [3]
+        store.database.execute_sql = execute_sql
+        assert [m.content for m in store.messages_of(first)] == ["x", "z", "w"]
+        store.close()

@@ -14,10 +14,11 @@ Guarantees implemented here:
   ``participant_key``: the loser of a race re-reads the winner's row;
 - a repeated ``(sender, clientMessageId)`` returns the original message.
 
-Writes are batched (:meth:`ChatStore.store_batch`): one transaction, one
-``UPDATE … RETURNING`` per conversation (in id order, so concurrent batches
-cannot deadlock), two multi-row inserts and a single commit, whose fsync is
-the dominant cost of a message on PostgreSQL.
+Writes are batched (:meth:`ChatStore.store_batch`): one transaction per
+batch, the conversation rows locked in id order (so concurrent batches cannot
+deadlock), two multi-row inserts and a single commit. On PostgreSQL the whole
+batch takes two or three round trips (:class:`_PipelinedTransaction`): the
+round trips and the commit's fsync, not SQL work, are what a message costs.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ import hashlib
 import json
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import peewee as pw
 from playhouse.pool import MaxConnectionsExceeded
@@ -102,6 +103,72 @@ class _ParticipantCache:
             self._items.move_to_end(conversation_id)
             while len(self._items) > self._capacity:
                 self._items.popitem(last=False)
+
+
+class _Statements(Protocol):
+    """How a batch's SQL reaches the database: reads answer now, writes may wait."""
+
+    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
+
+    def write(self, sql: str, params: Sequence[Any]) -> None: ...
+
+
+class _DirectStatements:
+    """Every statement in its own call (SQLite: calls are local and cheap)."""
+
+    def __init__(self, database: pw.Database) -> None:
+        self._database = database
+
+    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return list(self._database.execute_sql(sql, params).fetchall())
+
+    def write(self, sql: str, params: Sequence[Any]) -> None:
+        self._database.execute_sql(sql, params)
+
+
+class _PipelinedTransaction:
+    """A PostgreSQL transaction in as few round trips as its reads allow.
+
+    peewee runs psycopg2 in autocommit mode and sends ``BEGIN`` and ``COMMIT``
+    as round trips of their own, and every statement is one more: seven for
+    a batch. Here ``BEGIN`` travels with the first read, and writes are held
+    and sent together with ``COMMIT`` at the end: two or three round trips.
+    psycopg2 interpolates parameters client-side and sends a multi-statement
+    string as one simple query; the cursor holds the last statement's rows,
+    and an error stops the string there, leaving the transaction to
+    :meth:`rollback`.
+    """
+
+    def __init__(self, database: pw.Database) -> None:
+        self._database = database
+        self._held: list[str] = ["BEGIN"]
+        self._params: list[Any] = []
+        self._begun = False
+
+    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return list(self._send(sql, params).fetchall())
+
+    def write(self, sql: str, params: Sequence[Any]) -> None:
+        self._held.append(sql)
+        self._params.extend(params)
+
+    def commit(self) -> None:
+        self._send("COMMIT", ())
+
+    def rollback(self) -> None:
+        """After a failure: end the transaction if one was begun (best effort:
+        on a broken connection this fails too, and the session discards it)."""
+        if self._begun:
+            with contextlib.suppress(Exception):
+                self._database.execute_sql("ROLLBACK")
+
+    def _send(self, sql: str, params: Sequence[Any]) -> Any:
+        text = "; ".join([*self._held, sql])
+        values = [*self._params, *params]
+        self._held.clear()
+        self._params.clear()
+        self._begun = True
+        return self._database.execute_sql(text, values)
 
 
 class ChatStore:
@@ -267,111 +334,130 @@ class ChatStore:
             raise
 
     def _insert_batch(self, batch: list[NewMessage]) -> list[StoreResult]:
+        """One transaction for the batch: SQLite through peewee's ``atomic``,
+        PostgreSQL pipelined (:class:`_PipelinedTransaction`)."""
+        if is_sqlite(self.database):
+            with self._write_transaction():
+                return self._write_batch(batch, _DirectStatements(self.database))
+        transaction = _PipelinedTransaction(self.database)
+        try:
+            results = self._write_batch(batch, transaction)
+            transaction.commit()
+        except BaseException:
+            transaction.rollback()
+            raise
+        return results
+
+    def _write_batch(self, batch: list[NewMessage], sql: _Statements) -> list[StoreResult]:
         results: list[StoreResult | None] = [None] * len(batch)
         same_as: dict[int, int] = {}
         now = utc_now_ms()
-        with self._write_transaction():
-            originals = self._existing_client_ids(batch)
-            fresh: list[int] = []
-            first_of_key: dict[tuple[str, str], int] = {}
-            for index, message in enumerate(batch):
-                key = (message.sender_id, message.client_message_id or "")
-                if message.client_message_id is None:
-                    fresh.append(index)
-                elif key in originals:
-                    results[index] = originals[key]
-                elif key in first_of_key:
-                    same_as[index] = first_of_key[key]
-                else:
-                    first_of_key[key] = index
-                    fresh.append(index)
-            next_seq = self._reserve_seqs(Counter(batch[i].conversation_id for i in fresh), now)
-            message_rows: list[tuple[Any, ...]] = []
-            outbox_rows: list[tuple[Any, ...]] = []
-            for index in fresh:
-                request = batch[index]
-                if request.conversation_id not in next_seq:
-                    results[index] = NotFound(
-                        f"Conversation {request.conversation_id!r} does not exist")
-                    continue
-                seq = next_seq[request.conversation_id]
-                next_seq[request.conversation_id] = seq + 1
-                stored = StoredMessage(
-                    id=new_id("msg"), conversation_id=request.conversation_id,
-                    sender_id=request.sender_id, content=request.content, created_at=now,
-                    seq=seq, participants=request.participants,
-                    client_message_id=request.client_message_id)
-                results[index] = stored
-                message_rows.append((stored.id, stored.conversation_id, stored.sender_id,
-                                     stored.content, now, seq, stored.client_message_id))
-                dedupe_id = new_dedupe_id()
-                event = message_sent_event(stored, self._event_source, dedupe_id)
-                outbox_rows.append((stored.id, stored.conversation_id, dedupe_id,
-                                    encode_event(event), now, 0))
-            self._insert_rows(_MESSAGE_INSERT, message_rows)
-            self._insert_rows(_OUTBOX_INSERT, outbox_rows)
+        originals = self._existing_client_ids(batch, sql)
+        fresh: list[int] = []
+        first_of_key: dict[tuple[str, str], int] = {}
+        for index, message in enumerate(batch):
+            key = (message.sender_id, message.client_message_id or "")
+            if message.client_message_id is None:
+                fresh.append(index)
+            elif key in originals:
+                results[index] = originals[key]
+            elif key in first_of_key:
+                same_as[index] = first_of_key[key]
+            else:
+                first_of_key[key] = index
+                fresh.append(index)
+        next_seq = self._reserve_seqs(Counter(batch[i].conversation_id for i in fresh), now, sql)
+        message_rows: list[tuple[Any, ...]] = []
+        outbox_rows: list[tuple[Any, ...]] = []
+        for index in fresh:
+            request = batch[index]
+            if request.conversation_id not in next_seq:
+                results[index] = NotFound(
+                    f"Conversation {request.conversation_id!r} does not exist")
+                continue
+            seq = next_seq[request.conversation_id]
+            next_seq[request.conversation_id] = seq + 1
+            stored = StoredMessage(
+                id=new_id("msg"), conversation_id=request.conversation_id,
+                sender_id=request.sender_id, content=request.content, created_at=now,
+                seq=seq, participants=request.participants,
+                client_message_id=request.client_message_id)
+            results[index] = stored
+            message_rows.append((stored.id, stored.conversation_id, stored.sender_id,
+                                 stored.content, now, seq, stored.client_message_id))
+            dedupe_id = new_dedupe_id()
+            event = message_sent_event(stored, self._event_source, dedupe_id)
+            outbox_rows.append((stored.id, stored.conversation_id, dedupe_id,
+                                encode_event(event), now, 0))
+        self._insert_rows(_MESSAGE_INSERT, message_rows, sql)
+        self._insert_rows(_OUTBOX_INSERT, outbox_rows, sql)
         for index, original in same_as.items():
             first = results[original]
             results[index] = (dataclasses.replace(first, duplicate=True)
                               if isinstance(first, StoredMessage) else first)
         return [result for result in results if result is not None]
 
-    def _insert_rows(self, head: str, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_rows(self, head: str, rows: list[tuple[Any, ...]], sql: _Statements) -> None:
         """One multi-row INSERT (plain SQL: the hot path skips query building)."""
         if not rows:
             return
         placeholders = "(" + ", ".join([self.database.param] * len(rows[0])) + ")"
         values = ", ".join([placeholders] * len(rows))
-        self.database.execute_sql(f"{head} VALUES {values}",
-                                  [value for row in rows for value in row])
+        sql.write(f"{head} VALUES {values}", [value for row in rows for value in row])
 
-    def _existing_client_ids(self, batch: list[NewMessage]) -> dict[tuple[str, str],
-                                                                    StoredMessage]:
+    def _existing_client_ids(self, batch: list[NewMessage], sql: _Statements | None = None
+                             ) -> dict[tuple[str, str], StoredMessage]:
         keys = list({(m.sender_id, m.client_message_id) for m in batch
                      if m.client_message_id is not None})
         if not keys:
             return {}
         param = self.database.param
         pairs = ", ".join([f"({param}, {param})"] * len(keys))
-        cursor = self.database.execute_sql(
+        rows = (sql or _DirectStatements(self.database)).query(
             f"SELECT {_MESSAGE_COLUMNS} FROM message "
             f"WHERE (sender_id, client_message_id) IN ({pairs})",
             [value for key in keys for value in key])
         found: dict[tuple[str, str], StoredMessage] = {}
-        for row in cursor.fetchall():
+        for row in rows:
             message = self._from_row(row, duplicate=True)
             found[(message.sender_id, message.client_message_id or "")] = message
         return found
 
-    def _reserve_seqs(self, counts: Counter[str], now: Any) -> dict[str, int]:
+    def _reserve_seqs(self, counts: Counter[str], now: Any, sql: _Statements
+                      ) -> dict[str, int]:
         """Advance each conversation's counter; returns its first new seq.
 
-        SQLite (one writer, local calls): one UPDATE per conversation.
-        PostgreSQL: two round trips for any batch: lock the rows in id order
-        (so concurrent batches of other workers cannot deadlock), then one
-        UPDATE … FROM VALUES … RETURNING for all of them.
+        SQLite (one writer, local calls): one UPDATE … RETURNING per
+        conversation. PostgreSQL: one read for any batch, locking the rows in
+        id order (so concurrent batches of other workers cannot deadlock) and
+        returning the counters; the UPDATE that sets the new values is a held
+        write, sent with the inserts and the commit.
         """
         if not counts:
             return {}
         param = self.database.param
         if is_sqlite(self.database):
-            sql = (f"UPDATE conversation SET last_seq = last_seq + {param}, "
-                   f"last_message_at = {param}, updated_at = {param} "
-                   f"WHERE id = {param} RETURNING id, last_seq")
-            rows = [self.database.execute_sql(sql, (counts[cid], now, now, cid)).fetchone()
-                    for cid in sorted(counts)]
-        else:
-            ids = sorted(counts)
-            self.database.execute_sql(
-                "SELECT id FROM conversation WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,))
-            values = ", ".join(["(%s, %s)"] * len(ids))
-            rows = self.database.execute_sql(
-                "UPDATE conversation AS c SET last_seq = c.last_seq + v.n, "
+            update = (f"UPDATE conversation SET last_seq = last_seq + {param}, "
+                      f"last_message_at = {param}, updated_at = {param} "
+                      f"WHERE id = {param} RETURNING id, last_seq")
+            first: dict[str, int] = {}
+            for cid in sorted(counts):
+                for _, last in sql.query(update, (counts[cid], now, now, cid)):
+                    first[cid] = last - counts[cid] + 1
+            return first
+        ids = sorted(counts)
+        rows = sql.query("SELECT id, last_seq FROM conversation WHERE id = ANY(%s) "
+                         "ORDER BY id FOR UPDATE", (ids,))
+        first = {cid: last + 1 for cid, last in rows}
+        if first:
+            values = ", ".join(["(%s, %s)"] * len(first))
+            sql.write(
+                "UPDATE conversation AS c SET last_seq = v.last_seq, "
                 "last_message_at = %s, updated_at = %s "
-                f"FROM (VALUES {values}) AS v(id, n) WHERE c.id = v.id "
-                "RETURNING c.id, c.last_seq",
-                [now, now, *[item for cid in ids for item in (cid, counts[cid])]]).fetchall()
-        return {cid: last - counts[cid] + 1 for cid, last in (r for r in rows if r is not None)}
+                f"FROM (VALUES {values}) AS v(id, last_seq) WHERE c.id = v.id",
+                [now, now, *[item for cid, seq in first.items()
+                             for item in (cid, seq - 1 + counts[cid])]])
+        return first
 
     def _from_row(self, row: tuple[Any, ...], duplicate: bool = False) -> StoredMessage:
         """A StoredMessage from a raw ``_MESSAGE_COLUMNS`` row."""
