@@ -17,8 +17,9 @@ Guarantees implemented here:
 Writes are batched (:meth:`ChatStore.store_batch`): one transaction per
 batch, the conversation rows locked in id order (so concurrent batches cannot
 deadlock), two multi-row inserts and a single commit. On PostgreSQL the whole
-batch takes two or three round trips (:class:`_PipelinedTransaction`): the
-round trips and the commit's fsync, not SQL work, are what a message costs.
+batch takes two round trips (:class:`_PipelinedTransaction`), plus a redo
+when the unique index reports a repeated ``clientMessageId``: the round trips
+and the commit's fsync, not SQL work, are what a message costs.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class _PipelinedTransaction:
     peewee runs psycopg2 in autocommit mode and sends ``BEGIN`` and ``COMMIT``
     as round trips of their own, and every statement is one more: seven for
     a batch. Here ``BEGIN`` travels with the first read, and writes are held
-    and sent together with ``COMMIT`` at the end: two or three round trips.
+    and sent together with ``COMMIT`` at the end: two round trips.
     psycopg2 interpolates parameters client-side and sends a multi-statement
     string as one simple query; the cursor holds the last statement's rows,
     and an error stops the string there, leaving the transaction to
@@ -338,21 +339,31 @@ class ChatStore:
         PostgreSQL pipelined (:class:`_PipelinedTransaction`)."""
         if is_sqlite(self.database):
             with self._write_transaction():
-                return self._write_batch(batch, _DirectStatements(self.database))
-        transaction = _PipelinedTransaction(self.database)
-        try:
-            results = self._write_batch(batch, transaction)
-            transaction.commit()
-        except BaseException:
-            transaction.rollback()
-            raise
-        return results
+                return self._write_batch(batch, _DirectStatements(self.database), True)
+        # Optimistic first: a repeated clientMessageId is rare (a client retrying
+        # after a lost acknowledgement), so the batch skips looking for one and
+        # lets the unique index object; then it is redone with the lookup.
+        for look_up_repeats in (False, True):
+            transaction = _PipelinedTransaction(self.database)
+            try:
+                results = self._write_batch(batch, transaction, look_up_repeats)
+                transaction.commit()
+                return results
+            except pw.IntegrityError:
+                transaction.rollback()
+                if look_up_repeats:
+                    raise
+            except BaseException:
+                transaction.rollback()
+                raise
+        raise AssertionError("unreachable")
 
-    def _write_batch(self, batch: list[NewMessage], sql: _Statements) -> list[StoreResult]:
+    def _write_batch(self, batch: list[NewMessage], sql: _Statements,
+                     look_up_repeats: bool) -> list[StoreResult]:
         results: list[StoreResult | None] = [None] * len(batch)
         same_as: dict[int, int] = {}
         now = utc_now_ms()
-        originals = self._existing_client_ids(batch, sql)
+        originals = self._existing_client_ids(batch, sql) if look_up_repeats else {}
         fresh: list[int] = []
         first_of_key: dict[tuple[str, str], int] = {}
         for index, message in enumerate(batch):
