@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
-from tornado.websocket import WebSocketHandler
+from tornado.websocket import WebSocketHandler, WebSocketProtocol
 
 from tornchat import protocol
 from tornchat.errors import (
@@ -26,6 +26,7 @@ from tornchat.errors import (
     RateLimited,
     Unavailable,
 )
+from tornchat.framereader import lean_protocol
 from tornchat.ids import new_id
 from tornchat.leanconn import forget_request_headers, lighten_stream
 from tornchat.ratelimit import TokenBucket
@@ -102,6 +103,11 @@ class ChatSocketHandler(WebSocketHandler):
 
     def check_origin(self, origin: str) -> bool:
         return self.chat.origin_allowed(origin, self.request.host)
+
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        """Tornado's protocol, reading frames with callbacks once open
+        (:mod:`tornchat.framereader`): no coroutine chain per connection."""
+        return lean_protocol(super().get_websocket_protocol())
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         if self.chat.draining:
