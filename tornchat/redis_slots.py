@@ -59,6 +59,10 @@ return #KEYS
 """
 
 
+#: Redis connections per client (and per worker process) before callers queue
+POOL_SIZE = 32
+
+
 def slot_key(user_id: str) -> str:
     return KEY_PREFIX + user_id
 
@@ -67,18 +71,24 @@ def slot_member(worker_id: str, connection_id: str) -> str:
     return f"{worker_id}|{connection_id}"
 
 
-def redis_client(url: str, timeout: float) -> aioredis.Redis:
+def redis_client(url: str, timeout: float, pool_size: int = POOL_SIZE) -> aioredis.Redis:
     """An asyncio client that fails fast: a short timeout and one immediate retry.
 
     The single retry reconnects a pooled connection that died with a Redis
     restart; anything longer would stall the IOLoop's callers while Redis is down.
+    The pool *waits* (up to ``timeout``) for a free connection when all
+    ``pool_size`` are busy: redis-py's default pool raises "Too many
+    connections" instead, which a burst of logins (hundreds of slot claims at
+    once) turned into a false Redis outage.
     """
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
-    return aioredis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, socket_keepalive=True,
-        health_check_interval=30, retry=Retry(NoBackoff(), 1))
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=pool_size, timeout=timeout, socket_timeout=timeout,
+        socket_connect_timeout=timeout, socket_keepalive=True, health_check_interval=30,
+        retry=Retry(NoBackoff(), 1))
+    return aioredis.Redis.from_pool(pool)
 
 
 class RedisSlots(ConnectionSlots):
