@@ -50,8 +50,7 @@ async def test_two_relays_in_parallel_publish_each_event_once_in_order(kafka_bro
                               batch_size=50, poll_interval=0.02)
                   for _ in range(2)]
         writer = threading.Thread(target=_write, args=(store, conversations, DURING, BEFORE))
-        for relay in relays:
-            await relay.start()
+        await asyncio.gather(*(relay.start() for relay in relays))  # both claim from the start
         writer.start()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, writer.join)
