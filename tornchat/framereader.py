@@ -23,6 +23,7 @@ Thread rule: IOLoop thread only, like the rest of the handler.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from collections.abc import Callable
@@ -131,11 +132,14 @@ class LeanWebSocketProtocol(WebSocketProtocol13):
 
     def _read(self, size: int, then: Callable[[bytes], None]) -> None:
         """Call ``then(bytes)`` with the next ``size`` bytes: now, if buffered."""
-        assert self.stream is not None
         try:
+            assert self.stream is not None
             future: Any = self.stream.read_bytes(size)
         except StreamClosedError:
             self._abort_and_finish()
+            return
+        except Exception:
+            self._fail()
             return
         if future.done():
             self._deliver(future, then)
@@ -143,16 +147,25 @@ class LeanWebSocketProtocol(WebSocketProtocol13):
             future.add_done_callback(lambda done: self._deliver(done, then))
 
     def _deliver(self, future: Any, then: Callable[[bytes], None]) -> None:
+        """Hand the read bytes on. Whatever goes wrong ends this connection
+        (and runs ``on_close``) but never escapes into the event loop, where it
+        would only be logged and leave the connection registered."""
         try:
             data = future.result()
-        except StreamClosedError:
+        except (StreamClosedError, asyncio.CancelledError):
             self._abort_and_finish()
+            return
+        except Exception:
+            self._fail()
             return
         try:
             then(data)
         except Exception:
-            log.exception("error while reading WebSocket frames")
-            self._abort_and_finish()
+            self._fail()
+
+    def _fail(self) -> None:
+        log.exception("error while reading WebSocket frames; closing the connection")
+        self._abort_and_finish()
 
     def _abort_and_finish(self) -> None:
         self._finish(stream_closed=True)
