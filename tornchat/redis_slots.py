@@ -71,7 +71,8 @@ def slot_member(worker_id: str, connection_id: str) -> str:
     return f"{worker_id}|{connection_id}"
 
 
-def redis_client(url: str, timeout: float, pool_size: int = POOL_SIZE) -> aioredis.Redis:
+def redis_client(url: str, timeout: float, pool_size: int = POOL_SIZE,
+                 single_connection: bool = False) -> aioredis.Redis:
     """An asyncio client that fails fast: a short timeout and one immediate retry.
 
     The single retry reconnects a pooled connection that died with a Redis
@@ -79,7 +80,10 @@ def redis_client(url: str, timeout: float, pool_size: int = POOL_SIZE) -> aiored
     The pool *waits* (up to ``timeout``) for a free connection when all
     ``pool_size`` are busy: redis-py's default pool raises "Too many
     connections" instead, which a burst of logins (hundreds of slot claims at
-    once) turned into a false Redis outage.
+    once) turned into a false Redis outage. ``single_connection``: every
+    command goes over one connection, skipping the pool's check-out and
+    check-in (for a client whose commands are issued one at a time anyway,
+    like the bus publisher).
     """
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
@@ -88,7 +92,11 @@ def redis_client(url: str, timeout: float, pool_size: int = POOL_SIZE) -> aiored
         url, max_connections=pool_size, timeout=timeout, socket_timeout=timeout,
         socket_connect_timeout=timeout, socket_keepalive=True, health_check_interval=30,
         retry=Retry(NoBackoff(), 1))
-    return aioredis.Redis.from_pool(pool)
+    if not single_connection:
+        return aioredis.Redis.from_pool(pool)
+    client = aioredis.Redis(connection_pool=pool, single_connection_client=True)
+    client.auto_close_connection_pool = True  # as from_pool does: the client owns the pool
+    return client
 
 
 class RedisSlots(ConnectionSlots):
