@@ -78,6 +78,8 @@ class OutboxStore:
         self.database = database
         self.Outbox = define_models(database).Outbox
         self.is_sqlite = is_sqlite(database)
+        #: set by :meth:`relay_batch`: unsent rows remain beyond the last batch
+        self.more_pending = False
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[None]:
@@ -92,11 +94,15 @@ class OutboxStore:
         """Claim up to ``limit`` rows, publish them, mark the acknowledged ones.
 
         Returns ``(claimed, acknowledged)``; ``claimed == 0`` means there was
-        nothing this relay may send now.
+        nothing this relay may send now. Afterwards :attr:`more_pending` says
+        whether unsent rows were seen beyond this batch (a full batch, or on
+        PostgreSQL rows of conversations other relays hold): the relay goes
+        straight on instead of waiting for new events to gather.
         """
         with self._session():
             if self.is_sqlite:
                 rows = self._pending(limit)
+                self.more_pending = len(rows) >= limit
                 delivered = publish(rows) if rows else ()
                 if rows:
                     with self.database.atomic(lock_type="IMMEDIATE"):
@@ -130,16 +136,25 @@ class OutboxStore:
         window = self.database.execute_sql(
             "SELECT conversation_id FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT %s",
             (limit * _SCAN_FACTOR,)).fetchall()
+        self.more_pending = len(window) > limit
         rows_of: dict[str, int] = {}
         for (conversation,) in window:
             rows_of[conversation] = rows_of.get(conversation, 0) + 1
         order = list(rows_of)
         held: list[str] = []
         expected = 0
-        for start in range(0, len(order), _LOCK_CHUNK):
-            if expected >= limit:
-                break
-            chunk = order[start:start + _LOCK_CHUNK]
+        start = 0
+        while start < len(order) and expected < limit:
+            # Only as many conversations as the rows still wanted need (if
+            # every lock is granted), at most _LOCK_CHUNK per round trip:
+            # locking every conversation in sight would leave the other relays
+            # nothing to do while this one publishes.
+            chunk: list[str] = []
+            wanted = limit - expected
+            while start < len(order) and wanted > 0 and len(chunk) < _LOCK_CHUNK:
+                chunk.append(order[start])
+                wanted -= rows_of[order[start]]
+                start += 1
             got = self.database.execute_sql(
                 "SELECT c FROM unnest(%s::text[]) WITH ORDINALITY AS u(c, n) "
                 "WHERE pg_try_advisory_xact_lock(%s, hashtext(c)) ORDER BY n",

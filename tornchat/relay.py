@@ -176,7 +176,7 @@ class OutboxRelay:
             self._set_up(False)
             return stopping or self._sleep_backoff()
         self._backoff = _BACKOFF_MIN
-        if claimed >= self._batch_size or (claimed and stopping):
+        if claimed and (self.outbox.more_pending or stopping):
             return False  # a backlog, or a shutdown drain: the next batch at once
         if claimed:
             # Caught up: let the next events gather instead of spinning rounds

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
+from tests.support.services import fresh_postgres_database
 from tornchat.config import load_settings
 from tornchat.database import open_database
-from tornchat.outbox import OutboxStore, SingleRelayLock
+from tornchat.outbox import OutboxRow, OutboxStore, SingleRelayLock
 from tornchat.relay import build_relay
 from tornchat.schema import migrate
-from tornchat.store import ChatStore
+from tornchat.store import ChatStore, NewMessage
 from tornchat.timefmt import utc_now_ms
 
 
@@ -53,3 +56,37 @@ def test_one_relay_per_sqlite_file(tmp_path):
 
 def test_no_relay_without_kafka_broker():
     assert build_relay(load_settings(environ={})) is None
+
+
+@pytest.mark.postgres
+def test_a_claim_locks_only_the_conversations_it_needs_so_parallel_relays_share():
+    """While relay A publishes its batch (its conversations locked), relay B
+    still finds other conversations to claim, and none of A's."""
+    with fresh_postgres_database() as url:
+        migrate(open_database(url, 1))
+        store = ChatStore(open_database(url, 2))
+        for n in range(30):
+            conversation = store.find_or_create_conversation(frozenset({f"u{n}", f"v{n}"}))
+            store.store_batch([NewMessage(f"u{n}", conversation, tuple(sorted((f"u{n}", f"v{n}"))),
+                                          f"m{k}") for k in range(10)])
+        relay_a = OutboxStore(open_database(url, 2))
+        relay_b = OutboxStore(open_database(url, 2))
+        claimed: dict[str, list[OutboxRow]] = {}
+
+        def publish_b(rows):
+            claimed["b"] = list(rows)
+            return {row.id for row in rows}
+
+        def publish_a(rows):
+            claimed["a"] = list(rows)
+            relay_b.relay_batch(50, publish_b)  # runs while A holds its locks
+            return {row.id for row in rows}
+
+        assert relay_a.relay_batch(50, publish_a) == (50, 50)
+        conversations_a = {row.conversation_id for row in claimed["a"]}
+        conversations_b = {row.conversation_id for row in claimed["b"]}
+        assert len(claimed["b"]) == 50
+        assert not conversations_a & conversations_b
+        assert relay_a.backlog().size == 300 - 100
+        for closing in (relay_a, relay_b, store):
+            closing.close()

@@ -43,16 +43,20 @@ async def test_two_relays_in_parallel_publish_each_event_once_in_order(kafka_bro
             users = (f"u{n}", f"v{n}")
             conversations.append((store.find_or_create_conversation(frozenset(users)),
                                   tuple(sorted(users))))
-        _write(store, conversations, BEFORE, 0)
-
         relays = [OutboxRelay(OutboxStore(open_database(url, 2)),
                               EventPublisher(kafka_broker.bootstrap, "chat-events", 5.0),
                               batch_size=50, poll_interval=0.02)
                   for _ in range(2)]
         writer = threading.Thread(target=_write, args=(store, conversations, DURING, BEFORE))
-        await asyncio.gather(*(relay.start() for relay in relays))  # both claim from the start
-        writer.start()
         loop = asyncio.get_running_loop()
+        await asyncio.gather(*(relay.start() for relay in relays))
+        deadline = loop.time() + 15
+        while [await relay.health() for relay in relays] != ["ok", "ok"]:
+            assert loop.time() < deadline, "both relays should reach the broker"
+            await asyncio.sleep(0.05)
+        # the backlog appears while both relays are polling, so both take part
+        await loop.run_in_executor(None, _write, store, conversations, BEFORE, 0)
+        writer.start()
         await loop.run_in_executor(None, writer.join)
         deadline = loop.time() + 30
         while await loop.run_in_executor(None, lambda: relays[0].outbox.backlog().size):
