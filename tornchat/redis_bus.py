@@ -116,7 +116,10 @@ class RedisBus(Bus):
         self._origin = worker_id + "|"
         self._probe_channel = PROBE_CHANNEL_PREFIX + worker_id
         self._probe_channel_bytes = self._probe_channel.encode()
+        # the publisher's commands go one at a time over one connection; the
+        # health probe has its own client, so a slow publish never delays /health
         self._redis = redis_client(url, timeout, single_connection=True)
+        self._probe_redis = redis_client(url, timeout, pool_size=2)
         self._routed = self._redis.register_script(ROUTED_PUBLISH)
         self._publish_many = self._redis.register_script(PUBLISH_MANY)
         self._deliver: DeliverCallback | None = None
@@ -179,6 +182,7 @@ class RedisBus(Bus):
             self._listener.stop()
             await asyncio.to_thread(self._listener.join, self._timeout + 1.0)
         await self._redis.aclose()
+        await self._probe_redis.aclose()
 
     async def health(self) -> str:
         """``ok`` only if a probe published now comes back through the subscriber."""
@@ -262,7 +266,7 @@ class RedisBus(Bus):
         future = asyncio.get_running_loop().create_future()
         self._probes[nonce] = future
         try:
-            await self._redis.publish(self._probe_channel, nonce)
+            await self._probe_redis.publish(self._probe_channel, nonce)
             await asyncio.wait_for(future, _PROBE_TIMEOUT)
             return True
         except (RedisError, TimeoutError):
