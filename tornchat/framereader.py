@@ -56,7 +56,7 @@ class LeanWebSocketProtocol(WebSocketProtocol13):
 
     def _next_frame(self) -> None:
         if self.client_terminated:
-            self._finish(stream_closed=False)
+            self._finish()
             return
         self._read(2, self._on_header)
 
@@ -168,13 +168,12 @@ class LeanWebSocketProtocol(WebSocketProtocol13):
         self._abort_and_finish()
 
     def _abort_and_finish(self) -> None:
-        self._finish(stream_closed=True)
+        self._abort()
+        self._finish()
 
-    def _finish(self, stream_closed: bool) -> None:
+    def _finish(self) -> None:
         """The end of reading; the handler's ``on_close`` runs once however
         often this is reached (Tornado guards it with ``_on_close_called``)."""
-        if stream_closed:
-            self._abort()
         self.handler.on_ws_connection_close(self.close_code, self.close_reason)
 
 

@@ -343,20 +343,21 @@ class ChatStore:
         # Optimistic first: a repeated clientMessageId is rare (a client retrying
         # after a lost acknowledgement), so the batch skips looking for one and
         # lets the unique index object; then it is redone with the lookup.
-        for look_up_repeats in (False, True):
-            transaction = _PipelinedTransaction(self.database)
-            try:
-                results = self._write_batch(batch, transaction, look_up_repeats)
-                transaction.commit()
-                return results
-            except pw.IntegrityError:
-                transaction.rollback()
-                if look_up_repeats:
-                    raise
-            except BaseException:
-                transaction.rollback()
-                raise
-        raise AssertionError("unreachable")
+        try:
+            return self._write_pipelined(batch, look_up_repeats=False)
+        except pw.IntegrityError:
+            return self._write_pipelined(batch, look_up_repeats=True)
+
+    def _write_pipelined(self, batch: list[NewMessage], look_up_repeats: bool
+                         ) -> list[StoreResult]:
+        transaction = _PipelinedTransaction(self.database)
+        try:
+            results = self._write_batch(batch, transaction, look_up_repeats)
+            transaction.commit()
+        except BaseException:
+            transaction.rollback()
+            raise
+        return results
 
     def _write_batch(self, batch: list[NewMessage], sql: _Statements,
                      look_up_repeats: bool) -> list[StoreResult]:

@@ -79,7 +79,6 @@ class FrameCache:
         return self.frame
 
 
-
 def _client_message_id_or_none(message: str | bytes) -> str | None:
     try:
         return protocol.client_message_id_of(protocol.decode_object(message))
