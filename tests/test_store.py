@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -10,7 +13,8 @@ import pytest
 from tests.conftest import migrated
 from tornchat.database import open_database
 from tornchat.errors import Forbidden, NotFound
-from tornchat.store import ChatStore
+from tornchat.store import ChatStore, NewMessage
+from tornchat.writer import GroupCommitWriter
 
 
 @pytest.fixture
@@ -91,8 +95,6 @@ def test_timestamps_round_trip_with_millisecond_precision(store):
 
 
 def test_a_batch_commits_in_order_and_isolates_per_request_errors(store):
-    from tornchat.store import NewMessage
-
     users = ("alice", "bob")
     one = store.find_or_create_conversation(frozenset(users))
     two = store.find_or_create_conversation(frozenset({"alice", "carol"}))
@@ -109,43 +111,36 @@ def test_a_batch_commits_in_order_and_isolates_per_request_errors(store):
     assert [m.content for m in store.messages_of(one)] == ["a1", "a2"]
 
 
-async def test_the_group_commit_writer_batches_concurrent_sends(store):
-    import asyncio
-
-    from tornchat.store import NewMessage
-    from tornchat.writer import GroupCommitWriter
-
-    users = ("alice", "bob")
-    conversation = store.find_or_create_conversation(frozenset(users))
+@contextlib.contextmanager
+def running_writer(store: ChatStore) -> Iterator[GroupCommitWriter]:
+    """A started group-commit writer over ``store``, stopped on the way out."""
     writer = GroupCommitWriter(store)
     writer.start()
     try:
-        stored = await asyncio.gather(*(
-            writer.store(NewMessage("alice", conversation, users, f"m{i}")) for i in range(200)))
+        yield writer
     finally:
         writer.stop()
+
+
+async def test_the_group_commit_writer_batches_concurrent_sends(store):
+    users = ("alice", "bob")
+    conversation = store.find_or_create_conversation(frozenset(users))
+    with running_writer(store) as writer:
+        stored = await asyncio.gather(*(
+            writer.store(NewMessage("alice", conversation, users, f"m{i}")) for i in range(200)))
     assert sorted(m.seq for m in stored) == list(range(1, 201))
     assert [m.content for m in store.messages_of(conversation)] == [f"m{i}" for i in range(200)]
 
 
 async def test_one_unstorable_message_does_not_fail_its_batch_neighbours(store):
-    import asyncio
-
-    from tornchat.store import NewMessage
-    from tornchat.writer import GroupCommitWriter
-
     users = ("alice", "bob")
     conversation = store.find_or_create_conversation(frozenset(users))
-    writer = GroupCommitWriter(store)
-    writer.start()
-    try:
+    with running_writer(store) as writer:
         results = await asyncio.gather(
             writer.store(NewMessage("alice", conversation, users, "good 1")),
             writer.store(NewMessage("alice", conversation, users, "bad \ud800")),
             writer.store(NewMessage("alice", conversation, users, "good 2")),
             return_exceptions=True)
-    finally:
-        writer.stop()
     assert isinstance(results[1], Exception)
     assert [r.content for r in (results[0], results[2])] == ["good 1", "good 2"]
     assert [m.seq for m in store.messages_of(conversation)] == [1, 2]
@@ -157,8 +152,6 @@ def test_concurrent_batches_over_the_same_conversations_neither_deadlock_nor_gap
     """Two stores (two workers) write batches that touch the same conversations
     in opposite orders; seq stays gap-free and no batch fails."""
     import threading
-
-    from tornchat.store import NewMessage
 
     stores = [ChatStore(open_database(migrated(database_url), 2)) for _ in range(2)]
     conversations = [stores[0].find_or_create_conversation(frozenset({f"u{i}", "hub"}))
@@ -193,8 +186,6 @@ def test_a_postgresql_batch_takes_two_round_trips_and_leaves_no_transaction_open
     """BEGIN rides with the first read and the writes with COMMIT; a repeated
     clientMessageId costs one redo that looks the original up."""
     from tests.support.services import fresh_postgres_database
-    from tornchat.store import NewMessage
-
     with fresh_postgres_database() as url:
         store = ChatStore(open_database(migrated(url), 2))
         first = store.find_or_create_conversation(frozenset({"a", "b"}))
