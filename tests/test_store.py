@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import migrated
 from tornchat.database import open_database
-from tornchat.errors import Forbidden, NotFound
+from tornchat.errors import Forbidden, NotFound, Unavailable
 from tornchat.store import ChatStore, NewMessage
 from tornchat.writer import GroupCommitWriter
 
@@ -182,9 +182,12 @@ def test_concurrent_batches_over_the_same_conversations_neither_deadlock_nor_gap
 
 
 @pytest.mark.postgres
-def test_a_postgresql_batch_takes_two_round_trips_and_leaves_no_transaction_open():
-    """BEGIN rides with the first read and the writes with COMMIT; a repeated
-    clientMessageId costs one redo that looks the original up."""
+def test_a_postgresql_batch_is_one_prepared_statement_and_leaves_no_transaction_open():
+    """A batch is one round trip (prepared on first use, and again on a
+    connection that lacks it); a repeated clientMessageId costs one redo that
+    looks the original up; a failing batch leaves the connection usable."""
+    import psycopg2
+
     from tests.support.services import fresh_postgres_database
     with fresh_postgres_database() as url:
         store = ChatStore(open_database(migrated(url), 2))
@@ -194,24 +197,41 @@ def test_a_postgresql_batch_takes_two_round_trips_and_leaves_no_transaction_open
         execute_sql = store.database.execute_sql
 
         def counting(sql, params=None, *args, **kwargs):
-            sent.append(sql)
+            sent.append(sql.split(" ", 1)[0])
             return execute_sql(sql, params, *args, **kwargs)
 
         store.database.execute_sql = counting
         batch = [NewMessage("a", first, ("a", "b"), "x", "c1"),
                  NewMessage("a", second, ("a", "c"), "y", "c2")]
         assert [m.seq for m in store.store_batch(batch)] == [1, 1]
-        assert len(sent) == 2 and sent[0].startswith("BEGIN; SELECT")
-        assert sent[-1].endswith("COMMIT")
+        assert sent == ["EXECUTE", "PREPARE", "EXECUTE"]  # a new connection: prepared once
+        sent.clear()
+        assert [m.seq for m in store.store_batch([NewMessage("a", second, ("a", "c"), "v")])
+                ] == [2]
+        assert sent == ["EXECUTE"]
         sent.clear()
         retried = store.store_batch([NewMessage("a", first, ("a", "b"), "x", "c1"),
                                      NewMessage("a", first, ("a", "b"), "z", "c3")])
         assert [(m.seq, m.duplicate) for m in retried] == [(1, True), (2, False)]
-        assert "ROLLBACK" in sent and len(sent) == 2 + 1 + 3  # failed try, rollback, redo
+        # refused by the index, then redone in one transaction that looks the
+        # original up, locks the counters and writes with the COMMIT
+        assert sent == ["EXECUTE", "BEGIN;", "SELECT", "UPDATE"]
+        sent.clear()
         # a failing batch is rolled back: the connection is usable at once
         with pytest.raises(ValueError):  # psycopg2 refuses NUL in text
             store.store_batch([NewMessage("a", first, ("a", "b"), "bad\x00")])
         assert [m.seq for m in store.store_batch([NewMessage("a", first, ("a", "b"), "w")])] == [3]
+        # a connection lost to an outage is replaced, and the new one prepares again
+        [(pid,)] = execute_sql("SELECT pg_backend_pid()").fetchall()
+        with contextlib.closing(psycopg2.connect(url)) as admin, admin.cursor() as cur:
+            admin.autocommit = True
+            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(Unavailable):
+            store.store_batch([NewMessage("a", first, ("a", "b"), "lost")])
+        sent.clear()
+        assert [m.seq for m in store.store_batch([NewMessage("a", first, ("a", "b"), "u")])] == [4]
+        assert sent == ["EXECUTE", "PREPARE", "EXECUTE"]
         store.database.execute_sql = execute_sql
-        assert [m.content for m in store.messages_of(first)] == ["x", "z", "w"]
+        assert [m.content for m in store.messages_of(first)] == ["x", "z", "w", "u"]
+        assert [m.seq for m in store.messages_of(second)] == [1, 2]
         store.close()

@@ -2,30 +2,49 @@
 
 The event is serialised when the message is stored and kept verbatim in the
 outbox, so its ``dedupeId`` is fixed once and every redelivery carries it.
+It carries no ``seq``, so it can be built before the database numbers the
+message (the whole batch then goes to PostgreSQL in one statement).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
-from tornchat.records import StoredMessage
-from tornchat.timefmt import to_iso
+import orjson
 
 EVENT_TYPE = "MessageSent"
 EVENT_VERSION = 1
 
 
-def message_sent_event(message: StoredMessage, source: str, dedupe_id: str) -> dict[str, Any]:
+class SentMessage(Protocol):
+    """What the event tells of a message (a stored message or a store request)."""
+
+    @property
+    def conversation_id(self) -> str: ...
+
+    @property
+    def sender_id(self) -> str: ...
+
+    @property
+    def participants(self) -> tuple[str, ...]: ...
+
+    @property
+    def content(self) -> str: ...
+
+
+def message_sent_event(message_id: str, message: SentMessage, timestamp: str, source: str,
+                       dedupe_id: str) -> dict[str, Any]:
+    """``timestamp``: the message's ``createdAt`` as it appears on the wire."""
     return {
         "eventType": EVENT_TYPE,
-        "messageId": message.id,
+        "messageId": message_id,
         "conversationId": message.conversation_id,
         "senderId": message.sender_id,
-        "recipientIds": list(message.recipients),
+        "recipientIds": [user for user in message.participants if user != message.sender_id],
         "content": message.content,
-        "timestamp": to_iso(message.created_at),
+        "timestamp": timestamp,
         "dedupeId": dedupe_id,
         "source": source,
         "version": EVENT_VERSION,
@@ -37,4 +56,10 @@ def new_dedupe_id() -> str:
 
 
 def encode_event(event: dict[str, Any]) -> str:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON, non-ASCII kept as is (orjson on the write path of every
+    message; the standard library only for text orjson refuses, such as a lone
+    surrogate, which the database then rejects with a clear error)."""
+    try:
+        return orjson.dumps(event).decode()
+    except TypeError:
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False)

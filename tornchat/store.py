@@ -44,7 +44,7 @@ from tornchat.event_schema import encode_event, message_sent_event, new_dedupe_i
 from tornchat.ids import new_id
 from tornchat.models import define_models
 from tornchat.records import StoredMessage
-from tornchat.timefmt import utc_now_ms
+from tornchat.timefmt import to_iso, utc_now_ms
 
 # Pool exhaustion (every connection busy for 10 s) is an outage too.
 _DB_DOWN_ERRORS = (pw.OperationalError, pw.InterfaceError, MaxConnectionsExceeded)
@@ -67,6 +67,36 @@ _MESSAGE_COLUMNS = "id, conversation_id, sender_id, content, created_at, seq, cl
 _MESSAGE_INSERT = f"INSERT INTO message ({_MESSAGE_COLUMNS})"
 _OUTBOX_INSERT = ("INSERT INTO outbox (message_id, conversation_id, dedupe_id, payload, "
                   "created_at, attempts)")
+
+# PostgreSQL: a batch in one autocommitted statement, prepared once per
+# connection (planning it costs more than running it). The arrays hold one
+# element per new message; ``rank`` numbers a conversation's messages in the
+# batch from 1. ``locked`` takes the conversation row locks in id order (two
+# workers' batches over the same conversations cannot deadlock); ``bumped``
+# advances each counter (an UPDATE applies to the newest row version, so
+# concurrent batches never share a seq); messages are numbered from the old
+# counter, and events inserted in seq order, so the outbox follows it.
+_BATCH_STATEMENT = "tornchat_store_batch"
+_PREPARE_BATCH = (
+    f"PREPARE {_BATCH_STATEMENT} "
+    "(text[], text[], text[], text[], text[], int[], text[], text[], timestamp) AS "
+    "WITH v AS (SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) AS v(id, conversation_id, "
+    "sender_id, content, client_message_id, rank, dedupe_id, payload)), "
+    "n AS (SELECT conversation_id, count(*) AS added FROM v GROUP BY conversation_id), "
+    "locked AS MATERIALIZED (SELECT id FROM conversation "
+    "WHERE id IN (SELECT conversation_id FROM n) ORDER BY id FOR UPDATE), "
+    "bumped AS (UPDATE conversation AS c SET last_seq = c.last_seq + n.added, "
+    "last_message_at = $9, updated_at = $9 "
+    "FROM n JOIN locked ON locked.id = n.conversation_id WHERE c.id = n.conversation_id "
+    "RETURNING c.id, c.last_seq - n.added AS base), "
+    f"stored AS ({_MESSAGE_INSERT} SELECT v.id, v.conversation_id, v.sender_id, v.content, "
+    "$9, b.base + v.rank, v.client_message_id FROM v JOIN bumped AS b "
+    "ON b.id = v.conversation_id RETURNING id, seq), "
+    f"events AS ({_OUTBOX_INSERT} SELECT v.id, v.conversation_id, v.dedupe_id, v.payload, "
+    "$9, 0 FROM v JOIN stored AS s ON s.id = v.id ORDER BY v.conversation_id, s.seq) "
+    "SELECT id, seq FROM stored")
+_EXECUTE_BATCH = f"EXECUTE {_BATCH_STATEMENT} ({', '.join(['%s'] * 9)})"
+_UNDEFINED_PREPARED_STATEMENT = "26000"
 
 
 def require_member(participants: tuple[str, ...], user_id: str) -> tuple[str, ...]:
@@ -170,6 +200,42 @@ class _PipelinedTransaction:
         self._params.clear()
         self._begun = True
         return self._database.execute_sql(text, values)
+
+
+class _BatchPlan:
+    """Which requests of a batch to insert, and the results as they are known.
+
+    A request whose (sender, clientMessageId) was stored before gets that
+    original (``originals``); a repeat of an earlier request in the same batch
+    gets the same outcome as that one, marked duplicate. Everything else is
+    ``fresh``: to be inserted, its result filled in by the writing code.
+    """
+
+    def __init__(self, batch: list[NewMessage],
+                 originals: dict[tuple[str, str], StoredMessage]) -> None:
+        self.results: list[StoreResult | None] = [None] * len(batch)
+        self.fresh: list[int] = []
+        self._same_as: dict[int, int] = {}
+        first_of_key: dict[tuple[str, str], int] = {}
+        for index, message in enumerate(batch):
+            key = (message.sender_id, message.client_message_id or "")
+            if message.client_message_id is None:
+                self.fresh.append(index)
+            elif key in originals:
+                self.results[index] = originals[key]
+            elif key in first_of_key:
+                self._same_as[index] = first_of_key[key]
+            else:
+                first_of_key[key] = index
+                self.fresh.append(index)
+
+    def finish(self) -> list[StoreResult]:
+        """The results, once every fresh request has one."""
+        for index, original in self._same_as.items():
+            first = self.results[original]
+            self.results[index] = (dataclasses.replace(first, duplicate=True)
+                                   if isinstance(first, StoredMessage) else first)
+        return [result for result in self.results if result is not None]
 
 
 class ChatStore:
@@ -336,7 +402,7 @@ class ChatStore:
 
     def _insert_batch(self, batch: list[NewMessage]) -> list[StoreResult]:
         """One transaction for the batch: SQLite through peewee's ``atomic``,
-        PostgreSQL pipelined (:class:`_PipelinedTransaction`)."""
+        PostgreSQL in one statement (:data:`_ONE_STATEMENT`)."""
         if is_sqlite(self.database):
             with self._write_transaction():
                 return self._write_batch(batch, _DirectStatements(self.database), True)
@@ -344,15 +410,71 @@ class ChatStore:
         # after a lost acknowledgement), so the batch skips looking for one and
         # lets the unique index object; then it is redone with the lookup.
         try:
-            return self._write_pipelined(batch, look_up_repeats=False)
+            return self._write_one_statement(batch)
         except pw.IntegrityError:
-            return self._write_pipelined(batch, look_up_repeats=True)
+            return self._write_pipelined(batch)
 
-    def _write_pipelined(self, batch: list[NewMessage], look_up_repeats: bool
-                         ) -> list[StoreResult]:
+    def _write_one_statement(self, batch: list[NewMessage]) -> list[StoreResult]:
+        """The whole batch as one autocommitted statement: one round trip.
+
+        Message ids and events need no ``seq``, so they are made here; the
+        statement locks the conversation rows in id order, advances their
+        counters, numbers the messages from them and inserts messages and
+        events, returning each stored message's ``seq``.
+        """
+        plan = _BatchPlan(batch, {})
+        if not plan.fresh:
+            return plan.finish()
+        now = utc_now_ms()
+        created_at = to_iso(now)
+        ranks: Counter[str] = Counter()
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+        ids, conversations, senders, contents, client_ids, rank_of, dedupe_ids, payloads = columns
+        for index in plan.fresh:
+            request = batch[index]
+            ranks[request.conversation_id] += 1
+            message_id = new_id("msg")
+            dedupe_id = new_dedupe_id()
+            ids.append(message_id)
+            conversations.append(request.conversation_id)
+            senders.append(request.sender_id)
+            contents.append(request.content)
+            client_ids.append(request.client_message_id)
+            rank_of.append(ranks[request.conversation_id])
+            dedupe_ids.append(dedupe_id)
+            payloads.append(encode_event(message_sent_event(
+                message_id, request, created_at, self._event_source, dedupe_id)))
+        cursor = self._execute_prepared([*columns, now])
+        seqs: dict[str, int] = dict(cursor.fetchall())
+        for index, message_id in zip(plan.fresh, ids, strict=True):
+            request = batch[index]
+            seq = seqs.get(message_id)
+            plan.results[index] = NotFound(
+                f"Conversation {request.conversation_id!r} does not exist") if seq is None \
+                else StoredMessage(
+                    id=message_id, conversation_id=request.conversation_id,
+                    sender_id=request.sender_id, content=request.content, created_at=now,
+                    seq=seq, participants=request.participants,
+                    client_message_id=request.client_message_id)
+        return plan.finish()
+
+    def _execute_prepared(self, args: list[Any]) -> Any:
+        """Run the batch statement, preparing it first on a connection that
+        lacks it (a new one, or one that replaced a broken one)."""
+        try:
+            return self.database.execute_sql(_EXECUTE_BATCH, args)
+        except pw.DatabaseError as exc:  # peewee keeps psycopg2's error as ``orig``
+            if getattr(getattr(exc, "orig", None), "pgcode", None) != \
+                    _UNDEFINED_PREPARED_STATEMENT:
+                raise
+        self.database.execute_sql(_PREPARE_BATCH)
+        return self.database.execute_sql(_EXECUTE_BATCH, args)
+
+    def _write_pipelined(self, batch: list[NewMessage]) -> list[StoreResult]:
+        """The batch in one transaction, looking up repeated clientMessageIds first."""
         transaction = _PipelinedTransaction(self.database)
         try:
-            results = self._write_batch(batch, transaction, look_up_repeats)
+            results = self._write_batch(batch, transaction, True)
             transaction.commit()
         except BaseException:
             transaction.rollback()
@@ -361,30 +483,18 @@ class ChatStore:
 
     def _write_batch(self, batch: list[NewMessage], sql: _Statements,
                      look_up_repeats: bool) -> list[StoreResult]:
-        results: list[StoreResult | None] = [None] * len(batch)
-        same_as: dict[int, int] = {}
-        now = utc_now_ms()
         originals = self._existing_client_ids(batch, sql) if look_up_repeats else {}
-        fresh: list[int] = []
-        first_of_key: dict[tuple[str, str], int] = {}
-        for index, message in enumerate(batch):
-            key = (message.sender_id, message.client_message_id or "")
-            if message.client_message_id is None:
-                fresh.append(index)
-            elif key in originals:
-                results[index] = originals[key]
-            elif key in first_of_key:
-                same_as[index] = first_of_key[key]
-            else:
-                first_of_key[key] = index
-                fresh.append(index)
-        next_seq = self._reserve_seqs(Counter(batch[i].conversation_id for i in fresh), now, sql)
+        plan = _BatchPlan(batch, originals)
+        now = utc_now_ms()
+        created_at = to_iso(now)
+        next_seq = self._reserve_seqs(
+            Counter(batch[i].conversation_id for i in plan.fresh), now, sql)
         message_rows: list[tuple[Any, ...]] = []
         outbox_rows: list[tuple[Any, ...]] = []
-        for index in fresh:
+        for index in plan.fresh:
             request = batch[index]
             if request.conversation_id not in next_seq:
-                results[index] = NotFound(
+                plan.results[index] = NotFound(
                     f"Conversation {request.conversation_id!r} does not exist")
                 continue
             seq = next_seq[request.conversation_id]
@@ -394,20 +504,17 @@ class ChatStore:
                 sender_id=request.sender_id, content=request.content, created_at=now,
                 seq=seq, participants=request.participants,
                 client_message_id=request.client_message_id)
-            results[index] = stored
+            plan.results[index] = stored
             message_rows.append((stored.id, stored.conversation_id, stored.sender_id,
                                  stored.content, now, seq, stored.client_message_id))
             dedupe_id = new_dedupe_id()
-            event = message_sent_event(stored, self._event_source, dedupe_id)
+            event = message_sent_event(stored.id, request, created_at, self._event_source,
+                                       dedupe_id)
             outbox_rows.append((stored.id, stored.conversation_id, dedupe_id,
                                 encode_event(event), now, 0))
         self._insert_rows(_MESSAGE_INSERT, message_rows, sql)
         self._insert_rows(_OUTBOX_INSERT, outbox_rows, sql)
-        for index, original in same_as.items():
-            first = results[original]
-            results[index] = (dataclasses.replace(first, duplicate=True)
-                              if isinstance(first, StoredMessage) else first)
-        return [result for result in results if result is not None]
+        return plan.finish()
 
     def _insert_rows(self, head: str, rows: list[tuple[Any, ...]], sql: _Statements) -> None:
         """One multi-row INSERT (plain SQL: the hot path skips query building)."""
