@@ -31,6 +31,17 @@ in the database.
 Health proves the path end to end: a nonce is published to this worker's
 probe channel and must come back through the subscriber thread.
 
+A worker alone publishes nothing (pattern mode). Every worker subscribes to
+its own probe channel, so ``PUBSUB CHANNELS tornchat:probe:*`` names the live
+workers; a worker that finds only itself there delivers locally and skips
+Redis, which otherwise costs it a publish and the parsing of its own echo
+per message. It checks again every ``probe_interval`` seconds. A worker that
+(re)subscribes announces itself on ``tornchat:hello``, and every other worker
+starts publishing as soon as it hears that; on start, a worker waits
+``_HELLO_GRACE`` after its hello before it takes clients, so its peers have
+heard it before its first client can be sent anything. A check that began
+before a hello arrived is discarded, so a stale "alone" never wins.
+
 Thread rule: everything here runs on the IOLoop thread except the listener,
 which hands batches and state changes over with ``IOLoop.add_callback``.
 """
@@ -44,7 +55,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from redis.exceptions import RedisError
 from tornado.ioloop import IOLoop
@@ -60,11 +72,14 @@ CHANNEL_PREFIX = "chat:"
 PATTERN = CHANNEL_PREFIX + "*"
 WORKER_CHANNEL_PREFIX = "chat-worker:"  # routed mode; outside the chat:* pattern on purpose
 PROBE_CHANNEL_PREFIX = "tornchat:probe:"
+HELLO_CHANNEL = "tornchat:hello"
 PATTERN_MODE, ROUTED_MODE = "pattern", "routed"
 _START_WAIT = 3.0  # seconds start() waits for the first subscription before going on degraded
 _PROBE_TIMEOUT = 1.0
 _BATCH = 256  # deliveries per pipelined publish
 _STOP_FLUSH = 1.0  # seconds stop() gives the queue to go out
+_HELLO_CHANNEL_BYTES = HELLO_CHANNEL.encode()
+_HELLO_GRACE = 0.25  # seconds a starting worker gives its peers to hear its hello
 
 # KEYS: the recipients' slot sets; ARGV: channel prefix, payload, own worker id.
 # Publishes once to every other worker holding a live connection of a recipient.
@@ -116,6 +131,7 @@ class RedisBus(Bus):
         self._origin = worker_id + "|"
         self._probe_channel = PROBE_CHANNEL_PREFIX + worker_id
         self._probe_channel_bytes = self._probe_channel.encode()
+        self._worker_id_bytes = worker_id.encode()
         # the publisher's commands go one at a time over one connection; the
         # health probe has its own client, so a slow publish never delays /health
         self._redis = redis_client(url, timeout, single_connection=True)
@@ -133,6 +149,10 @@ class RedisBus(Bus):
         self._publisher: asyncio.Task[None] | None = None
         self._failing = False
         self._closing = False
+        self._alone = False  # publish until a check proves nobody else listens
+        self._hellos_heard = 0
+        self._announced = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- Bus interface -----------------------------------------------------
 
@@ -144,6 +164,7 @@ class RedisBus(Bus):
             channels.append(WORKER_CHANNEL_PREFIX + self.worker_id)
         else:
             patterns.append(PATTERN)
+            channels.append(HELLO_CHANNEL)
         self._listener = Listener(self._url, channels, patterns, IOLoop.current(),
                                   on_batch=self._on_batch, on_state=self._on_state,
                                   ping_interval=self._probe_interval, timeout=self._timeout,
@@ -154,11 +175,22 @@ class RedisBus(Bus):
         except TimeoutError:
             log.warning("Redis bus not subscribed yet; starting degraded (/health says down) "
                         "and retrying in the background", extra={"mode": self.mode})
+            return
+        if self.mode == PATTERN_MODE:
+            self._spawn(self._watch_peers())
+            try:  # peers hear this worker before its first client is served
+                await asyncio.wait_for(self._announced.wait(), self._timeout)
+                await asyncio.sleep(_HELLO_GRACE)
+            except TimeoutError:
+                pass
 
     async def publish(self, delivery: Delivery) -> None:
-        """Deliver locally now; queue for the other workers. Never waits for Redis."""
+        """Deliver locally now; queue for the other workers (if there are any).
+        Never waits for Redis."""
         if self._deliver is not None:
             asyncio.get_running_loop().call_soon(self._deliver, delivery)
+        if self._alone:
+            return
         if len(self._outbox) == self._outbox.maxlen:
             log.error("bus outbox full; dropping the oldest delivery",
                       extra={"conversationId": self._outbox[0].conversation_id})
@@ -168,6 +200,8 @@ class RedisBus(Bus):
             self._publisher = asyncio.create_task(self._publish_loop())
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         if self._publisher is not None:
             self._closing = True
             self._wakeup.set()
@@ -259,6 +293,52 @@ class RedisBus(Bus):
         self._metrics.pubsub_out.inc(len(batch))
         return True
 
+    # -- peers (pattern mode) ---------------------------------------------
+
+    @property
+    def alone(self) -> bool:
+        """True while the last check found no other worker listening."""
+        return self._alone
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch_peers(self) -> None:
+        while True:
+            await asyncio.sleep(self._probe_interval)
+            await self.check_peers()
+
+    async def _announce(self) -> None:
+        """Tell every worker this one listens, then look for peers."""
+        try:
+            await self._probe_redis.publish(HELLO_CHANNEL, self.worker_id)
+        except RedisError as exc:
+            log.warning("could not announce this worker on the bus: %s", exc)
+        self._announced.set()
+        await self.check_peers()
+
+    async def check_peers(self) -> None:
+        """Go alone only if no other worker's probe channel exists and no
+        hello arrived while asking; any doubt (an error) means publish."""
+        hellos = self._hellos_heard
+        try:
+            channels = await self._probe_redis.pubsub_channels(PROBE_CHANNEL_PREFIX + "*")
+        except RedisError:
+            self._set_alone(False)
+            return
+        others = [c for c in channels if c not in (self._probe_channel,
+                                                    self._probe_channel_bytes)]
+        self._set_alone(not others and self._up and hellos == self._hellos_heard)
+
+    def _set_alone(self, alone: bool) -> None:
+        if alone != self._alone:
+            self._alone = alone
+            log.info("no other worker listens: deliveries stay local" if alone
+                     else "other workers listen: deliveries are published",
+                     extra={"workerId": self.worker_id})
+
     # -- health probe ------------------------------------------------------
 
     async def _round_trip(self) -> bool:
@@ -279,6 +359,11 @@ class RedisBus(Bus):
     def _on_batch(self, batch: Sequence[tuple[bytes, bytes]]) -> None:
         received = 0
         for channel, data in batch:
+            if channel == _HELLO_CHANNEL_BYTES:
+                if data != self._worker_id_bytes:
+                    self._hellos_heard += 1
+                    self._set_alone(False)
+                continue
             if channel == self._probe_channel_bytes:
                 future = self._probes.get(data)
                 if future is not None and not future.done():
@@ -312,7 +397,10 @@ class RedisBus(Bus):
                     "downSeconds": round(time.monotonic() - self._down_since, 2)})
                 self._down_since = None
             self._became_up.set()
+            if self.mode == PATTERN_MODE:
+                self._spawn(self._announce())
         else:
+            self._set_alone(False)
             self._down_since = time.monotonic()
             self._became_up.clear()
             log.warning("Redis bus down; reconnecting with capped backoff: %s", reason)
