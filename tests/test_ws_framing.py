@@ -11,6 +11,7 @@ import struct
 from typing import Any
 
 import pytest
+from tornado.ioloop import IOLoop
 
 from tests.support.wsclient import authed
 from tornchat.auth import mint_token
@@ -65,7 +66,10 @@ class FrameSocket:
             return None
 
     async def receive_json(self) -> dict[str, Any]:
+        """The next text frame (the server's heartbeat pings are skipped)."""
         got = await self.receive()
+        while got is not None and got[0] == PING:
+            got = await self.receive()
         assert got is not None and got[0] == TEXT, got
         return json.loads(got[1])
 
@@ -172,3 +176,62 @@ async def test_an_open_connection_keeps_no_task_running(server):
     for client in clients:
         assert await client.request({"type": "ping"}) == {"type": "pong"}
         client.close()
+
+
+async def test_a_frame_arriving_in_pieces_is_reassembled(server):
+    """Its header a byte at a time (short of the 2 bytes, then of the 16-bit
+    length), then the mask and the payload in pieces."""
+    client = await FrameSocket.open(server.port)
+    client.send(FrameSocket.frame(TEXT, _auth(server.secret, "alice")))
+    assert (await client.receive_json())["type"] == "auth_success"
+    frame = FrameSocket.frame(TEXT, json.dumps({"type": "ping", "pad": "p" * 300}).encode())
+    for piece in (frame[:1], frame[1:2], frame[2:3], frame[3:4], frame[4:6], frame[6:100],
+                  frame[100:250], frame[250:]):
+        client.send(piece)
+        await client.writer.drain()
+        await asyncio.sleep(0.005)
+    assert await client.receive_json() == {"type": "pong"}
+    client.close()
+
+
+async def test_a_long_burst_of_small_frames_across_reads_is_answered_in_full(start_server):
+    """More than one read's worth (64 KiB) of frames in one write: frames
+    straddling the read boundary are put together, none is lost or repeated."""
+    server = await start_server(rate_limit_per_second=100_000.0, rate_limit_burst=100_000)
+    client = await FrameSocket.open(server.port)
+    pings = [FrameSocket.frame(TEXT, json.dumps({"type": "ping", "n": n}).encode())
+             for n in range(3000)]
+    assert sum(map(len, pings)) > 65536
+    client.send(FrameSocket.frame(TEXT, _auth(server.secret, "alice")), *pings)
+    assert (await client.receive_json())["type"] == "auth_success"
+    for _ in range(3000):
+        assert await client.receive_json() == {"type": "pong"}
+    client.close()
+
+
+async def test_a_chatty_connection_stays_registered_with_the_event_loop(server):
+    """Request after request, the server never re-registers the socket: Tornado
+    would otherwise drop and re-add its read interest per message."""
+    client = await FrameSocket.open(server.port)
+    client.send(FrameSocket.frame(TEXT, _auth(server.secret, "alice")))
+    assert (await client.receive_json())["type"] == "auth_success"
+    [handler] = server.app.registry.connections_of("alice")
+    fd = handler.ws_connection.stream.fileno()
+    loop = IOLoop.current()
+    changes: list[object] = []
+    update_handler = loop.update_handler
+
+    def counting(target: Any, events: int) -> None:
+        if target == fd or getattr(target, "fileno", lambda: None)() == fd:
+            changes.append(events)
+        update_handler(target, events)
+
+    loop.update_handler = counting  # type: ignore[method-assign]
+    try:
+        for _ in range(30):
+            client.send(FrameSocket.frame(TEXT, b'{"type":"ping"}'))
+            assert await client.receive_json() == {"type": "pong"}
+    finally:
+        loop.update_handler = update_handler  # type: ignore[method-assign]
+    assert changes == []
+    client.close()

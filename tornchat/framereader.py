@@ -7,7 +7,10 @@ lives as long as the connection (about 3 KB per idle connection) and costs a
 few coroutine steps per frame. :class:`LeanWebSocketProtocol` ends the chain
 as soon as the socket is open and reads frames through ``IOStream.read_bytes``
 futures and callbacks; a read the stream's buffer already satisfies is
-handled at once, with no trip through the event loop.
+handled at once, with no trip through the event loop. It reads whatever the
+socket holds and parses frames from those bytes itself, which keeps the
+socket's registration with the event loop unchanged from one message to the
+next.
 
 What a client sees is Tornado's ``_receive_frame`` unchanged: the same checks
 (reserved bits, control-frame rules, fragmentation, ``max_message_size`` →
@@ -37,6 +40,8 @@ log = logging.getLogger("tornchat.ws")
 
 _FIN, _RSV_MASK, _OPCODE_MASK, _MASKED = 0x80, 0x70, 0x0F, 0x80
 _OP_CONTINUATION, _CONTROL = 0x0, 0x8
+_U16, _U64 = struct.Struct("!H"), struct.Struct("!Q")
+_CHUNK = 65536  # the most one read takes from the socket
 
 
 class LeanWebSocketProtocol(WebSocketProtocol13):
@@ -54,48 +59,65 @@ class LeanWebSocketProtocol(WebSocketProtocol13):
 
     # -- the frame state machine ------------------------------------------
 
-    def _next_frame(self) -> None:
+    def _next_frame(self, buffered: bytes = b"", pos: int = 0) -> None:
+        """Handle the next frame, from ``buffered[pos:]`` (bytes read beyond
+        the previous frame) and as much more as it needs.
+
+        Reads take whatever the socket holds (``partial``), so the stream's
+        own buffer is left empty and the socket stays registered for reading;
+        an exact-size read, which leaves the rest of a burst in that buffer,
+        makes Tornado drop the registration and add it again per message (two
+        selector calls and a system call each). Frames that arrived together
+        are parsed from ``buffered`` with no read at all.
+        """
         if self.client_terminated:
             self._finish()
             return
-        self._read(2, self._on_header)
-
-    def _on_header(self, data: bytes) -> None:
-        header, length_byte = data[0], data[1]
-        opcode = header & _OPCODE_MASK
+        available = len(buffered) - pos
+        if available < 2:
+            self._read_more(buffered[pos:])
+            return
+        header, length_byte = buffered[pos], buffered[pos + 1]
         if header & _RSV_MASK:  # an extension we never negotiated
             self._abort_and_finish()
             return
         length = length_byte & 0x7F
-        if opcode & _CONTROL and length >= 126:  # control frames carry < 126 bytes
+        if header & _CONTROL and length >= 126:  # control frames carry < 126 bytes
             self._abort_and_finish()
             return
-        extra = (2 if length == 126 else 8 if length == 127 else 0)
-        masked = bool(length_byte & _MASKED)
-        rest = extra + (4 if masked else 0)
-        if rest:
-            self._read(rest, lambda more: self._on_length(header, length, masked, more))
-        else:
-            self._on_length(header, length, masked, b"")
-
-    def _on_length(self, header: int, length: int, masked: bool, more: bytes) -> None:
+        start = 2 + (2 if length == 126 else 8 if length == 127 else 0)
+        if available < start:
+            self._read_more(buffered[pos:])
+            return
         if length == 126:
-            length = struct.unpack("!H", more[:2])[0]
+            length = _U16.unpack_from(buffered, pos + 2)[0]
         elif length == 127:
-            length = struct.unpack("!Q", more[:8])[0]
-        buffered = self._fragmented_message_buffer
-        if length + (len(buffered) if buffered is not None else 0) > \
+            length = _U64.unpack_from(buffered, pos + 2)[0]
+        fragments = self._fragmented_message_buffer
+        if length + (len(fragments) if fragments is not None else 0) > \
                 self.params.max_message_size:
             self.close(1009, "message too big")
             self._abort_and_finish()
             return
-        mask = more[-4:] if masked else None
-        if length:
-            self._read(length, lambda payload: self._on_payload(header, mask, payload))
-        else:
-            self._on_payload(header, mask, b"")
+        masked = bool(length_byte & _MASKED)
+        end = start + (4 if masked else 0) + length
+        if available < end:  # the rest of this frame, exactly: no copying per chunk
+            head = buffered[pos:]
+            self._read(end - available, lambda more: self._next_frame(head + more))
+            return
+        start += pos
+        end += pos
+        mask = buffered[start:start + 4] if masked else None
+        # the bytes after this frame stay where they are: a burst of small
+        # frames costs no copying of what follows each one
+        self._on_payload(header, mask, buffered[end - length:end], buffered, end)
 
-    def _on_payload(self, header: int, mask: bytes | None, data: bytes) -> None:
+    def _read_more(self, buffered: bytes) -> None:
+        self._read(_CHUNK, lambda more: self._next_frame(buffered + more if buffered else more),
+                   partial=True)
+
+    def _on_payload(self, header: int, mask: bytes | None, data: bytes, buffered: bytes,
+                    pos: int) -> None:
         if mask is not None:
             data = _websocket_mask(mask, data)
         final = bool(header & _FIN)
@@ -122,19 +144,20 @@ class LeanWebSocketProtocol(WebSocketProtocol13):
                 self._fragmented_message_buffer = bytearray(data)
         handled = self._handle_message(opcode, data) if final else None
         if handled is not None:  # one message at a time: the next once on_message is done
-            handled.add_done_callback(lambda _: self._next_frame())
+            handled.add_done_callback(lambda _: self._next_frame(buffered, pos))
         else:  # a control frame or a fragment: next frame on the next loop turn, so
             # a burst of them neither starves other connections nor deepens the stack
             assert self.stream is not None
-            self.stream.io_loop.add_callback(self._next_frame)
+            self.stream.io_loop.add_callback(self._next_frame, buffered, pos)
 
     # -- reading and ending ------------------------------------------------
 
-    def _read(self, size: int, then: Callable[[bytes], None]) -> None:
-        """Call ``then(bytes)`` with the next ``size`` bytes: now, if buffered."""
+    def _read(self, size: int, then: Callable[[bytes], None], partial: bool = False) -> None:
+        """Call ``then(bytes)`` with the next ``size`` bytes (``partial``: up to
+        ``size``, whatever is there): now, if buffered."""
         try:
             assert self.stream is not None
-            future: Any = self.stream.read_bytes(size)
+            future: Any = self.stream.read_bytes(size, partial=partial)
         except StreamClosedError:
             self._abort_and_finish()
             return
