@@ -17,9 +17,10 @@ Guarantees implemented here:
 Writes are batched (:meth:`ChatStore.store_batch`): one transaction per
 batch, the conversation rows locked in id order (so concurrent batches cannot
 deadlock), two multi-row inserts and a single commit. On PostgreSQL the whole
-batch takes two round trips (:class:`_PipelinedTransaction`), plus a redo
-when the unique index reports a repeated ``clientMessageId``: the round trips
-and the commit's fsync, not SQL work, are what a message costs.
+batch is one prepared statement and one round trip (:data:`_PREPARE_BATCH`),
+plus a redo (:class:`_PipelinedTransaction`) when the unique index reports a
+repeated ``clientMessageId``: the round trip and the commit's fsync, not SQL
+work, are what a message costs.
 """
 
 from __future__ import annotations
