@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                              f"between the {BEGIN_MARK!r} / {END_MARK!r} markers")
     parser.add_argument("--bus-mode", choices=("pattern", "routed"), default=None,
                         help="TORNCHAT_BUS_MODE for tornchat (default: the service's)")
+    parser.add_argument("--store-sweep", action="store_true",
+                        help="also sweep 1-to-1 chats for the stored msg/s figure in --quick "
+                             "mode (a full run always does)")
     parser.add_argument("--profile", action="store_true",
                         help="also sample each tornchat worker with py-spy under the "
                              "fixed-rate load and report the dominant functions")
@@ -110,6 +113,7 @@ class Plan:
         self.sweep_steps = 8 if quick else 10
         self.bisections = 1 if quick else 3
         self.confirm_failures = not quick  # re-measure a failing rate once
+        self.store_sweep = args.store_sweep or not quick
         self.store_pairs = 500
         self.store_sweep_start = 200.0
         self.quiet_timeout = 8.0 if quick else 30.0
@@ -345,7 +349,7 @@ class Bench:
                 self.wait_quiet(server)
                 result["profile"] = self.profile(pool, server, name)
             result["rss_after_mb"] = server.rss_bytes() / 2**20
-            if name.startswith("tornchat") and not self.plan.quick:
+            if name.startswith("tornchat") and self.plan.store_sweep:
                 result["store_sweep"] = self.store_sweep(pool, server, target, name)
         finally:
             pool.reset()

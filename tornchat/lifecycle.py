@@ -13,6 +13,7 @@ the drain overruns ``shutdown_timeout``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import shutil
@@ -86,6 +87,11 @@ def supervise(settings: Settings, sockets: list[socket.socket], count: int) -> i
 async def run_worker(settings: Settings, sockets: list[socket.socket]) -> int:
     app = build_application(settings)
     await app.start(sockets)
+    # What exists now (modules, classes, the application) lives as long as the
+    # worker: the cycle collector need never look at it again. A full
+    # collection otherwise walks these ~50,000 objects every time (a 25-50 ms
+    # pause measured under load) on top of the connections' own.
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
