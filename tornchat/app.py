@@ -154,7 +154,7 @@ class ChatApplication:
         as it runs. Each ping is a prebuilt frame written straight to the
         socket (``ChatSocketHandler.send_ping``).
         """
-        holders: list[tuple[str, str]] = []
+        pinged: list[ChatSocketHandler] = []
         handlers = list(self._handlers)
         for start in range(0, len(handlers), _BEAT_SLICE):
             if start:
@@ -169,8 +169,12 @@ class ChatApplication:
                     continue
                 handler.awaiting_pong = True
                 handler.send_ping()
-                holders.append((handler.user_id, handler.connection_id))
-        await self.slots.refresh(holders)
+                pinged.append(handler)
+        # only those still open: a slot refreshed after its connection closed
+        # (during a later slice) would count against the user until it expires
+        await self.slots.refresh([(handler.user_id, handler.connection_id)
+                                  for handler in pinged
+                                  if handler in self._handlers and handler.user_id])
 
     # -- health -------------------------------------------------------------
 

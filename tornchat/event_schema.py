@@ -56,9 +56,9 @@ def new_dedupe_id() -> str:
 
 
 def encode_event(event: dict[str, Any]) -> str:
-    """Compact JSON, non-ASCII kept as is (orjson on the write path of every
-    message; the standard library only for text orjson refuses, such as a lone
-    surrogate, which the database then rejects with a clear error)."""
+    """Compact JSON, non-ASCII kept as is: orjson on the write path of every
+    message, the standard library for what orjson refuses (a lone surrogate,
+    which the protocol layer already keeps out of stored content)."""
     try:
         return orjson.dumps(event).decode()
     except TypeError:

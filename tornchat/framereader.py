@@ -10,7 +10,9 @@ futures and callbacks; a read the stream's buffer already satisfies is
 handled at once, with no trip through the event loop. It reads whatever the
 socket holds and parses frames from those bytes itself, which keeps the
 socket's registration with the event loop unchanged from one message to the
-next.
+next (for a client that waits for each reply; one that keeps sending while
+its previous message is handled leaves bytes in Tornado's buffer, and
+Tornado pauses reading meanwhile, as it always did).
 
 What a client sees is Tornado's ``_receive_frame`` unchanged: the same checks
 (reserved bits, control-frame rules, fragmentation, ``max_message_size`` →

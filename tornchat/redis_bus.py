@@ -36,11 +36,13 @@ its own probe channel, so ``PUBSUB CHANNELS tornchat:probe:*`` names the live
 workers; a worker that finds only itself there delivers locally and skips
 Redis, which otherwise costs it a publish and the parsing of its own echo
 per message. It checks again every ``probe_interval`` seconds. A worker that
-(re)subscribes announces itself on ``tornchat:hello``, and every other worker
-starts publishing as soon as it hears that; on start, a worker waits
-``_HELLO_GRACE`` after its hello before it takes clients, so its peers have
-heard it before its first client can be sent anything. A check that began
-before a hello arrived is discarded, so a stale "alone" never wins.
+(re)subscribes announces itself on ``tornchat:hello``; every other worker
+starts publishing when it hears that, then acknowledges on the newcomer's
+probe channel. On start, a worker waits (up to ``_HELLO_WAIT``) for an
+acknowledgement from every worker it found, so each of them publishes before
+its first client can be sent anything. A check whose answer arrives after a
+hello was heard is discarded, so a stale "alone" never wins; any Redis error
+means "publish".
 
 Thread rule: everything here runs on the IOLoop thread except the listener,
 which hands batches and state changes over with ``IOLoop.add_callback``.
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import secrets
@@ -79,7 +82,8 @@ _PROBE_TIMEOUT = 1.0
 _BATCH = 256  # deliveries per pipelined publish
 _STOP_FLUSH = 1.0  # seconds stop() gives the queue to go out
 _HELLO_CHANNEL_BYTES = HELLO_CHANNEL.encode()
-_HELLO_GRACE = 0.25  # seconds a starting worker gives its peers to hear its hello
+_ACK = b"hello-ack:"  # + the acknowledging worker's id, on the newcomer's probe channel
+_HELLO_WAIT = 2.0  # seconds a starting worker waits for its peers' acknowledgements
 
 # KEYS: the recipients' slot sets; ARGV: channel prefix, payload, own worker id.
 # Publishes once to every other worker holding a live connection of a recipient.
@@ -152,6 +156,8 @@ class RedisBus(Bus):
         self._alone = False  # publish until a check proves nobody else listens
         self._hellos_heard = 0
         self._announced = asyncio.Event()
+        self._acks: set[str] = set()
+        self._acked = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- Bus interface -----------------------------------------------------
@@ -170,6 +176,8 @@ class RedisBus(Bus):
                                   ping_interval=self._probe_interval, timeout=self._timeout,
                                   ignore_prefix=self._origin.encode())
         self._listener.start()
+        if self.mode == PATTERN_MODE:
+            self._spawn(self._watch_peers())
         try:
             await asyncio.wait_for(self._became_up.wait(), _START_WAIT)
         except TimeoutError:
@@ -177,12 +185,8 @@ class RedisBus(Bus):
                         "and retrying in the background", extra={"mode": self.mode})
             return
         if self.mode == PATTERN_MODE:
-            self._spawn(self._watch_peers())
-            try:  # peers hear this worker before its first client is served
-                await asyncio.wait_for(self._announced.wait(), self._timeout)
-                await asyncio.sleep(_HELLO_GRACE)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):  # _announce gives up in time itself
+                await asyncio.wait_for(self._announced.wait(), _HELLO_WAIT + 2 * self._timeout)
 
     async def publish(self, delivery: Delivery) -> None:
         """Deliver locally now; queue for the other workers (if there are any).
@@ -311,25 +315,55 @@ class RedisBus(Bus):
             await self.check_peers()
 
     async def _announce(self) -> None:
-        """Tell every worker this one listens, then look for peers."""
-        try:
-            await self._probe_redis.publish(HELLO_CHANNEL, self.worker_id)
-        except RedisError as exc:
-            log.warning("could not announce this worker on the bus: %s", exc)
+        """Tell every worker this one listens (retrying while subscribed),
+        then wait, up to ``_HELLO_WAIT``, until each worker found has
+        acknowledged: each does so only once it publishes to this one."""
+        backoff = Backoff()
+        self._acks.clear()
+        while True:
+            if not self._up:
+                return
+            try:
+                await self._probe_redis.publish(HELLO_CHANNEL, self.worker_id)
+                peers = await self._other_workers()
+                break
+            except RedisError as exc:
+                log.warning("could not announce this worker on the bus; retrying: %s", exc)
+                await asyncio.sleep(backoff.next())
+        deadline = asyncio.get_running_loop().time() + _HELLO_WAIT
+        while not peers <= self._acks:
+            self._acked.clear()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(self._acked.wait(), max(left, 0.0))
+            except TimeoutError:
+                log.warning("workers did not acknowledge this worker's hello in time; "
+                            "they find it at their next check", extra={
+                                "workers": sorted(peers - self._acks)})
+                break
         self._announced.set()
         await self.check_peers()
+
+    async def _acknowledge(self, newcomer: str) -> None:
+        with contextlib.suppress(RedisError):  # its wait is bounded; our checks find it
+            await self._probe_redis.publish(PROBE_CHANNEL_PREFIX + newcomer,
+                                            _ACK + self._worker_id_bytes)
+
+    async def _other_workers(self) -> set[str]:
+        """Ids of the other workers subscribed now (their probe channels)."""
+        channels = await self._probe_redis.pubsub_channels(PROBE_CHANNEL_PREFIX + "*")
+        names = {c.decode() if isinstance(c, bytes) else c for c in channels}
+        return {name[len(PROBE_CHANNEL_PREFIX):] for name in names} - {self.worker_id}
 
     async def check_peers(self) -> None:
         """Go alone only if no other worker's probe channel exists and no
         hello arrived while asking; any doubt (an error) means publish."""
         hellos = self._hellos_heard
         try:
-            channels = await self._probe_redis.pubsub_channels(PROBE_CHANNEL_PREFIX + "*")
+            others = await self._other_workers()
         except RedisError:
             self._set_alone(False)
             return
-        others = [c for c in channels if c not in (self._probe_channel,
-                                                    self._probe_channel_bytes)]
         self._set_alone(not others and self._up and hellos == self._hellos_heard)
 
     def _set_alone(self, alone: bool) -> None:
@@ -362,9 +396,14 @@ class RedisBus(Bus):
             if channel == _HELLO_CHANNEL_BYTES:
                 if data != self._worker_id_bytes:
                     self._hellos_heard += 1
-                    self._set_alone(False)
+                    self._set_alone(False)  # before the acknowledgement: it promises this
+                    self._spawn(self._acknowledge(data.decode(errors="replace")))
                 continue
             if channel == self._probe_channel_bytes:
+                if data.startswith(_ACK):
+                    self._acks.add(data[len(_ACK):].decode(errors="replace"))
+                    self._acked.set()
+                    continue
                 future = self._probes.get(data)
                 if future is not None and not future.done():
                     future.set_result(None)

@@ -403,7 +403,7 @@ class ChatStore:
 
     def _insert_batch(self, batch: list[NewMessage]) -> list[StoreResult]:
         """One transaction for the batch: SQLite through peewee's ``atomic``,
-        PostgreSQL in one statement (:data:`_ONE_STATEMENT`)."""
+        PostgreSQL in one prepared statement (:data:`_PREPARE_BATCH`)."""
         if is_sqlite(self.database):
             with self._write_transaction():
                 return self._write_batch(batch, _DirectStatements(self.database), True)

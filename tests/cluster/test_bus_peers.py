@@ -14,10 +14,11 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from tests.cluster.support import private_redis
+from tests.cluster.support import RedisServer, private_redis
+from tests.support.services import free_port
 from tornchat.bus import MESSAGE, Delivery
 from tornchat.metrics import Metrics
-from tornchat.redis_bus import RedisBus, new_worker_id
+from tornchat.redis_bus import PROBE_CHANNEL_PREFIX, RedisBus, new_worker_id
 
 pytestmark = [pytest.mark.redis]
 
@@ -118,3 +119,36 @@ async def test_a_check_that_overlaps_a_hello_does_not_end_publishing(tmp_path):
             await second[0].stop()
         finally:
             await first.stop()
+
+
+async def test_a_worker_that_never_acknowledges_delays_a_start_only_briefly(tmp_path):
+    """Something subscribed to a probe channel but deaf to hellos (a stuck or
+    foreign worker): the newcomer waits a bounded time, then publishes anyway."""
+    with private_redis(str(tmp_path)) as server:
+        stranger = redis.Redis.from_url(server.url).pubsub()
+        stranger.subscribe(PROBE_CHANNEL_PREFIX + "stranger")
+        stranger.get_message(timeout=1.0)  # the subscribe confirmation
+        began = time.monotonic()
+        bus, _ = await started(server.url)
+        try:
+            assert time.monotonic() - began < 6.0
+            assert not bus.alone
+        finally:
+            await bus.stop()
+            stranger.close()
+
+
+async def test_a_worker_that_started_before_redis_still_checks_for_peers(tmp_path):
+    server = RedisServer(free_port(), str(tmp_path))  # not running yet
+    bus, _ = await started(server.url)  # gives up waiting and starts degraded
+    try:
+        server.start()
+        await eventually(lambda: bus.alone, "the late subscriber to find itself alone", 10.0)
+        peer = redis.Redis.from_url(server.url).pubsub()
+        peer.subscribe(PROBE_CHANNEL_PREFIX + "late-peer")  # no hello: only a check finds it
+        peer.get_message(timeout=1.0)
+        await eventually(lambda: not bus.alone, "the periodic check to find the peer")
+        peer.close()
+    finally:
+        await bus.stop()
+        server.kill()
