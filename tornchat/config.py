@@ -98,7 +98,8 @@ class Settings:
     )
     redis_probe_interval: float = _setting(
         5.0, "TORNCHAT_REDIS_PROBE_INTERVAL",
-        "seconds between subscriber pings; silence for 2x this forces a reconnect"
+        "seconds between subscriber pings (silence for 2x this forces a reconnect) and "
+        "between checks for other workers"
     )
     bus_backlog: int = _setting(
         10000, "TORNCHAT_BUS_BACKLOG", "deliveries kept for re-publishing while Redis is down"
