@@ -235,3 +235,40 @@ async def test_a_chatty_connection_stays_registered_with_the_event_loop(server):
         loop.update_handler = update_handler  # type: ignore[method-assign]
     assert changes == []
     client.close()
+
+
+async def test_a_send_to_a_known_conversation_starts_no_task(server):
+    """The common send (membership cached) completes through callbacks: no
+    asyncio task and no coroutine chain per message."""
+    client = await FrameSocket.open(server.port)
+    client.send(FrameSocket.frame(TEXT, _auth(server.secret, "alice")))
+    assert (await client.receive_json())["type"] == "auth_success"
+    client.send(FrameSocket.frame(TEXT, json.dumps(
+        {"type": "send_message", "recipientIds": ["bob"], "content": "first"}).encode()))
+    first = await client.receive_json()
+    assert first["type"] == "message_sent"
+    conversation_id = first["data"]["conversationId"]
+
+    loop = asyncio.get_running_loop()
+    created: list[Any] = []
+
+    def counting_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        code = getattr(coro, "cr_code", None)
+        if code is not None and ("tornchat" in code.co_filename
+                                 or "tornado" in code.co_filename):
+            created.append(code.co_qualname)  # the server's, not this test client's reads
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting_factory)
+    try:
+        for n in range(10):
+            client.send(FrameSocket.frame(TEXT, json.dumps(
+                {"type": "send_message", "conversationId": conversation_id,
+                 "content": f"m{n}", "clientMessageId": f"c{n}"}).encode()))
+            ack = await client.receive_json()
+            assert (ack["type"], ack["clientMessageId"], ack["data"]["seq"]) == (
+                "message_sent", f"c{n}", n + 2)
+    finally:
+        loop.set_task_factory(None)
+    assert created == []
+    client.close()

@@ -204,12 +204,22 @@ class ChatApplication:
     @contextlib.contextmanager
     def track_inflight(self) -> Iterator[None]:
         """Wrap one send: drain waits for it; it counts as sent when it returns."""
-        self._inflight += 1
+        self.send_started()
+        stored = False
         try:
             yield
-            self.metrics.messages_sent.inc()
+            stored = True
         finally:
-            self._inflight -= 1
+            self.send_finished(stored)
+
+    def send_started(self) -> None:
+        """A send is in flight: drain waits for it (pair with :meth:`send_finished`)."""
+        self._inflight += 1
+
+    def send_finished(self, stored: bool) -> None:
+        self._inflight -= 1
+        if stored:
+            self.metrics.messages_sent.inc()
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting, tell clients, finish in-flight sends, close with 1001."""

@@ -5,7 +5,7 @@ process that holds a recipient's connection.
 listens on; :class:`InMemoryBus` serves one process (the default without
 ``REDIS_URL``). A Redis implementation plugs in behind the same interface.
 
-Thread rule: ``publish`` is awaited on the IOLoop thread; the ``deliver``
+Thread rule: ``publish`` (or ``publish_nowait``) is called on the IOLoop thread; the ``deliver``
 callback given to ``start`` is always invoked on that same IOLoop thread
 (implementations with their own threads hand over with ``add_callback``).
 """
@@ -73,8 +73,13 @@ class Bus(abc.ABC):
         """Begin listening; ``deliver`` runs on the IOLoop thread."""
 
     @abc.abstractmethod
+    def publish_nowait(self, delivery: Delivery) -> None:
+        """Send a delivery to every subscribed process (this one included),
+        without waiting for anything: a bus queues what it cannot send now."""
+
     async def publish(self, delivery: Delivery) -> None:
-        """Send a delivery to every subscribed process (this one included)."""
+        """:meth:`publish_nowait`, for callers that await."""
+        self.publish_nowait(delivery)
 
     @abc.abstractmethod
     async def stop(self) -> None:
@@ -94,7 +99,7 @@ class InMemoryBus(Bus):
     async def start(self, deliver: DeliverCallback) -> None:
         self._deliver = deliver
 
-    async def publish(self, delivery: Delivery) -> None:
+    def publish_nowait(self, delivery: Delivery) -> None:
         if self._deliver is not None:
             asyncio.get_running_loop().call_soon(self._deliver, delivery)
 

@@ -188,7 +188,7 @@ class RedisBus(Bus):
             with contextlib.suppress(TimeoutError):  # _announce gives up in time itself
                 await asyncio.wait_for(self._announced.wait(), _HELLO_WAIT + 2 * self._timeout)
 
-    async def publish(self, delivery: Delivery) -> None:
+    def publish_nowait(self, delivery: Delivery) -> None:
         """Deliver locally now; queue for the other workers (if there are any).
         Never waits for Redis."""
         if self._deliver is not None:

@@ -52,20 +52,44 @@ class ChatService:
         published again: receivers drop the repeat by ``seq``, and a fan-out
         lost to a crash between commit and publish is completed.
         """
-        if request.conversation_id is not None:
-            conversation_id = request.conversation_id
+        new = self.cached_request(sender_id, request)
+        if new is None:
+            if request.conversation_id is not None:
+                conversation_id = request.conversation_id
+            else:
+                users = frozenset(request.recipient_ids or ()) | {sender_id}
+                if len(users) < 2:
+                    raise InvalidMessage("'recipientIds' must name at least one user other "
+                                         "than the sender")
+                conversation_id = await self._run(self._store.find_or_create_conversation,
+                                                  users)
             participants = await self._members(conversation_id, sender_id)
-        else:
-            users = frozenset(request.recipient_ids or ()) | {sender_id}
-            if len(users) < 2:
-                raise InvalidMessage("'recipientIds' must name at least one user other than "
-                                     "the sender")
-            conversation_id = await self._run(self._store.find_or_create_conversation, users)
-            participants = await self._members(conversation_id, sender_id)
-        message = await self._writer.store(NewMessage(sender_id, conversation_id, participants,
-                                                      request.content,
-                                                      request.client_message_id))
-        await self._bus.publish(Delivery(
+            new = NewMessage(sender_id, conversation_id, participants, request.content,
+                             request.client_message_id)
+        message = await self._writer.store(new)
+        self.publish_stored(message, connection_id)
+        return message
+
+    def cached_request(self, sender_id: str,
+                       request: protocol.SendMessage) -> NewMessage | None:
+        """The store request for a send to a conversation whose participants
+        are cached (no I/O, so the IOLoop may call it; Forbidden for a
+        non-member); None when finding them needs the database."""
+        if request.conversation_id is None:
+            return None
+        cached = self._store.cached_participants(request.conversation_id)
+        if cached is None:
+            return None
+        return NewMessage(sender_id, request.conversation_id, require_member(cached, sender_id),
+                          request.content, request.client_message_id)
+
+    def submit(self, request: NewMessage) -> asyncio.Future[StoredMessage]:
+        """Queue ``request`` for the writer; then :meth:`publish_stored` its result."""
+        return self._writer.submit(request)
+
+    def publish_stored(self, message: StoredMessage, connection_id: str) -> None:
+        """Fan a committed message out (the sending connection excluded)."""
+        self._bus.publish_nowait(Delivery(
             kind=MESSAGE,
             conversation_id=message.conversation_id,
             user_ids=message.participants,
@@ -73,7 +97,6 @@ class ChatService:
             exclude_connection=connection_id,
             seq=message.seq,
         ))
-        return message
 
     async def typing(self, user_id: str, conversation_id: str) -> None:
         participants = await self._members(conversation_id, user_id)

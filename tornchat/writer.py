@@ -43,13 +43,18 @@ class GroupCommitWriter:
     def start(self) -> None:
         self._thread.start()
 
-    async def store(self, message: NewMessage) -> StoredMessage:
-        """Queue a message and wait until it is committed (or failed)."""
+    def submit(self, message: NewMessage) -> asyncio.Future[StoredMessage]:
+        """Queue a message; the future settles (on this loop) once it is
+        committed, or with the error that kept it from being stored."""
         if self._stopped:
             raise Unavailable("Server is shutting down; nothing was stored")
         future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
         self._queue.put((message, future))
-        return await future
+        return future
+
+    async def store(self, message: NewMessage) -> StoredMessage:
+        """Queue a message and wait until it is committed (or failed)."""
+        return await self.submit(message)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Commit what is queued, then end the thread (idempotent)."""

@@ -8,8 +8,10 @@ unless the contract says to close it (auth failures, oversized frames).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from tornado.httputil import HTTPHeaders
@@ -30,6 +32,7 @@ from tornchat.framereader import lean_protocol
 from tornchat.ids import new_id
 from tornchat.leanconn import forget_request_headers, lighten_stream
 from tornchat.ratelimit import TokenBucket
+from tornchat.records import StoredMessage
 
 if TYPE_CHECKING:
     from tornchat.app import ChatApplication
@@ -118,7 +121,15 @@ class ChatSocketHandler(WebSocketHandler):
                                                        self._on_auth_timeout)
         self._forget_upgrade_state()
 
-    async def on_message(self, message: str | bytes) -> None:
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+        """Handle one frame; what needs waiting for comes back as an awaitable,
+        and Tornado reads this connection's next frame only once it is done.
+
+        A send to a conversation whose participants are cached (nearly every
+        send) returns a plain future that the writer's result completes: no
+        task and no coroutine chain per message. The rest (auth, typing, a
+        first send to a conversation) runs as a coroutine.
+        """
         client_message_id: str | None = None
         try:
             if not self._bucket.take():  # first: every frame counts, even bad ones
@@ -128,17 +139,31 @@ class ChatSocketHandler(WebSocketHandler):
                 raise InvalidMessage("Binary frames are not supported; send JSON text")
             data = protocol.decode_object(message)
             client_message_id = protocol.client_message_id_of(data)
-            await self._handle(data)
-        except AuthError as exc:
+            return self._handle(data, client_message_id)
+        except Exception as exc:
+            self._report(exc, client_message_id)
+            return None
+
+    def _report(self, exc: BaseException, client_message_id: str | None) -> None:
+        """The outcome of a frame that failed: an error frame (or, for auth
+        failures, a rejection and close)."""
+        if isinstance(exc, AuthError):
             self._reject(exc)
-        except ChatError as exc:
+        elif isinstance(exc, ChatError):
             if isinstance(exc, Unavailable):
                 log.warning("request failed: %s", exc.message, extra=self._log_context())
             self.send(protocol.error(exc.code, exc.message, client_message_id))
-        except Exception:
-            log.exception("unexpected error while handling a frame", extra=self._log_context())
+        else:
+            log.error("unexpected error while handling a frame", exc_info=exc,
+                      extra=self._log_context())
             self.send(protocol.error("internal_error", "Internal server error",
                                      client_message_id))
+
+    async def _guarded(self, work: Awaitable[None], client_message_id: str | None) -> None:
+        try:
+            await work
+        except Exception as exc:
+            self._report(exc, client_message_id)
 
     def on_pong(self, data: bytes) -> None:
         self.awaiting_pong = False
@@ -150,22 +175,25 @@ class ChatSocketHandler(WebSocketHandler):
 
     # -- protocol -----------------------------------------------------------
 
-    async def _handle(self, data: dict[str, Any]) -> None:
+    def _handle(self, data: dict[str, Any], client_message_id: str | None
+                ) -> Awaitable[None] | None:
         limits = self.chat.limits
         if self.user_id is None:
             if data.get("type") != "auth":
                 raise AuthError("Not authenticated")
-            await self._authenticate(protocol.parse_client_frame(data, limits))
-            return
+            return self._guarded(self._authenticate(protocol.parse_client_frame(data, limits)),
+                                 client_message_id)
         frame = protocol.parse_client_frame(data, limits)
         if isinstance(frame, protocol.Auth):
             raise AlreadyAuthenticated("Connection is already authenticated")
         if isinstance(frame, protocol.Ping):
             self.send(protocol.PONG)
         elif isinstance(frame, protocol.SendMessage):
-            await self._send_message(frame)
+            return self._send_message(frame, client_message_id)
         elif isinstance(frame, protocol.Typing):
-            await self.chat.service.typing(self.user_id, frame.conversation_id)
+            return self._guarded(self.chat.service.typing(self.user_id, frame.conversation_id),
+                                 client_message_id)
+        return None
 
     async def _authenticate(self, frame: protocol.ClientFrame) -> None:
         assert isinstance(frame, protocol.Auth)
@@ -177,13 +205,46 @@ class ChatSocketHandler(WebSocketHandler):
         self.send(protocol.auth_success(user_id, self.connection_id))
         log.info("connection authenticated", extra=self._log_context())
 
-    async def _send_message(self, frame: protocol.SendMessage) -> None:
+    def _send_message(self, frame: protocol.SendMessage, client_message_id: str | None
+                      ) -> Awaitable[None]:
         assert self.user_id is not None
         if self.chat.draining:
             raise Unavailable("Server is shutting down; nothing was stored, retry on reconnect")
+        service = self.chat.service
+        request = service.cached_request(self.user_id, frame)
+        if request is None:  # the participants need the database: the coroutine way
+            return self._guarded(self._send_uncached(frame), client_message_id)
+        stored = service.submit(request)
+        self.chat.send_started()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        stored.add_done_callback(
+            lambda result: self._on_stored(result, frame, client_message_id, done))
+        return done
+
+    def _on_stored(self, result: asyncio.Future[StoredMessage], frame: protocol.SendMessage,
+                   client_message_id: str | None, done: asyncio.Future[None]) -> None:
+        """The writer's answer to a fast-path send: publish, acknowledge."""
+        stored = False
+        try:
+            message = result.result()
+            self.chat.service.publish_stored(message, self.connection_id)
+            stored = True
+            self._acknowledge(message, frame)
+        except Exception as exc:
+            self._report(exc, client_message_id)
+        finally:
+            self.chat.send_finished(stored)
+            if not done.done():
+                done.set_result(None)
+
+    async def _send_uncached(self, frame: protocol.SendMessage) -> None:
+        assert self.user_id is not None
         with self.chat.track_inflight():
             message = await self.chat.service.send_message(self.user_id, self.connection_id,
                                                            frame)
+        self._acknowledge(message, frame)
+
+    def _acknowledge(self, message: StoredMessage, frame: protocol.SendMessage) -> None:
         self.send(protocol.message_sent(message.to_wire(), frame.client_message_id))
         if log.isEnabledFor(logging.DEBUG):  # per message: skip building the record
             log.debug("message stored", extra={**self._log_context(),
