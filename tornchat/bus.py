@@ -5,9 +5,10 @@ process that holds a recipient's connection.
 listens on; :class:`InMemoryBus` serves one process (the default without
 ``REDIS_URL``). A Redis implementation plugs in behind the same interface.
 
-Thread rule: ``publish`` (or ``publish_nowait``) is called on the IOLoop thread; the ``deliver``
-callback given to ``start`` is always invoked on that same IOLoop thread
-(implementations with their own threads hand over with ``add_callback``).
+Thread rule: ``publish`` (or ``publish_nowait``) is called on the IOLoop
+thread; the ``deliver`` callback given to ``start`` is always invoked on that
+same IOLoop thread (implementations with their own threads hand over with
+``add_callback``).
 """
 
 from __future__ import annotations

@@ -52,21 +52,18 @@ class ChatService:
         published again: receivers drop the repeat by ``seq``, and a fan-out
         lost to a crash between commit and publish is completed.
         """
-        new = self.cached_request(sender_id, request)
-        if new is None:
-            if request.conversation_id is not None:
-                conversation_id = request.conversation_id
-            else:
-                users = frozenset(request.recipient_ids or ()) | {sender_id}
-                if len(users) < 2:
-                    raise InvalidMessage("'recipientIds' must name at least one user other "
-                                         "than the sender")
-                conversation_id = await self._run(self._store.find_or_create_conversation,
-                                                  users)
-            participants = await self._members(conversation_id, sender_id)
-            new = NewMessage(sender_id, conversation_id, participants, request.content,
-                             request.client_message_id)
-        message = await self._writer.store(new)
+        if request.conversation_id is not None:
+            conversation_id = request.conversation_id
+        else:
+            users = frozenset(request.recipient_ids or ()) | {sender_id}
+            if len(users) < 2:
+                raise InvalidMessage("'recipientIds' must name at least one user other than "
+                                     "the sender")
+            conversation_id = await self._run(self._store.find_or_create_conversation, users)
+        participants = await self._members(conversation_id, sender_id)
+        message = await self._writer.store(NewMessage(sender_id, conversation_id, participants,
+                                                      request.content,
+                                                      request.client_message_id))
         self.publish_stored(message, connection_id)
         return message
 

@@ -406,7 +406,7 @@ class ChatStore:
         PostgreSQL in one prepared statement (:data:`_PREPARE_BATCH`)."""
         if is_sqlite(self.database):
             with self._write_transaction():
-                return self._write_batch(batch, _DirectStatements(self.database), True)
+                return self._write_batch(batch, _DirectStatements(self.database))
         # Optimistic first: a repeated clientMessageId is rare (a client retrying
         # after a lost acknowledgement), so the batch skips looking for one and
         # lets the unique index object; then it is redone with the lookup.
@@ -435,7 +435,7 @@ class ChatStore:
             request = batch[index]
             ranks[request.conversation_id] += 1
             message_id = new_id("msg")
-            dedupe_id = new_dedupe_id()
+            dedupe_id, payload = self._event(message_id, request, created_at)
             ids.append(message_id)
             conversations.append(request.conversation_id)
             senders.append(request.sender_id)
@@ -443,8 +443,7 @@ class ChatStore:
             client_ids.append(request.client_message_id)
             rank_of.append(ranks[request.conversation_id])
             dedupe_ids.append(dedupe_id)
-            payloads.append(encode_event(message_sent_event(
-                message_id, request, created_at, self._event_source, dedupe_id)))
+            payloads.append(payload)
         cursor = self._execute_prepared([*columns, now])
         seqs: dict[str, int] = dict(cursor.fetchall())
         for index, message_id in zip(plan.fresh, ids, strict=True):
@@ -475,17 +474,17 @@ class ChatStore:
         """The batch in one transaction, looking up repeated clientMessageIds first."""
         transaction = _PipelinedTransaction(self.database)
         try:
-            results = self._write_batch(batch, transaction, True)
+            results = self._write_batch(batch, transaction)
             transaction.commit()
         except BaseException:
             transaction.rollback()
             raise
         return results
 
-    def _write_batch(self, batch: list[NewMessage], sql: _Statements,
-                     look_up_repeats: bool) -> list[StoreResult]:
-        originals = self._existing_client_ids(batch, sql) if look_up_repeats else {}
-        plan = _BatchPlan(batch, originals)
+    def _write_batch(self, batch: list[NewMessage], sql: _Statements) -> list[StoreResult]:
+        """The batch statement by statement, looking up repeated clientMessageIds
+        first (SQLite, and the PostgreSQL redo after the index objected)."""
+        plan = _BatchPlan(batch, self._existing_client_ids(batch, sql))
         now = utc_now_ms()
         created_at = to_iso(now)
         next_seq = self._reserve_seqs(
@@ -508,14 +507,17 @@ class ChatStore:
             plan.results[index] = stored
             message_rows.append((stored.id, stored.conversation_id, stored.sender_id,
                                  stored.content, now, seq, stored.client_message_id))
-            dedupe_id = new_dedupe_id()
-            event = message_sent_event(stored.id, request, created_at, self._event_source,
-                                       dedupe_id)
-            outbox_rows.append((stored.id, stored.conversation_id, dedupe_id,
-                                encode_event(event), now, 0))
+            dedupe_id, payload = self._event(stored.id, request, created_at)
+            outbox_rows.append((stored.id, stored.conversation_id, dedupe_id, payload, now, 0))
         self._insert_rows(_MESSAGE_INSERT, message_rows, sql)
         self._insert_rows(_OUTBOX_INSERT, outbox_rows, sql)
         return plan.finish()
+
+    def _event(self, message_id: str, request: NewMessage, created_at: str) -> tuple[str, str]:
+        """A new message's ``MessageSent`` event: its dedupeId and its JSON."""
+        dedupe_id = new_dedupe_id()
+        return dedupe_id, encode_event(message_sent_event(
+            message_id, request, created_at, self._event_source, dedupe_id))
 
     def _insert_rows(self, head: str, rows: list[tuple[Any, ...]], sql: _Statements) -> None:
         """One multi-row INSERT (plain SQL: the hot path skips query building)."""
