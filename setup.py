@@ -13,7 +13,7 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["tornchat", "tornchat.*", "loadtest"]),
-    package_data={"tornchat": ["py.typed", "migrations/*.py"]},
+    package_data={"tornchat": ["py.typed"]},
     install_requires=[
         "tornado>=6.4",
         "redis>=5.0",

@@ -35,15 +35,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
+from tests.fanout.support import migrated, start_instances, stop_all
 
-from tests.cluster.support import migrated, start_instances, stop_all
 from tests.support.server import TEST_SECRET
 from tests.support.services import REDIS_TEST_URL, fresh_postgres_database
 from tests.support.wsclient import authed
-from tornchat.bus import MESSAGE, Delivery
+from tornchat.fanout.bus import MESSAGE, Delivery
+from tornchat.fanout.redis_bus import CHANNEL_PREFIX, ROUTED_PUBLISH, RedisBus
+from tornchat.fanout.redis_slots import slot_key, slot_member
 from tornchat.metrics import Metrics
-from tornchat.redis_bus import CHANNEL_PREFIX, ROUTED_PUBLISH, RedisBus
-from tornchat.redis_slots import slot_key, slot_member
 
 BENCH_ENV = {"TORNCHAT_RATE_LIMIT_PER_SECOND": "100000", "TORNCHAT_RATE_LIMIT_BURST": "100000"}
 

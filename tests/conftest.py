@@ -17,11 +17,11 @@ from tornado.netutil import bind_sockets
 
 from tests.support.server import TEST_SECRET
 from tests.support.services import fresh_postgres_database
-from tornchat.app import ChatApplication
 from tornchat.config import Settings, load_settings
-from tornchat.database import open_database
-from tornchat.schema import migrate
-from tornchat.wiring import build_application
+from tornchat.server.app import ChatApplication
+from tornchat.server.wiring import build_application
+from tornchat.storage.database import open_database
+from tornchat.storage.schema import migrate
 
 
 def pytest_configure(config: pytest.Config) -> None:

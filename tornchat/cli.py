@@ -14,11 +14,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from tornchat import __version__, events_cli
-from tornchat.auth import mint_token
+from tornchat import __version__
 from tornchat.config import Settings, describe_settings, load_settings
-from tornchat.database import open_database
 from tornchat.errors import ConfigError
+from tornchat.events import cli as events_cli
+from tornchat.storage.database import open_database
+from tornchat.ws.auth import mint_token
 
 DESCRIPTION = """\
 tornchat: a real-time WebSocket chat service (Tornado, PostgreSQL/SQLite,
@@ -80,8 +81,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from tornchat.lifecycle import serve
-    from tornchat.logsetup import configure_logging
+    from tornchat.server.lifecycle import serve
+    from tornchat.server.logsetup import configure_logging
 
     settings = _settings(args)
     configure_logging(settings.log_level)
@@ -89,7 +90,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from tornchat.schema import migrate
+    from tornchat.storage.schema import migrate
 
     settings = _settings(args)
     database = open_database(settings.database_url, 1)

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one worker, served as text on ``GET /metrics``.
+"""Prometheus metrics of one worker, served as text on ``GET /metrics``
+(:class:`tornchat.server.http.MetricsHandler`).
 
 :class:`Metrics` owns every metric object, in a registry of its own, and the
 application owns the ``Metrics`` (no module-level metric globals, so several
@@ -21,9 +22,7 @@ from __future__ import annotations
 import glob
 import os
 import tempfile
-from typing import TYPE_CHECKING
 
-import tornado.web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -35,15 +34,14 @@ from prometheus_client import (
     values,
 )
 
-if TYPE_CHECKING:
-    from tornchat.app import ChatApplication
-
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Metrics:
     """Every metric tornchat exports."""
+
+    CONTENT_TYPE = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
         self.multiprocess = MULTIPROC_ENV in os.environ
@@ -81,16 +79,6 @@ class Metrics:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
-
-
-class MetricsHandler(tornado.web.RequestHandler):
-    def initialize(self, chat: ChatApplication) -> None:
-        self.chat = chat
-
-    def get(self) -> None:
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.set_header("Cache-Control", "no-store")
-        self.finish(self.chat.metrics.render())
 
 
 def prepare_multiprocess() -> str | None:

@@ -1,34 +1,58 @@
-"""The chat rules: who may send where, store-then-publish, typing.
+"""The chat rules: who may send where, store then publish then acknowledge,
+typing.
 
-No Tornado here: the service runs blocking store calls on its executor via
-``asyncio`` and publishes to the bus only after the store has committed, so a
-``message_sent`` or ``new_message`` never describes an uncommitted message.
+:meth:`ChatService.send` is the one owner of the send path: it stores the
+message (the group-commit writer), publishes it to the bus only after the
+store has committed, so a ``message_sent`` or ``new_message`` never describes
+an uncommitted message, then hands the stored message to the caller's
+``reply``, and counts the send as in flight from the first step to the last
+(drain waits for it). It refuses new sends once the process drains.
+
+No Tornado here. Thread rule: IOLoop thread; blocking store calls run on the
+executor, the writer on its own thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TypeVar
 
-from tornchat import protocol
-from tornchat.bus import MESSAGE, TYPING, Bus, Delivery
+from tornchat.contract import protocol
+from tornchat.contract.records import StoredMessage
 from tornchat.errors import InvalidMessage, Unavailable
-from tornchat.records import StoredMessage
-from tornchat.store import ChatStore, NewMessage, require_member
-from tornchat.writer import GroupCommitWriter
+from tornchat.fanout.bus import MESSAGE, TYPING, Bus, Delivery
+from tornchat.metrics import Metrics
+from tornchat.storage.store import ChatStore, NewMessage, require_member
+from tornchat.storage.writer import GroupCommitWriter
 
 R = TypeVar("R")
+
+#: what the caller is told of a send: the stored message, or why it failed
+Reply = Callable[[StoredMessage | Exception], None]
 
 
 class ChatService:
     def __init__(self, store: ChatStore, bus: Bus, executor: Executor,
-                 writer: GroupCommitWriter) -> None:
+                 writer: GroupCommitWriter, metrics: Metrics) -> None:
         self._store = store
         self._bus = bus
         self._executor = executor
         self._writer = writer
+        self._metrics = metrics
+        self._inflight = 0
+        self._accepting = True
+
+    @property
+    def inflight(self) -> int:
+        """Sends accepted and not yet answered."""
+        return self._inflight
+
+    def stop_accepting(self) -> None:
+        """Drain: every later send fails with Unavailable (nothing stored)."""
+        self._accepting = False
 
     async def _run(self, fn: Callable[..., R], *args: object) -> R:
         try:
@@ -44,14 +68,48 @@ class ChatService:
             return await self._run(self._store.member_participants, conversation_id, user_id)
         return require_member(cached, user_id)
 
-    async def send_message(self, sender_id: str, connection_id: str,
-                           request: protocol.SendMessage) -> StoredMessage:
-        """Store the message, then fan it out; duplicates are re-published.
+    # -- sending ---------------------------------------------------------
 
-        A retried ``clientMessageId`` returns the original message and is
-        published again: receivers drop the repeat by ``seq``, and a fan-out
-        lost to a crash between commit and publish is completed.
+    def send(self, sender_id: str, connection_id: str, request: protocol.SendMessage,
+             reply: Reply) -> asyncio.Future[None]:
+        """Store, then publish, then ``reply``; the future is done after ``reply``.
+
+        Errors found before anything is queued (draining, not a participant
+        of a cached conversation) raise here; later ones reach ``reply``. A
+        retried ``clientMessageId`` gets the original message, published
+        again: receivers drop the repeat by ``seq``, and a fan-out lost to a
+        crash between commit and publish is completed.
+
+        A send to a conversation whose participants are cached (nearly every
+        send) completes through callbacks on the writer's future: no task and
+        no coroutine chain per message. Only a conversation's first send
+        (finding it, or loading its participants) runs a coroutine.
         """
+        if not self._accepting:
+            raise Unavailable("Server is shutting down; nothing was stored, retry on reconnect")
+        new = self._cached_request(sender_id, request)
+        stored = (self._writer.submit(new) if new is not None
+                  else asyncio.ensure_future(self._store_uncached(sender_id, request)))
+        self._inflight += 1
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        stored.add_done_callback(functools.partial(self._on_stored, connection_id, reply, done))
+        return done
+
+    def _cached_request(self, sender_id: str,
+                        request: protocol.SendMessage) -> NewMessage | None:
+        """The store request for a send to a conversation whose participants
+        are cached (no I/O; Forbidden for a non-member); None when finding
+        them needs the database."""
+        if request.conversation_id is None:
+            return None
+        cached = self._store.cached_participants(request.conversation_id)
+        if cached is None:
+            return None
+        return NewMessage(sender_id, request.conversation_id, require_member(cached, sender_id),
+                          request.content, request.client_message_id)
+
+    async def _store_uncached(self, sender_id: str,
+                              request: protocol.SendMessage) -> StoredMessage:
         if request.conversation_id is not None:
             conversation_id = request.conversation_id
         else:
@@ -61,30 +119,29 @@ class ChatService:
                                      "the sender")
             conversation_id = await self._run(self._store.find_or_create_conversation, users)
         participants = await self._members(conversation_id, sender_id)
-        message = await self._writer.store(NewMessage(sender_id, conversation_id, participants,
-                                                      request.content,
-                                                      request.client_message_id))
-        self.publish_stored(message, connection_id)
-        return message
+        return await self._writer.store(NewMessage(sender_id, conversation_id, participants,
+                                                   request.content,
+                                                   request.client_message_id))
 
-    def cached_request(self, sender_id: str,
-                       request: protocol.SendMessage) -> NewMessage | None:
-        """The store request for a send to a conversation whose participants
-        are cached (no I/O, so the IOLoop may call it; Forbidden for a
-        non-member); None when finding them needs the database."""
-        if request.conversation_id is None:
-            return None
-        cached = self._store.cached_participants(request.conversation_id)
-        if cached is None:
-            return None
-        return NewMessage(sender_id, request.conversation_id, require_member(cached, sender_id),
-                          request.content, request.client_message_id)
+    def _on_stored(self, connection_id: str, reply: Reply, done: asyncio.Future[None],
+                   stored: asyncio.Future[StoredMessage]) -> None:
+        """The store's answer: publish, count, reply; the send is no longer in
+        flight only once its reply is written (drain closes sockets after)."""
+        try:
+            try:
+                message = stored.result()
+                self._publish(message, connection_id)
+            except Exception as exc:
+                reply(exc)
+                return
+            self._metrics.messages_sent.inc()
+            reply(message)
+        finally:
+            self._inflight -= 1
+            if not done.done():
+                done.set_result(None)
 
-    def submit(self, request: NewMessage) -> asyncio.Future[StoredMessage]:
-        """Queue ``request`` for the writer; then :meth:`publish_stored` its result."""
-        return self._writer.submit(request)
-
-    def publish_stored(self, message: StoredMessage, connection_id: str) -> None:
+    def _publish(self, message: StoredMessage, connection_id: str) -> None:
         """Fan a committed message out (the sending connection excluded)."""
         self._bus.publish_nowait(Delivery(
             kind=MESSAGE,
@@ -94,6 +151,8 @@ class ChatService:
             exclude_connection=connection_id,
             seq=message.seq,
         ))
+
+    # -- typing ----------------------------------------------------------
 
     async def typing(self, user_id: str, conversation_id: str) -> None:
         participants = await self._members(conversation_id, user_id)

@@ -8,7 +8,7 @@ from typing import Any
 
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from tornchat.auth import mint_token
+from tornchat.ws.auth import mint_token
 
 
 class ClosedError(AssertionError):

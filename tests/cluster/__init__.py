@@ -1,1 +1,0 @@
-"""Multi-process, multi-instance tests against real Redis and PostgreSQL."""

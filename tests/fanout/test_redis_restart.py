@@ -1,0 +1,112 @@
+"""Redis dies, or hangs, while clients are connected to two multi-process instances.
+
+Each test owns its ``redis-server`` (a free port; the shared 6379 is left
+alone). Expected either way: no worker crashes, ``/health`` says
+``redis: down`` meanwhile, the bus reconnects and delivery resumes (what was
+sent during the outage included), and every message acknowledged with
+``message_sent`` is in the database.
+"""
+
+from __future__ import annotations
+
+import psycopg2
+import pytest
+
+from tests.fanout.support import (
+    authed,
+    frames_of,
+    metric_value,
+    metrics_text,
+    migrated,
+    private_redis,
+    start_instances,
+    stop_all,
+    unique,
+    wait_until,
+    workers_of,
+)
+from tests.support.services import fresh_postgres_database
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture
+def outage(tmp_path):
+    with private_redis(str(tmp_path)) as redis_server, \
+            fresh_postgres_database() as database_url:
+        servers = start_instances({"DATABASE_URL": migrated(database_url),
+                                   "REDIS_URL": redis_server.url})
+        try:
+            yield servers, redis_server, database_url
+        finally:
+            stop_all(servers)
+
+
+def redis_state(server) -> str | None:
+    status, body = server.health()
+    return body.get("dependencies", {}).get("redis") if status else None
+
+
+def stored_ids(database_url: str, ids: list[str]) -> set[str]:
+    connection = psycopg2.connect(database_url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM message WHERE id = ANY(%s)", (ids,))
+            return {row[0] for row in cursor.fetchall()}
+    finally:
+        connection.close()
+
+
+async def _scenario(outage, break_redis, mend_redis) -> None:
+    servers, redis_server, database_url = outage
+    a, b = servers
+    workers = {server.port: set(workers_of(server)) for server in servers}
+    alice, bob = unique("alice"), unique("bob")
+    alice_client, bob_client = await authed(a, alice), await authed(b, bob)
+    acknowledged: list[str] = []
+
+    async def send(content: str) -> dict:
+        reply = await alice_client.request({"type": "send_message", "recipientIds": [bob],
+                                            "content": content}, timeout=3)
+        assert reply["type"] == "message_sent", reply
+        acknowledged.append(reply["data"]["id"])
+        return reply
+
+    await send("before")
+    await frames_of(bob_client, "new_message", 1)
+
+    break_redis(redis_server)
+    for server in servers:
+        wait_until(lambda s=server: redis_state(s) == "down", 15, what="/health redis down")
+        assert server.health()[0] == 503
+    # the store does not need Redis: sends are stored and acknowledged at once
+    during = [await send(f"during {i}") for i in range(3)]
+
+    mend_redis(redis_server)
+    for server in servers:
+        wait_until(lambda s=server: all(redis_state(s) == "ok" for _ in range(6)), 20,
+                   what="/health redis ok on every worker")
+    after = await send("after")
+
+    received = await frames_of(bob_client, "new_message", len(during) + 1, timeout=15)
+    assert [frame["data"]["seq"] for frame in received] == [
+        reply["data"]["seq"] for reply in (*during, after)]
+
+    for server in servers:
+        assert set(workers_of(server)) == workers[server.port], "a worker was replaced"
+        assert "Redis bus reconnected and resubscribed" in server.logs()
+        assert metric_value(metrics_text(server), "tornchat_bus_reconnects_total") >= 1
+    assert stored_ids(database_url, acknowledged) == set(acknowledged)
+    alice_client.close()
+    bob_client.close()
+
+
+async def test_redis_restart_reconnects_and_loses_no_acknowledged_message(outage):
+    await _scenario(outage, break_redis=lambda redis: redis.kill(),
+                    mend_redis=lambda redis: redis.start())
+
+
+async def test_hung_redis_is_noticed_by_the_subscriber_pings(outage):
+    """SIGSTOP: no FIN, no RST; only the listener's unanswered PINGs reveal it."""
+    await _scenario(outage, break_redis=lambda redis: redis.pause(),
+                    mend_redis=lambda redis: redis.resume())

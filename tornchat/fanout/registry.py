@@ -1,0 +1,71 @@
+"""Live connections of this process, by user. IOLoop thread only.
+
+Delivery writes one pre-encoded frame to many sockets; a socket that is
+closed or fails is skipped and never stops delivery to the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Connection(Protocol):
+    connection_id: str
+    user_id: str | None
+
+    def send(self, frame: str) -> bool:
+        """Queue a frame; False if the socket is already closed."""
+
+
+class ConnectionRegistry:
+    def __init__(self) -> None:
+        self._by_user: dict[str, dict[str, Connection]] = {}
+        self._count = 0
+
+    def add(self, connection: Connection) -> None:
+        assert connection.user_id is not None
+        conns = self._by_user.setdefault(connection.user_id, {})
+        if connection.connection_id not in conns:
+            conns[connection.connection_id] = connection
+            self._count += 1
+
+    def remove(self, connection: Connection) -> bool:
+        """Forget a connection; True if it was registered (idempotent)."""
+        if connection.user_id is None:
+            return False
+        conns = self._by_user.get(connection.user_id)
+        if conns is None or conns.pop(connection.connection_id, None) is None:
+            return False
+        self._count -= 1
+        if not conns:
+            del self._by_user[connection.user_id]
+        return True
+
+    def __len__(self) -> int:
+        return self._count
+
+    def connections_of(self, user_id: str) -> list[Connection]:
+        return list(self._by_user.get(user_id, {}).values())
+
+    def deliver(self, user_ids: Iterable[str], frame: str, exclude: str | None = None) -> int:
+        """Write ``frame`` to every live connection of ``user_ids``; returns writes."""
+        written = 0
+        for user_id in user_ids:
+            conns = self._by_user.get(user_id)
+            if not conns:
+                continue
+            for connection in list(conns.values()):
+                if connection.connection_id == exclude:
+                    continue
+                try:
+                    if connection.send(frame):
+                        written += 1
+                except Exception:  # one bad socket must not stop the others
+                    log.warning("delivery to a connection failed", exc_info=True,
+                                extra={"connectionId": connection.connection_id,
+                                       "userId": user_id})
+        return written

@@ -1,0 +1,180 @@
+"""The application object: owns every piece of runtime state of one process.
+
+:class:`ChatApplication` is built from settings and injected backends (store,
+bus, slots, relay), so tests choose real or in-memory parts explicitly and
+nothing lives in module globals. It composes the stages (storage, fan-out,
+service, sessions) and hands each HTTP handler only what it uses: the socket
+handler a :class:`~tornchat.ws.context.SocketContext`, ``/health`` a check,
+``/metrics`` the metrics. Thread rule: IOLoop thread only, except the store,
+which runs on ``executor``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import tornado.web
+from tornado.httpserver import HTTPServer
+
+from tornchat.config import Settings
+from tornchat.contract import protocol
+from tornchat.fanout.bus import Bus
+from tornchat.fanout.dispatch import Dispatcher
+from tornchat.fanout.registry import ConnectionRegistry
+from tornchat.fanout.slots import ConnectionSlots
+from tornchat.metrics import Metrics
+from tornchat.server.http import HealthHandler, MetricsHandler
+from tornchat.service import ChatService
+from tornchat.storage.database import is_sqlite
+from tornchat.storage.store import ChatStore
+from tornchat.storage.writer import GroupCommitWriter
+from tornchat.ws.auth import TokenVerifier
+from tornchat.ws.context import SocketContext
+from tornchat.ws.framewriter import FrameCache
+from tornchat.ws.handler import ChatSocketHandler
+from tornchat.ws.heartbeat import Heartbeat
+from tornchat.ws.sessions import Sessions
+
+log = logging.getLogger(__name__)
+
+WS_PATH = r"/api/v1/chat"
+
+
+class EventRelay(Protocol):
+    """Publishes stored outbox events (Kafka); optional component of the app."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self, timeout: float) -> None:
+        """Flush within ``timeout`` seconds; whatever is unsent stays in the outbox."""
+
+    async def health(self) -> str:
+        """``ok``, ``down`` or ``disabled``; chat does not depend on it."""
+
+
+RECONNECT_AFTER_MS = 5000
+
+
+class ChatApplication:
+    def __init__(self, settings: Settings, store: ChatStore, bus: Bus,
+                 slots: ConnectionSlots, relay: EventRelay | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.relay = relay
+        self.store = store
+        self.bus = bus
+        self.slots = slots
+        workers = 1 if is_sqlite(store.database) else settings.db_pool_size
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tornchat-db")
+        self.registry = ConnectionRegistry()
+        self.dispatcher = Dispatcher(self.registry, settings.order_hold, self.metrics)
+        self.writer = GroupCommitWriter(store)
+        self.service = ChatService(store, bus, self.executor, self.writer, self.metrics)
+        self.sessions = Sessions(self.registry, slots, self.metrics)
+        self.heartbeat = Heartbeat(self.sessions, slots, settings.heartbeat_interval)
+        self.socket_context = SocketContext(
+            settings=settings,
+            limits=protocol.Limits(settings.max_message_length, settings.max_recipients),
+            verifier=TokenVerifier(settings.access_token_secret),
+            service=self.service, sessions=self.sessions, frames=FrameCache())
+        self._server: HTTPServer | None = None
+
+    # -- wiring -------------------------------------------------------------
+
+    def make_web_app(self) -> tornado.web.Application:
+        return tornado.web.Application(
+            [
+                (WS_PATH, ChatSocketHandler, {"context": self.socket_context}),
+                (r"/health", HealthHandler, {"check": self.health}),
+                (r"/metrics", MetricsHandler, {"metrics": self.metrics}),
+            ],
+            websocket_max_message_size=self.settings.max_frame_bytes,
+        )
+
+    async def start(self, sockets: list[Any] | None = None) -> HTTPServer:
+        """Start listening (on ``sockets`` if given, else host:port)."""
+        self.writer.start()
+        await self.bus.start(self.dispatcher.deliver)
+        if self.relay is not None:
+            await self.relay.start()
+        self._server = HTTPServer(self.make_web_app(), xheaders=True)
+        if sockets is not None:
+            self._server.add_sockets(sockets)
+        else:
+            self._server.listen(self.settings.port, self.settings.host)
+        self.heartbeat.start()
+        return self._server
+
+    @property
+    def draining(self) -> bool:
+        return not self.sessions.accepting
+
+    @property
+    def connection_count(self) -> int:
+        """Authenticated connections of this process."""
+        return len(self.sessions)
+
+    # -- health -------------------------------------------------------------
+
+    async def health(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body): 503 when a dependency chat needs is down."""
+        database = "ok"
+        try:
+            loop = asyncio.get_running_loop()
+            await asyncio.wait_for(loop.run_in_executor(self.executor, self.store.ping), 3.0)
+        except Exception:
+            database = "down"
+        if not self.writer.alive:  # nothing could be stored any more
+            database = "down"
+        bus = await self.bus.health()
+        kafka = await self.relay.health() if self.relay is not None else "disabled"
+        dependencies = {"database": database, self.bus.dependency: bus, "kafka": kafka}
+        healthy = database == "ok" and bus != "down" and not self.draining
+        body = {
+            "status": "ok" if healthy else ("draining" if self.draining else "degraded"),
+            "dependencies": dependencies,
+            "connections": self.connection_count,
+        }
+        return (200 if healthy else 503), body
+
+    # -- shutdown -----------------------------------------------------------
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, tell clients, finish in-flight sends, close with 1001."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self.sessions.accepting = False
+        self.service.stop_accepting()
+        if self._server is not None:
+            self._server.stop()
+        self.heartbeat.stop()
+        notice = protocol.server_shutdown(RECONNECT_AFTER_MS)
+        sessions = list(self.sessions)
+        log.info("draining", extra={"connections": len(sessions),
+                                    "inflight": self.service.inflight})
+        for session in sessions:
+            session.send(notice)
+        while self.service.inflight and loop.time() < deadline - 1.0:
+            await asyncio.sleep(0.02)
+        for session in sessions:
+            session.close(1001, "server shutting down")
+        while self.sessions.open_count and loop.time() < deadline - 0.5:
+            await asyncio.sleep(0.02)
+        if self.relay is not None:
+            await self.relay.stop(max(0.1, deadline - loop.time() - 0.3))
+        await self.close()
+
+    async def close(self) -> None:
+        """Release backends (idempotent)."""
+        self.heartbeat.stop()
+        if self._server is not None:
+            self._server.stop()
+        await self.bus.stop()
+        await self.slots.close()
+        await asyncio.to_thread(self.writer.stop, self.settings.shutdown_timeout)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.store.close()

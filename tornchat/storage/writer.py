@@ -1,0 +1,138 @@
+"""Group commit: one thread that stores queued messages in batches.
+
+Every message costs one transaction commit (an fsync on PostgreSQL) when
+written alone. The writer takes whatever has queued while the previous batch
+was committing and stores it in one transaction (``ChatStore.store_batch``),
+so an idle server commits each message at once and a busy one amortises the
+commit over up to ``max_batch`` messages, with no timer in between.
+
+Thread rule: :meth:`store` is awaited on the IOLoop; a batch's results come
+back in one ``call_soon_threadsafe`` per event loop (the asyncio form of
+``add_callback``), which then settles each waiter on its own loop. The
+thread owns its database connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections import defaultdict
+
+from tornchat.contract.records import StoredMessage
+from tornchat.errors import ChatError, Unavailable
+from tornchat.storage.store import ChatStore, NewMessage
+
+log = logging.getLogger(__name__)
+
+_Item = tuple[NewMessage, "asyncio.Future[StoredMessage]"]
+_Outcome = StoredMessage | BaseException
+_STOP = object()
+
+
+class GroupCommitWriter:
+    def __init__(self, store: ChatStore, max_batch: int = 256) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="tornchat-writer", daemon=True)
+        self._stopped = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, message: NewMessage) -> asyncio.Future[StoredMessage]:
+        """Queue a message; the future settles (on this loop) once it is
+        committed, or with the error that kept it from being stored."""
+        if self._stopped:
+            raise Unavailable("Server is shutting down; nothing was stored")
+        future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
+        self._queue.put((message, future))
+        return future
+
+    async def store(self, message: NewMessage) -> StoredMessage:
+        """Queue a message and wait until it is committed (or failed)."""
+        return await self.submit(message)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Commit what is queued, then end the thread (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._queue.put(_STOP)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """False once the thread has ended; /health reports storage down then."""
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:  # never die silently: /health turns red via ``alive``
+            log.critical("the group-commit writer thread died", exc_info=True)
+            raise
+        finally:
+            self._store.release_connection()
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch: list[_Item] = [item]  # type: ignore[list-item]
+            while len(batch) < self._max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stopping = True
+                    break
+                batch.append(more)  # type: ignore[arg-type]
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Item]) -> None:
+        results = self._store_all([message for message, _ in batch])
+        if len(batch) > 1 and any(not isinstance(r, ChatError | StoredMessage) for r in results):
+            # One bad message must not fail its neighbours: store them one by one.
+            results = [self._store_all([message])[0] for message, _ in batch]
+        by_loop: defaultdict[asyncio.AbstractEventLoop,
+                             list[tuple[asyncio.Future[StoredMessage], _Outcome]]]
+        by_loop = defaultdict(list)
+        for (_, future), result in zip(batch, results, strict=True):
+            by_loop[future.get_loop()].append((future, result))
+        for loop, settled in by_loop.items():
+            # RuntimeError: that loop is closed, so nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, settled)
+
+    def _store_all(self, messages: list[NewMessage]) -> list[_Outcome]:
+        try:
+            results: list[_Outcome] = list(
+                self._store.store_batch(messages))
+        except ChatError as exc:
+            return [exc] * len(messages)
+        except Exception as exc:  # a bug fails these requests, never the thread
+            log.exception("storing a batch failed", extra={"batch": len(messages)})
+            return [exc] * len(messages)
+        if len(results) != len(messages):
+            error = RuntimeError("store returned a result count unlike the batch")
+            return [error] * len(messages)
+        return results
+
+
+def _settle(settled: list[tuple[asyncio.Future[StoredMessage], _Outcome]]) -> None:
+    """On the waiters' loop: resolve each future still waited for."""
+    for future, result in settled:
+        if future.done():  # cancelled: its client went away
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
