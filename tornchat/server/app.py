@@ -28,7 +28,6 @@ from tornchat.fanout.slots import ConnectionSlots
 from tornchat.metrics import Metrics
 from tornchat.server.http import HealthHandler, MetricsHandler
 from tornchat.service import ChatService
-from tornchat.storage.database import is_sqlite
 from tornchat.storage.store import ChatStore
 from tornchat.storage.writer import GroupCommitWriter
 from tornchat.ws.auth import TokenVerifier
@@ -68,8 +67,9 @@ class ChatApplication:
         self.store = store
         self.bus = bus
         self.slots = slots
-        workers = 1 if is_sqlite(store.database) else settings.db_pool_size
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tornchat-db")
+        self.executor = ThreadPoolExecutor(
+            max_workers=store.dialect.reader_threads(settings.db_pool_size),
+            thread_name_prefix="tornchat-db")
         self.registry = ConnectionRegistry()
         self.dispatcher = Dispatcher(self.registry, settings.order_hold, self.metrics)
         self.writer = GroupCommitWriter(store)

@@ -1,1 +1,0 @@
-"""Helpers shared by the test suite: real servers, real clients, real services."""

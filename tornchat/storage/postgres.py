@@ -1,0 +1,221 @@
+"""PostgreSQL: a batch in one round trip, concurrent writers kept apart by row locks.
+
+The round trip and the commit's fsync, not SQL work, are what a message
+costs. So a batch is one prepared, autocommitted statement
+(:data:`_PREPARE_BATCH`): one round trip. Several workers write at once, so
+``seq`` stays gap-free through the conversation row lock, taken in id order
+(two batches over the same conversations cannot deadlock). A repeated
+``clientMessageId`` is rare (a client retrying after a lost
+acknowledgement), so the batch does not look for one first: the unique index
+objects, and the batch is redone statement by statement with the lookup in a
+:class:`_PipelinedTransaction` (two round trips).
+
+Thread rule: blocking; runs off the IOLoop. A thread hands its pooled
+connection back after each unit of work (the writer thread keeps its own),
+and the store's executor reads with ``pool_size`` threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import peewee as pw
+
+from tornchat.contract.ids import new_id
+from tornchat.contract.records import StoredMessage
+from tornchat.contract.timefmt import to_iso, utc_now_ms
+from tornchat.errors import NotFound
+from tornchat.storage.dialect import (
+    MESSAGE_INSERT,
+    OUTBOX_INSERT,
+    BatchPlan,
+    Dialect,
+    Statements,
+)
+
+if TYPE_CHECKING:  # annotations only (the store imports this module)
+    from tornchat.storage.store import NewMessage, StoreResult
+
+# A batch in one autocommitted statement, prepared once per connection
+# (planning it costs more than running it). The arrays hold one element per
+# new message; ``rank`` numbers a conversation's messages in the batch from 1.
+# ``locked`` takes the conversation row locks in id order (two workers'
+# batches over the same conversations cannot deadlock); ``bumped`` advances
+# each counter (an UPDATE applies to the newest row version, so concurrent
+# batches never share a seq); messages are numbered from the old counter, and
+# events inserted in seq order, so the outbox follows it.
+_BATCH_STATEMENT = "tornchat_store_batch"
+_PREPARE_BATCH = (
+    f"PREPARE {_BATCH_STATEMENT} "
+    "(text[], text[], text[], text[], text[], int[], text[], text[], timestamp) AS "
+    "WITH v AS (SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) AS v(id, conversation_id, "
+    "sender_id, content, client_message_id, rank, dedupe_id, payload)), "
+    "n AS (SELECT conversation_id, count(*) AS added FROM v GROUP BY conversation_id), "
+    "locked AS MATERIALIZED (SELECT id FROM conversation "
+    "WHERE id IN (SELECT conversation_id FROM n) ORDER BY id FOR UPDATE), "
+    "bumped AS (UPDATE conversation AS c SET last_seq = c.last_seq + n.added, "
+    "last_message_at = $9, updated_at = $9 "
+    "FROM n JOIN locked ON locked.id = n.conversation_id WHERE c.id = n.conversation_id "
+    "RETURNING c.id, c.last_seq - n.added AS base), "
+    f"stored AS ({MESSAGE_INSERT} SELECT v.id, v.conversation_id, v.sender_id, v.content, "
+    "$9, b.base + v.rank, v.client_message_id FROM v JOIN bumped AS b "
+    "ON b.id = v.conversation_id RETURNING id, seq), "
+    f"events AS ({OUTBOX_INSERT} SELECT v.id, v.conversation_id, v.dedupe_id, v.payload, "
+    "$9, 0 FROM v JOIN stored AS s ON s.id = v.id ORDER BY v.conversation_id, s.seq) "
+    "SELECT id, seq FROM stored")
+_EXECUTE_BATCH = f"EXECUTE {_BATCH_STATEMENT} ({', '.join(['%s'] * 9)})"
+_UNDEFINED_PREPARED_STATEMENT = "26000"
+
+
+class PostgresDialect(Dialect):
+    keeps_connection = False
+
+    def reader_threads(self, pool_size: int) -> int:
+        """As many as the pool has connections for readers."""
+        return pool_size
+
+    def write_transaction(self) -> Any:
+        return self.database.atomic()
+
+    def insert_batch(self, batch: list[NewMessage]) -> list[StoreResult]:
+        """One prepared statement (:data:`_PREPARE_BATCH`); after the unique
+        index objected to a repeated clientMessageId, redone with the lookup."""
+        try:
+            return self._write_one_statement(batch)
+        except pw.IntegrityError:
+            return self._write_pipelined(batch)
+
+    def _write_one_statement(self, batch: list[NewMessage]) -> list[StoreResult]:
+        """The whole batch as one autocommitted statement: one round trip.
+
+        Message ids and events need no ``seq``, so they are made here; the
+        statement locks the conversation rows in id order, advances their
+        counters, numbers the messages from them and inserts messages and
+        events, returning each stored message's ``seq``.
+        """
+        plan = BatchPlan(batch, {})
+        if not plan.fresh:
+            return plan.finish()
+        now = utc_now_ms()
+        created_at = to_iso(now)
+        ranks: Counter[str] = Counter()
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
+        ids, conversations, senders, contents, client_ids, rank_of, dedupe_ids, payloads = columns
+        for index in plan.fresh:
+            request = batch[index]
+            ranks[request.conversation_id] += 1
+            message_id = new_id("msg")
+            dedupe_id, payload = self._event(message_id, request, created_at)
+            ids.append(message_id)
+            conversations.append(request.conversation_id)
+            senders.append(request.sender_id)
+            contents.append(request.content)
+            client_ids.append(request.client_message_id)
+            rank_of.append(ranks[request.conversation_id])
+            dedupe_ids.append(dedupe_id)
+            payloads.append(payload)
+        cursor = self._execute_prepared([*columns, now])
+        seqs: dict[str, int] = dict(cursor.fetchall())
+        for index, message_id in zip(plan.fresh, ids, strict=True):
+            request = batch[index]
+            seq = seqs.get(message_id)
+            plan.results[index] = NotFound(
+                f"Conversation {request.conversation_id!r} does not exist") if seq is None \
+                else StoredMessage(
+                    id=message_id, conversation_id=request.conversation_id,
+                    sender_id=request.sender_id, content=request.content, created_at=now,
+                    seq=seq, participants=request.participants,
+                    client_message_id=request.client_message_id)
+        return plan.finish()
+
+    def _execute_prepared(self, args: list[Any]) -> Any:
+        """Run the batch statement, preparing it first on a connection that
+        lacks it (a new one, or one that replaced a broken one)."""
+        try:
+            return self.database.execute_sql(_EXECUTE_BATCH, args)
+        except pw.DatabaseError as exc:  # peewee keeps psycopg2's error as ``orig``
+            if getattr(getattr(exc, "orig", None), "pgcode", None) != \
+                    _UNDEFINED_PREPARED_STATEMENT:
+                raise
+        self.database.execute_sql(_PREPARE_BATCH)
+        return self.database.execute_sql(_EXECUTE_BATCH, args)
+
+    def _write_pipelined(self, batch: list[NewMessage]) -> list[StoreResult]:
+        """The batch in one transaction, looking up repeated clientMessageIds first."""
+        transaction = _PipelinedTransaction(self.database)
+        try:
+            results = self._write_batch(batch, transaction)
+            transaction.commit()
+        except BaseException:
+            transaction.rollback()
+            raise
+        return results
+
+    def _reserve_seqs(self, counts: Counter[str], now: datetime, sql: Statements
+                      ) -> dict[str, int]:
+        """One read for any batch, locking the rows in id order (so concurrent
+        batches of other workers cannot deadlock) and returning the counters;
+        the UPDATE that sets the new values is a held write, sent with the
+        inserts and the commit."""
+        ids = sorted(counts)
+        rows = sql.query("SELECT id, last_seq FROM conversation WHERE id = ANY(%s) "
+                         "ORDER BY id FOR UPDATE", (ids,))
+        first = {cid: last + 1 for cid, last in rows}
+        if first:
+            values = ", ".join(["(%s, %s)"] * len(first))
+            sql.write(
+                "UPDATE conversation AS c SET last_seq = v.last_seq, "
+                "last_message_at = %s, updated_at = %s "
+                f"FROM (VALUES {values}) AS v(id, last_seq) WHERE c.id = v.id",
+                [now, now, *[item for cid, seq in first.items()
+                             for item in (cid, seq - 1 + counts[cid])]])
+        return first
+
+
+class _PipelinedTransaction:
+    """A PostgreSQL transaction in as few round trips as its reads allow.
+
+    peewee runs psycopg2 in autocommit mode and sends ``BEGIN`` and ``COMMIT``
+    as round trips of their own, and every statement is one more: seven for
+    a batch. Here ``BEGIN`` travels with the first read, and writes are held
+    and sent together with ``COMMIT`` at the end: two round trips.
+    psycopg2 interpolates parameters client-side and sends a multi-statement
+    string as one simple query; the cursor holds the last statement's rows,
+    and an error stops the string there, leaving the transaction to
+    :meth:`rollback`.
+    """
+
+    def __init__(self, database: pw.Database) -> None:
+        self._database = database
+        self._held: list[str] = ["BEGIN"]
+        self._params: list[Any] = []
+        self._begun = False
+
+    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return list(self._send(sql, params).fetchall())
+
+    def write(self, sql: str, params: Sequence[Any]) -> None:
+        self._held.append(sql)
+        self._params.extend(params)
+
+    def commit(self) -> None:
+        self._send("COMMIT", ())
+
+    def rollback(self) -> None:
+        """After a failure: end the transaction if one was begun (best effort:
+        on a broken connection this fails too, and the session discards it)."""
+        if self._begun:
+            with contextlib.suppress(Exception):
+                self._database.execute_sql("ROLLBACK")
+
+    def _send(self, sql: str, params: Sequence[Any]) -> Any:
+        text = "; ".join([*self._held, sql])
+        values = [*self._params, *params]
+        self._held.clear()
+        self._params.clear()
+        self._begun = True
+        return self._database.execute_sql(text, values)
