@@ -9,7 +9,8 @@ at least once: a crash between the broker's acknowledgement and the ``UPDATE``
 re-sends the row, with the same ``dedupeId``.
 
 While no broker answers, the relay stops claiming rows, probes with capped
-exponential backoff and reports ``down`` on ``/health`` (which stays 200);
+exponential backoff (:class:`tornchat.backoff.Backoff`, exact delays: no
+jitter) and reports ``down`` on ``/health`` (which stays 200);
 the backlog waits in the outbox and drains oldest first when a broker is
 back. On shutdown :meth:`OutboxRelay.stop` keeps publishing until the backlog
 is empty or the budget is spent; whatever is left stays for the next start.
@@ -32,6 +33,7 @@ from datetime import timedelta
 import peewee as pw
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from tornchat.backoff import Backoff
 from tornchat.config import Settings
 from tornchat.events.kafka import EventPublisher
 from tornchat.events.outbox import Backlog, OutboxRow, OutboxStore, SingleRelayLock
@@ -90,7 +92,7 @@ class OutboxRelay:
         self._probed = threading.Event()
         self._stopping = threading.Event()
         self._deadline = float("inf")
-        self._backoff = _BACKOFF_MIN
+        self._backoff = Backoff(_BACKOFF_MIN, _BACKOFF_MAX, jitter=False)
         self._next_housekeeping = 0.0
         self._next_prune = 0.0
         self._thread: threading.Thread | None = None
@@ -175,7 +177,7 @@ class OutboxRelay:
             self.metrics.failures.inc(claimed - acked)
             self._set_up(False)
             return stopping or self._sleep_backoff()
-        self._backoff = _BACKOFF_MIN
+        self._backoff.reset()
         if claimed and (self.outbox.more_pending or stopping):
             return False  # a backlog, or a shutdown drain: the next batch at once
         if claimed:
@@ -217,9 +219,7 @@ class OutboxRelay:
         return False
 
     def _sleep_backoff(self) -> bool:
-        self._sleep(self._backoff)
-        self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
-        return False
+        return self._sleep(self._backoff.next())
 
     def _housekeeping(self, final: bool = False) -> None:
         """Refresh the backlog gauges; prune old sent rows now and then."""

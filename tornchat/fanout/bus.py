@@ -18,9 +18,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
 
 MESSAGE = "message"
 TYPING = "typing"
@@ -32,7 +29,8 @@ class Delivery:
 
     ``exclude_connection`` is the sending connection (it gets ``message_sent``
     instead); ``seq`` orders messages at the receiver; ``published_at`` (epoch
-    seconds) measures send-to-deliver latency.
+    seconds) measures send-to-deliver latency. Between processes it travels in
+    the envelope of :mod:`tornchat.fanout.redis_wire`.
     """
 
     kind: str
@@ -42,22 +40,6 @@ class Delivery:
     exclude_connection: str | None = None
     seq: int | None = None
     published_at: float = field(default_factory=time.time)
-
-    def to_json(self) -> str:
-        """Compact JSON (orjson; on the publish path of every message)."""
-        return orjson.dumps({
-            "kind": self.kind, "conversation_id": self.conversation_id,
-            "user_ids": self.user_ids, "frame": self.frame,
-            "exclude_connection": self.exclude_connection, "seq": self.seq,
-            "published_at": self.published_at,
-        }).decode()
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Delivery:
-        data: dict[str, Any] = orjson.loads(text)
-        return cls(data["kind"], data["conversation_id"], tuple(data["user_ids"]),
-                   data["frame"], data.get("exclude_connection"), data.get("seq"),
-                   data.get("published_at", 0.0))
 
 
 DeliverCallback = Callable[[Delivery], None]

@@ -3,20 +3,22 @@
 Three Redis clients per worker, all created after the fork (``start``): an
 asyncio publisher on the IOLoop, a blocking subscriber in a dedicated thread
 (:mod:`tornchat.fanout.redis_listener`), and the shared-state client of
-:class:`~tornchat.redis_slots.RedisSlots`.
+:class:`~tornchat.fanout.redis_slots.RedisSlots`. Channel names, the envelope
+and the Lua scripts are :mod:`tornchat.fanout.redis_wire`.
 
-Channels. ``pattern`` mode (default, the seed's scheme): a delivery is
-published to ``chat:{conversationId}`` and every worker subscribes to
-``chat:*``, so every worker receives every message and drops those with no
-local receiver. ``routed`` mode: a Lua script looks up which workers hold the
-recipients' connections (the connection-slot sets) and publishes once to each
-worker's own channel ``chat-worker:{workerId}``; a worker receives only what
-it delivers, for one extra Redis-side lookup per message. docs/scaling.md
+Modes. ``pattern`` (default, the seed's scheme): a delivery is published to
+``chat:{conversationId}`` and every worker subscribes to ``chat:*``, so every
+worker receives every message and drops those with no local receiver; a
+worker alone publishes nothing (:mod:`tornchat.fanout.redis_peers` finds its
+peers). ``routed``: a Lua script looks up which workers hold the recipients'
+connections (the connection-slot sets) and publishes once to each worker's
+own channel ``chat-worker:{workerId}``; a worker receives only what it
+delivers, for one extra Redis-side lookup per message. docs/scaling.md
 measures both.
 
-Each payload is ``{workerId}|{Delivery JSON}``. The publishing worker delivers
-to its own connections at once (``call_soon``) and ignores its own echo, so
-local delivery needs no Redis round trip and survives a Redis outage.
+The publishing worker delivers to its own connections at once
+(``call_soon``) and ignores its own echo, so local delivery needs no Redis
+round trip and survives a Redis outage.
 
 Publishing never makes a sender wait for Redis: ``publish`` queues the
 delivery and one task per worker publishes the queue in order, a batch at a
@@ -26,23 +28,11 @@ is kept and published once this worker's subscriber is back and peers have
 had time to resubscribe; typing signals are dropped (they are stale a second
 later). Pub/sub is at-most-once: a worker still
 resubscribing misses what is published meanwhile; the message itself is safe
-in the database.
+in the database. An envelope of a newer version (a rolling upgrade) is
+dropped, logged once per version.
 
 Health proves the path end to end: a nonce is published to this worker's
 probe channel and must come back through the subscriber thread.
-
-A worker alone publishes nothing (pattern mode). Every worker subscribes to
-its own probe channel, so ``PUBSUB CHANNELS tornchat:probe:*`` names the live
-workers; a worker that finds only itself there delivers locally and skips
-Redis, which otherwise costs it a publish and the parsing of its own echo
-per message. It checks again every ``probe_interval`` seconds. A worker that
-(re)subscribes announces itself on ``tornchat:hello``; every other worker
-starts publishing when it hears that, then acknowledges on the newcomer's
-probe channel. On start, a worker waits (up to ``_HELLO_WAIT``) for an
-acknowledgement from every worker it found, so each of them publishes before
-its first client can be sent anything. A check whose answer arrives after a
-hello was heard is discarded, so a stale "alone" never wins; any Redis error
-means "publish".
 
 Thread rule: everything here runs on the IOLoop thread except the listener,
 which hands batches and state changes over with ``IOLoop.add_callback``.
@@ -52,69 +42,47 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import os
 import secrets
 import socket
 import time
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from redis.exceptions import RedisError
 from tornado.ioloop import IOLoop
 
+from tornchat.backoff import CAP, Backoff
 from tornchat.fanout.bus import TYPING, Bus, DeliverCallback, Delivery
-from tornchat.fanout.redis_listener import Backoff, Listener
-from tornchat.fanout.redis_slots import redis_client, slot_key
+from tornchat.fanout.redis_listener import Listener
+from tornchat.fanout.redis_peers import PeerWatch
+from tornchat.fanout.redis_slots import slot_key
+from tornchat.fanout.redis_wire import (
+    ACK_PREFIX,
+    CHANNEL_PREFIX,
+    ENVELOPE_VERSION,
+    HELLO_CHANNEL,
+    HELLO_CHANNEL_BYTES,
+    PATTERN,
+    PROBE_CHANNEL_PREFIX,
+    PUBLISH_MANY,
+    ROUTED_PUBLISH,
+    WORKER_CHANNEL_PREFIX,
+    UnknownVersion,
+    decode,
+    encode,
+    origin_of,
+    redis_client,
+)
 from tornchat.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-CHANNEL_PREFIX = "chat:"
-PATTERN = CHANNEL_PREFIX + "*"
-WORKER_CHANNEL_PREFIX = "chat-worker:"  # routed mode; outside the chat:* pattern on purpose
-PROBE_CHANNEL_PREFIX = "tornchat:probe:"
-HELLO_CHANNEL = "tornchat:hello"
 PATTERN_MODE, ROUTED_MODE = "pattern", "routed"
 _START_WAIT = 3.0  # seconds start() waits for the first subscription before going on degraded
 _PROBE_TIMEOUT = 1.0
 _BATCH = 256  # deliveries per pipelined publish
 _STOP_FLUSH = 1.0  # seconds stop() gives the queue to go out
-_HELLO_CHANNEL_BYTES = HELLO_CHANNEL.encode()
-_ACK = b"hello-ack:"  # + the acknowledging worker's id, on the newcomer's probe channel
-_HELLO_WAIT = 2.0  # seconds a starting worker waits for its peers' acknowledgements
-
-# KEYS: the recipients' slot sets; ARGV: channel prefix, payload, own worker id.
-# Publishes once to every other worker holding a live connection of a recipient.
-ROUTED_PUBLISH = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local seen = {[ARGV[3]] = true}
-local sent = 0
-for _, key in ipairs(KEYS) do
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, now, '+inf')) do
-    local worker = string.match(member, '^(.-)|')
-    if worker and not seen[worker] then
-      seen[worker] = true
-      redis.call('PUBLISH', ARGV[1] .. worker, ARGV[2])
-      sent = sent + 1
-    end
-  end
-end
-return sent
-"""
-
-
-# ARGV: channel, payload, channel, payload, ... One command (and one reply) for a
-# whole batch: redis-py spends several microseconds of Python per pipelined
-# command and per reply, more than Redis spends publishing.
-PUBLISH_MANY = """
-for i = 1, #ARGV, 2 do
-  redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
-end
-return #ARGV / 2
-"""
 
 
 def new_worker_id() -> str:
@@ -132,10 +100,9 @@ class RedisBus(Bus):
         self._metrics = metrics
         self._probe_interval = probe_interval
         self._timeout = timeout
-        self._origin = worker_id + "|"
+        self._origin = origin_of(worker_id)
         self._probe_channel = PROBE_CHANNEL_PREFIX + worker_id
         self._probe_channel_bytes = self._probe_channel.encode()
-        self._worker_id_bytes = worker_id.encode()
         # the publisher's commands go one at a time over one connection; the
         # health probe has its own client, so a slow publish never delays /health
         self._redis = redis_client(url, timeout, single_connection=True)
@@ -153,12 +120,9 @@ class RedisBus(Bus):
         self._publisher: asyncio.Task[None] | None = None
         self._failing = False
         self._closing = False
-        self._alone = False  # publish until a check proves nobody else listens
-        self._hellos_heard = 0
-        self._announced = asyncio.Event()
-        self._acks: set[str] = set()
-        self._acked = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._unknown_versions: set[int] = set()  # logged already
+        self._peers = PeerWatch(self._probe_redis, worker_id, interval=probe_interval,
+                                timeout=timeout)
 
     # -- Bus interface -----------------------------------------------------
 
@@ -177,7 +141,7 @@ class RedisBus(Bus):
                                   ignore_prefix=self._origin.encode())
         self._listener.start()
         if self.mode == PATTERN_MODE:
-            self._spawn(self._watch_peers())
+            self._peers.start()
         try:
             await asyncio.wait_for(self._became_up.wait(), _START_WAIT)
         except TimeoutError:
@@ -185,15 +149,14 @@ class RedisBus(Bus):
                         "and retrying in the background", extra={"mode": self.mode})
             return
         if self.mode == PATTERN_MODE:
-            with contextlib.suppress(TimeoutError):  # _announce gives up in time itself
-                await asyncio.wait_for(self._announced.wait(), _HELLO_WAIT + 2 * self._timeout)
+            await self._peers.announced()
 
     def publish_nowait(self, delivery: Delivery) -> None:
         """Deliver locally now; queue for the other workers (if there are any).
         Never waits for Redis."""
         if self._deliver is not None:
             asyncio.get_running_loop().call_soon(self._deliver, delivery)
-        if self._alone:
+        if self._peers.alone:
             return
         if len(self._outbox) == self._outbox.maxlen:
             log.error("bus outbox full; dropping the oldest delivery",
@@ -204,8 +167,7 @@ class RedisBus(Bus):
             self._publisher = asyncio.create_task(self._publish_loop())
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self._peers.stop()
         if self._publisher is not None:
             self._closing = True
             self._wakeup.set()
@@ -251,7 +213,7 @@ class RedisBus(Bus):
                 if self._closing:
                     return
                 await self._became_up.wait()
-                await asyncio.sleep(Backoff.CAP)
+                await asyncio.sleep(CAP)
                 self._drop_typing()
                 continue
             batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), _BATCH))]
@@ -276,14 +238,14 @@ class RedisBus(Bus):
                 for delivery in batch:
                     await self._routed(keys=[slot_key(user) for user in delivery.user_ids],
                                        args=[WORKER_CHANNEL_PREFIX,
-                                             self._origin + delivery.to_json(),
+                                             encode(self._origin, delivery),
                                              self.worker_id], client=pipe)
                 await pipe.execute()
             else:
                 args: list[str] = []
                 for delivery in batch:
                     args.append(CHANNEL_PREFIX + delivery.conversation_id)
-                    args.append(self._origin + delivery.to_json())
+                    args.append(encode(self._origin, delivery))
                 await self._publish_many(args=args)
         except RedisError as exc:
             if not self._failing:
@@ -302,76 +264,11 @@ class RedisBus(Bus):
     @property
     def alone(self) -> bool:
         """True while the last check found no other worker listening."""
-        return self._alone
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _watch_peers(self) -> None:
-        while True:
-            await asyncio.sleep(self._probe_interval)
-            await self.check_peers()
-
-    async def _announce(self) -> None:
-        """Tell every worker this one listens (retrying while subscribed),
-        then wait, up to ``_HELLO_WAIT``, until each worker found has
-        acknowledged: each does so only once it publishes to this one."""
-        backoff = Backoff()
-        self._acks.clear()
-        while True:
-            if not self._up:
-                return
-            try:
-                await self._probe_redis.publish(HELLO_CHANNEL, self.worker_id)
-                peers = await self._other_workers()
-                break
-            except RedisError as exc:
-                log.warning("could not announce this worker on the bus; retrying: %s", exc)
-                await asyncio.sleep(backoff.next())
-        deadline = asyncio.get_running_loop().time() + _HELLO_WAIT
-        while not peers <= self._acks:
-            self._acked.clear()
-            left = deadline - asyncio.get_running_loop().time()
-            try:
-                await asyncio.wait_for(self._acked.wait(), max(left, 0.0))
-            except TimeoutError:
-                log.warning("workers did not acknowledge this worker's hello in time; "
-                            "they find it at their next check", extra={
-                                "workers": sorted(peers - self._acks)})
-                break
-        self._announced.set()
-        await self.check_peers()
-
-    async def _acknowledge(self, newcomer: str) -> None:
-        with contextlib.suppress(RedisError):  # its wait is bounded; our checks find it
-            await self._probe_redis.publish(PROBE_CHANNEL_PREFIX + newcomer,
-                                            _ACK + self._worker_id_bytes)
-
-    async def _other_workers(self) -> set[str]:
-        """Ids of the other workers subscribed now (their probe channels)."""
-        channels = await self._probe_redis.pubsub_channels(PROBE_CHANNEL_PREFIX + "*")
-        names = {c.decode() if isinstance(c, bytes) else c for c in channels}
-        return {name[len(PROBE_CHANNEL_PREFIX):] for name in names} - {self.worker_id}
+        return self._peers.alone
 
     async def check_peers(self) -> None:
-        """Go alone only if no other worker's probe channel exists and no
-        hello arrived while asking; any doubt (an error) means publish."""
-        hellos = self._hellos_heard
-        try:
-            others = await self._other_workers()
-        except RedisError:
-            self._set_alone(False)
-            return
-        self._set_alone(not others and self._up and hellos == self._hellos_heard)
-
-    def _set_alone(self, alone: bool) -> None:
-        if alone != self._alone:
-            self._alone = alone
-            log.info("no other worker listens: deliveries stay local" if alone
-                     else "other workers listen: deliveries are published",
-                     extra={"workerId": self.worker_id})
+        """Check now whether other workers listen (:meth:`PeerWatch.check`)."""
+        await self._peers.check()
 
     # -- health probe ------------------------------------------------------
 
@@ -393,16 +290,12 @@ class RedisBus(Bus):
     def _on_batch(self, batch: Sequence[tuple[bytes, bytes]]) -> None:
         received = 0
         for channel, data in batch:
-            if channel == _HELLO_CHANNEL_BYTES:
-                if data != self._worker_id_bytes:
-                    self._hellos_heard += 1
-                    self._set_alone(False)  # before the acknowledgement: it promises this
-                    self._spawn(self._acknowledge(data.decode(errors="replace")))
+            if channel == HELLO_CHANNEL_BYTES:
+                self._peers.heard_hello(data)
                 continue
             if channel == self._probe_channel_bytes:
-                if data.startswith(_ACK):
-                    self._acks.add(data[len(_ACK):].decode(errors="replace"))
-                    self._acked.set()
+                if data.startswith(ACK_PREFIX):
+                    self._peers.heard_ack(data)
                     continue
                 future = self._probes.get(data)
                 if future is not None and not future.done():
@@ -412,7 +305,10 @@ class RedisBus(Bus):
             if self._deliver is None:
                 continue
             try:
-                delivery = Delivery.from_json(data.partition(b"|")[2])
+                delivery = decode(data)
+            except UnknownVersion as exc:
+                self._drop_unknown_version(exc.version)
+                continue
             except (ValueError, TypeError, KeyError):
                 log.warning("dropping a malformed bus message",
                             extra={"channel": channel.decode(errors="replace")})
@@ -420,6 +316,17 @@ class RedisBus(Bus):
             self._deliver(delivery)
         if received:
             self._metrics.pubsub_in.inc(received)
+
+    def _drop_unknown_version(self, version: int) -> None:
+        """Log once per version: a newer worker (a rolling upgrade) sends what this
+        one cannot read. Its deliveries miss this worker's clients, as in an outage;
+        the messages are safe in the database."""
+        if version in self._unknown_versions:
+            return
+        self._unknown_versions.add(version)
+        log.warning("dropping bus messages of envelope version %d: this worker reads "
+                    "version %d (logged once per version)", version, ENVELOPE_VERSION,
+                    extra={"envelopeVersion": version})
 
     def _on_state(self, up: bool, reason: str) -> None:
         if up == self._up:
@@ -436,10 +343,9 @@ class RedisBus(Bus):
                     "downSeconds": round(time.monotonic() - self._down_since, 2)})
                 self._down_since = None
             self._became_up.set()
-            if self.mode == PATTERN_MODE:
-                self._spawn(self._announce())
+            self._peers.subscribed(True)
         else:
-            self._set_alone(False)
+            self._peers.subscribed(False)
             self._down_since = time.monotonic()
             self._became_up.clear()
             log.warning("Redis bus down; reconnecting with capped backoff: %s", reason)

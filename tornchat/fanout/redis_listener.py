@@ -4,7 +4,8 @@ redis-py's own ``run_in_thread`` worker ends on the first connection error.
 :class:`Listener` instead runs sessions in a loop: connect, subscribe, prove
 the subscription with a PING whose PONG arrives after the subscribe
 confirmations, then read. Any error ends the session; the thread reports
-``down``, waits a capped, jittered exponential backoff and starts a new
+``down``, waits a capped, jittered exponential backoff
+(:class:`tornchat.backoff.Backoff` with its defaults) and starts a new
 session (which resubscribes).
 
 Half-open connections: a pub/sub connection only reads, so a peer that
@@ -21,7 +22,6 @@ thread-safe door.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +30,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from tornado.ioloop import IOLoop
+
+from tornchat.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -41,25 +43,6 @@ _READY = b"tornchat-ready"
 
 class SubscriberSilent(redis.ConnectionError):
     """No reply to our PINGs: the connection is half-open."""
-
-
-class Backoff:
-    """Capped exponential backoff with jitter (0.1 s, 0.2 s, … up to CAP)."""
-
-    CAP = 2.0
-
-    def __init__(self, base: float = 0.1, cap: float = CAP) -> None:
-        self._base = base
-        self._cap = cap
-        self._attempt = 0
-
-    def next(self) -> float:
-        delay = min(self._cap, self._base * 2 ** self._attempt)
-        self._attempt += 1
-        return delay * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 class Listener(threading.Thread):

@@ -9,7 +9,8 @@ entries (``refresh``); an entry whose worker was SIGKILLed simply stops being
 refreshed and expires after ``ttl`` seconds, so nothing leaks.
 
 The ``workerId`` prefix of a member is also the routing table of the routed
-bus mode (:mod:`tornchat.fanout.redis_bus`): which workers hold a user's connections.
+bus mode (:data:`~tornchat.fanout.redis_wire.ROUTED_PUBLISH`): which workers hold a
+user's connections. The client is :func:`~tornchat.fanout.redis_wire.redis_client`.
 
 When Redis cannot be reached the slots fail open to a per-process limit (chat
 keeps working on this worker; the cluster-wide count is restored by the next
@@ -22,9 +23,9 @@ from __future__ import annotations
 
 import logging
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from tornchat.fanout.redis_wire import redis_client
 from tornchat.fanout.slots import ConnectionSlots, InMemorySlots
 
 log = logging.getLogger(__name__)
@@ -59,44 +60,12 @@ return #KEYS
 """
 
 
-#: Redis connections per client (and per worker process) before callers queue
-POOL_SIZE = 32
-
-
 def slot_key(user_id: str) -> str:
     return KEY_PREFIX + user_id
 
 
 def slot_member(worker_id: str, connection_id: str) -> str:
     return f"{worker_id}|{connection_id}"
-
-
-def redis_client(url: str, timeout: float, pool_size: int = POOL_SIZE,
-                 single_connection: bool = False) -> aioredis.Redis:
-    """An asyncio client that fails fast: a short timeout and one immediate retry.
-
-    The single retry reconnects a pooled connection that died with a Redis
-    restart; anything longer would stall the IOLoop's callers while Redis is down.
-    The pool *waits* (up to ``timeout``) for a free connection when all
-    ``pool_size`` are busy: redis-py's default pool raises "Too many
-    connections" instead, which a burst of logins (hundreds of slot claims at
-    once) turned into a false Redis outage. ``single_connection``: every
-    command goes over one connection, skipping the pool's check-out and
-    check-in (for a client whose commands are issued one at a time anyway,
-    like the bus publisher).
-    """
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=pool_size, timeout=timeout, socket_timeout=timeout,
-        socket_connect_timeout=timeout, socket_keepalive=True, health_check_interval=30,
-        retry=Retry(NoBackoff(), 1))
-    if not single_connection:
-        return aioredis.Redis.from_pool(pool)
-    client = aioredis.Redis(connection_pool=pool, single_connection_client=True)
-    client.auto_close_connection_pool = True  # as from_pool does: the client owns the pool
-    return client
 
 
 class RedisSlots(ConnectionSlots):

@@ -1,0 +1,161 @@
+"""The Redis wire format of the bus: channel names, the envelope, the Lua scripts, the client.
+
+Why one module: every worker of every instance must agree on these bytes,
+an old worker and a new one too during a rolling upgrade, so they live
+together and change only on purpose. The bus (:mod:`tornchat.fanout.redis_bus`),
+the peer watch (:mod:`tornchat.fanout.redis_peers`) and the connection slots
+(:mod:`tornchat.fanout.redis_slots`) build on it.
+
+Channels. ``chat:{conversationId}`` carries deliveries in pattern mode (every
+worker subscribes to ``chat:*``); ``chat-worker:{workerId}`` in routed mode
+(outside the pattern on purpose). ``tornchat:probe:{workerId}`` is each
+worker's own: health nonces come back on it, acknowledgements of its hello
+arrive on it as ``hello-ack:{workerId}``, and its existence is how the others
+find the worker. ``tornchat:hello`` carries the id of a worker that has just
+(re)subscribed.
+
+The envelope. Each delivery travels as ``{workerId}|{JSON}``; the prefix lets
+the listener thread drop a worker's own echo by comparing bytes, before any
+parsing. The JSON object holds the :class:`~tornchat.fanout.bus.Delivery`
+fields and, first, ``"v"``: the envelope version, :data:`ENVELOPE_VERSION`.
+The version is a field, not a prefix segment, because workers from before it
+split at the first ``|`` and parse the rest: a key they do not know is
+ignored by them, while a new segment would make every message from an
+upgraded worker malformed to them. A field is also the cheapest: the
+receiver parses the JSON anyway, so checking the version costs one key
+lookup. A receiver accepts :data:`ENVELOPE_VERSION` and an envelope without
+``"v"`` (an older worker's: version 1, the same fields); it refuses any other
+(:class:`UnknownVersion`) rather than misread it. A future version must stay
+a JSON object carrying ``"v"``, so that this code can tell; a field that
+readers may ignore needs no new version.
+
+Thread rule: constants and pure functions, except :func:`redis_client`, whose
+asyncio client belongs to the IOLoop that uses it (create it after the fork).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from tornchat.fanout.bus import Delivery
+
+CHANNEL_PREFIX = "chat:"
+PATTERN = CHANNEL_PREFIX + "*"
+WORKER_CHANNEL_PREFIX = "chat-worker:"  # routed mode; outside the chat:* pattern on purpose
+PROBE_CHANNEL_PREFIX = "tornchat:probe:"
+HELLO_CHANNEL = "tornchat:hello"
+HELLO_CHANNEL_BYTES = HELLO_CHANNEL.encode()
+#: + the acknowledging worker's id, published on the newcomer's probe channel
+ACK_PREFIX = b"hello-ack:"
+
+#: the envelope version this code writes and reads
+ENVELOPE_VERSION = 1
+#: the version of an envelope without ``"v"``: what workers sent before versioning
+LEGACY_VERSION = 1
+
+#: Redis connections per client (and per worker process) before callers queue
+POOL_SIZE = 32
+
+# KEYS: the recipients' slot sets; ARGV: channel prefix, payload, own worker id.
+# Publishes once to every other worker holding a live connection of a recipient.
+ROUTED_PUBLISH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local seen = {[ARGV[3]] = true}
+local sent = 0
+for _, key in ipairs(KEYS) do
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, now, '+inf')) do
+    local worker = string.match(member, '^(.-)|')
+    if worker and not seen[worker] then
+      seen[worker] = true
+      redis.call('PUBLISH', ARGV[1] .. worker, ARGV[2])
+      sent = sent + 1
+    end
+  end
+end
+return sent
+"""
+
+# ARGV: channel, payload, channel, payload, ... One command (and one reply) for a
+# whole batch: redis-py spends several microseconds of Python per pipelined
+# command and per reply, more than Redis spends publishing.
+PUBLISH_MANY = """
+for i = 1, #ARGV, 2 do
+  redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
+end
+return #ARGV / 2
+"""
+
+
+class UnknownVersion(Exception):
+    """An envelope of a version this code cannot read (a newer worker's)."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(f"bus envelope version {version}")
+        self.version = version
+
+
+def origin_of(worker_id: str) -> str:
+    """The prefix of every envelope ``worker_id`` sends (and ignores when it comes back)."""
+    return worker_id + "|"
+
+
+def encode(origin: str, delivery: Delivery) -> str:
+    """The envelope of ``delivery``; ``origin`` is the sender's :func:`origin_of`."""
+    return origin + orjson.dumps({
+        "v": ENVELOPE_VERSION, "kind": delivery.kind,
+        "conversation_id": delivery.conversation_id, "user_ids": delivery.user_ids,
+        "frame": delivery.frame, "exclude_connection": delivery.exclude_connection,
+        "seq": delivery.seq, "published_at": delivery.published_at,
+    }).decode()
+
+
+def decode(payload: bytes) -> Delivery:
+    """The delivery in an envelope from another worker.
+
+    Raises :class:`UnknownVersion` for a version other than
+    :data:`ENVELOPE_VERSION`, and ``ValueError``, ``TypeError`` or ``KeyError``
+    for a malformed envelope.
+    """
+    fields: Any = orjson.loads(payload.partition(b"|")[2])
+    if not isinstance(fields, dict):
+        raise TypeError("bus envelope is not a JSON object")
+    version = fields.get("v", LEGACY_VERSION)
+    if version != ENVELOPE_VERSION:
+        if type(version) is not int:
+            raise TypeError(f"bus envelope version is not an integer: {version!r}")
+        raise UnknownVersion(version)
+    return Delivery(fields["kind"], fields["conversation_id"], tuple(fields["user_ids"]),
+                    fields["frame"], fields.get("exclude_connection"), fields.get("seq"),
+                    fields.get("published_at", 0.0))
+
+
+def redis_client(url: str, timeout: float, pool_size: int = POOL_SIZE,
+                 single_connection: bool = False) -> aioredis.Redis:
+    """An asyncio client that fails fast: a short timeout and one immediate retry.
+
+    The single retry reconnects a pooled connection that died with a Redis
+    restart; anything longer would stall the IOLoop's callers while Redis is down.
+    The pool *waits* (up to ``timeout``) for a free connection when all
+    ``pool_size`` are busy: redis-py's default pool raises "Too many
+    connections" instead, which a burst of logins (hundreds of slot claims at
+    once) turned into a false Redis outage. ``single_connection``: every
+    command goes over one connection, skipping the pool's check-out and
+    check-in (for a client whose commands are issued one at a time anyway,
+    like the bus publisher).
+    """
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=pool_size, timeout=timeout, socket_timeout=timeout,
+        socket_connect_timeout=timeout, socket_keepalive=True, health_check_interval=30,
+        retry=Retry(NoBackoff(), 1))
+    if not single_connection:
+        return aioredis.Redis.from_pool(pool)
+    client = aioredis.Redis(connection_pool=pool, single_connection_client=True)
+    client.auto_close_connection_pool = True  # as from_pool does: the client owns the pool
+    return client
