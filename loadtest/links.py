@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from loadtest.rawws import RawWebSocket
+from harness.rawws import RawWebSocket
 from loadtest.stamp import sent_at
 
 

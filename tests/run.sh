@@ -36,6 +36,6 @@ if ! port_open 5432 && command -v pg_ctlcluster >/dev/null; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
 fi
 
-.venv/bin/ruff check tornchat tests loadtest benchmarks
+.venv/bin/ruff check tornchat tests loadtest harness
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.services import fresh_postgres_database
+from harness.services import fresh_postgres_database
 from tests.server.test_lifecycle import clean_env, run_cli
+from tornchat.auth import TokenVerifier
 from tornchat.config import DEV_SECRET
-from tornchat.ws.auth import TokenVerifier
 
 
 def test_help_explains_every_command_and_setting():

@@ -12,14 +12,15 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 
 from tornchat import __version__
+from tornchat.auth import mint_token
 from tornchat.config import Settings, describe_settings, load_settings
 from tornchat.errors import ConfigError
 from tornchat.events import cli as events_cli
 from tornchat.storage.database import open_database
-from tornchat.ws.auth import mint_token
 
 DESCRIPTION = """\
 tornchat: a real-time WebSocket chat service (Tornado, PostgreSQL/SQLite,
@@ -132,8 +133,9 @@ def _cmd_events(args: argparse.Namespace) -> int:
     return events_cli.run(args, _settings(args))
 
 
-COMMANDS = {"serve": _cmd_serve, "migrate": _cmd_migrate, "token": _cmd_token,
-            "healthcheck": _cmd_healthcheck, "events": _cmd_events}
+COMMANDS: Mapping[str, Callable[[argparse.Namespace], int]] = MappingProxyType({
+    "serve": _cmd_serve, "migrate": _cmd_migrate, "token": _cmd_token,
+    "healthcheck": _cmd_healthcheck, "events": _cmd_events})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -63,6 +64,12 @@ class Settings:
         65536, "TORNCHAT_MAX_FRAME_BYTES", "largest inbound frame; bigger closes with 1009"
     )
     max_recipients: int = _setting(100, "TORNCHAT_MAX_RECIPIENTS", "recipientIds per message")
+    sync_max_conversations: int = _setting(
+        200, "TORNCHAT_SYNC_MAX_CONVERSATIONS", "conversations one sync may list"
+    )
+    sync_max_replay: int = _setting(
+        100, "TORNCHAT_SYNC_MAX_REPLAY", "messages a sync replays per conversation (newest)"
+    )
     rate_limit_per_second: float = _setting(
         20.0, "TORNCHAT_RATE_LIMIT_PER_SECOND", "sustained frames per second per connection"
     )
@@ -124,12 +131,12 @@ def _parse_origins(value: Any) -> tuple[str, ...]:
     return tuple(str(item).strip().rstrip("/") for item in items if str(item).strip())
 
 
-_PARSERS: dict[str, Callable[[Any], Any]] = {
+_PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType({
     "int": int,
     "float": float,
     "str": str,
     "tuple[str, ...]": _parse_origins,
-}
+})
 
 
 def _coerce(spec: dataclasses.Field[Any], raw: Any, source: str) -> Any:
@@ -221,7 +228,8 @@ def _validate(s: Settings) -> None:
                  "redis_probe_interval"):
         _require(getattr(s, name) > 0, env_of[name], "must be greater than 0")
     for name in ("max_connections_per_user", "max_message_length", "max_frame_bytes",
-                 "max_recipients", "rate_limit_burst", "db_pool_size", "bus_backlog"):
+                 "max_recipients", "rate_limit_burst", "db_pool_size", "bus_backlog",
+                 "sync_max_conversations", "sync_max_replay"):
         _require(getattr(s, name) >= 1, env_of[name], "must be at least 1")
     if s.is_production:
         _require(bool(s.access_token_secret), "ACCESS_TOKEN_SECRET",

@@ -47,6 +47,18 @@ class InvalidMessage(ChatError):
     code = "invalid_message"
 
 
+class InvalidRequest(ChatError):
+    """An HTTP request's parameters or body are malformed (status 400)."""
+
+    code = "invalid_request"
+
+
+class Unauthorized(ChatError):
+    """An HTTP request without a valid bearer token (status 401)."""
+
+    code = "unauthorized"
+
+
 class Forbidden(ChatError):
     code = "forbidden"
 

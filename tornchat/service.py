@@ -1,12 +1,15 @@
 """The chat rules: who may send where, store then publish then acknowledge,
-typing.
+typing, what a user may read back, and read positions.
 
 :meth:`ChatService.send` is the one owner of the send path: it stores the
 message (the group-commit writer), publishes it to the bus only after the
 store has committed, so a ``message_sent`` or ``new_message`` never describes
 an uncommitted message, then hands the stored message to the caller's
 ``reply``, and counts the send as in flight from the first step to the last
-(drain waits for it). It refuses new sends once the process drains.
+(drain waits for it). It refuses new sends once the process drains. :meth:`ChatService.mark_read`
+owns the read rule the same way: store the move, then tell every
+participant's connections. Reads (conversation list, history, a ``sync``'s
+windows) check membership in the store and never write.
 
 No Tornado here. Thread rule: IOLoop thread; blocking store calls run on the
 executor, the writer on its own thread.
@@ -21,10 +24,18 @@ from concurrent.futures import Executor
 from typing import TypeVar
 
 from tornchat.contract import protocol
-from tornchat.contract.records import StoredMessage
+from tornchat.contract.records import (
+    ConversationView,
+    MessagePage,
+    ReadPosition,
+    StoredMessage,
+    SyncWindow,
+)
 from tornchat.errors import InvalidMessage, Unavailable
-from tornchat.fanout.bus import MESSAGE, TYPING, Bus, Delivery
+from tornchat.fanout.bus import MESSAGE, READ, TYPING, Bus, Delivery
 from tornchat.metrics import Metrics
+from tornchat.storage.reads import ConversationReads
+from tornchat.storage.readstate import ReadPositions
 from tornchat.storage.store import ChatStore, NewMessage, require_member
 from tornchat.storage.writer import GroupCommitWriter
 
@@ -36,8 +47,11 @@ Reply = Callable[[StoredMessage | Exception], None]
 
 class ChatService:
     def __init__(self, store: ChatStore, bus: Bus, executor: Executor,
-                 writer: GroupCommitWriter, metrics: Metrics) -> None:
+                 writer: GroupCommitWriter, metrics: Metrics,
+                 event_source: str = "chat-service") -> None:
         self._store = store
+        self._reads = ConversationReads(store)
+        self._positions = ReadPositions(store, event_source)
         self._bus = bus
         self._executor = executor
         self._writer = writer
@@ -113,11 +127,8 @@ class ChatService:
         if request.conversation_id is not None:
             conversation_id = request.conversation_id
         else:
-            users = frozenset(request.recipient_ids or ()) | {sender_id}
-            if len(users) < 2:
-                raise InvalidMessage("'recipientIds' must name at least one user other than "
-                                     "the sender")
-            conversation_id = await self._run(self._store.find_or_create_conversation, users)
+            conversation_id, _ = await self._find_or_create(sender_id,
+                                                            request.recipient_ids or ())
         participants = await self._members(conversation_id, sender_id)
         return await self._writer.store(NewMessage(sender_id, conversation_id, participants,
                                                    request.content,
@@ -152,6 +163,14 @@ class ChatService:
             seq=message.seq,
         ))
 
+    async def _find_or_create(self, user_id: str, recipient_ids: tuple[str, ...]
+                              ) -> tuple[str, bool]:
+        users = frozenset(recipient_ids) | {user_id}
+        if len(users) < 2:
+            raise InvalidMessage("'recipientIds' must name at least one user other than "
+                                 "the sender")
+        return await self._run(self._store.find_or_create, users)
+
     # -- typing ----------------------------------------------------------
 
     async def typing(self, user_id: str, conversation_id: str) -> None:
@@ -163,3 +182,53 @@ class ChatService:
             user_ids=others,
             frame=protocol.typing(conversation_id, user_id),
         ))
+
+    # -- reading back ----------------------------------------------------
+
+    async def conversations(self, user_id: str, limit: int, cursor: str | None
+                            ) -> tuple[list[ConversationView], str | None]:
+        return await self._run(self._reads.conversations, user_id, limit, cursor)
+
+    async def conversation(self, user_id: str, conversation_id: str) -> ConversationView:
+        return await self._run(self._reads.conversation, user_id, conversation_id)
+
+    async def open_conversation(self, user_id: str, recipient_ids: tuple[str, ...]
+                                ) -> tuple[ConversationView, bool]:
+        """Find or create the conversation of exactly the user and recipients,
+        sending nothing; True if it was created now."""
+        conversation_id, created = await self._find_or_create(user_id, recipient_ids)
+        return await self.conversation(user_id, conversation_id), created
+
+    async def messages(self, user_id: str, conversation_id: str, limit: int,
+                       before: int | None, after: int | None) -> MessagePage:
+        return await self._run(self._reads.messages, user_id, conversation_id, limit,
+                               before, after)
+
+    async def sync_windows(self, user_id: str, known: tuple[tuple[str, int], ...],
+                           max_replay: int) -> tuple[list[SyncWindow], list[tuple[str, str]]]:
+        return await self._run(self._reads.sync_windows, user_id, known, max_replay)
+
+    # -- read positions --------------------------------------------------
+
+    async def mark_read(self, user_id: str, conversation_id: str, seq: int,
+                        connection_id: str | None = None) -> ReadPosition:
+        """Store the move, then tell every participant's live connections.
+
+        The calling connection (``connection_id``; None over HTTP) is left
+        out: the caller answers it itself, with its ``requestId``. The
+        reader's own other connections get ``unreadCount`` too; a request that
+        moved nothing tells nobody else.
+        """
+        position = await self._run(self._positions.mark_read, user_id, conversation_id, seq)
+        if position.moved:
+            data = position.to_wire()
+            others = tuple(user for user in position.participants if user != user_id)
+            if others:
+                self._bus.publish_nowait(Delivery(
+                    kind=READ, conversation_id=conversation_id, user_ids=others,
+                    frame=protocol.read(data)))
+            self._bus.publish_nowait(Delivery(
+                kind=READ, conversation_id=conversation_id, user_ids=(user_id,),
+                frame=protocol.read({**data, "unreadCount": position.unread_count}),
+                exclude_connection=connection_id))
+        return position

@@ -13,7 +13,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -26,7 +25,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.tools import ANSIBLE_DIR, REPO, require_tool, tool_env, unavailable
+from harness.ports import free_port
+from harness.services import unavailable
+from tests.deploy.tools import ANSIBLE_DIR, REPO, require_tool, tool_env
 
 pytestmark = pytest.mark.deploy
 
@@ -144,12 +145,6 @@ class Deployment:
                 os.kill(int(self.pid_file.read_text()), signal.SIGKILL)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _venv_python() -> str:
     """An interpreter the unprivileged service user can run (a pyenv build
     under /root is not), with venv support and Python >= 3.11."""
@@ -188,7 +183,7 @@ def deployment() -> Iterator[Deployment]:
     base = Path(tempfile.mkdtemp(prefix="tornchat-ansible-"))
     base.chmod(0o755)  # the service user must reach its virtualenv inside
     _copy_package_source(base / "src")
-    port = _free_port()
+    port = free_port()
     inventory = base / "inventory.ini"
     inventory.write_text(
         "[tornchat]\nlocalhost ansible_connection=local ansible_become=false "

@@ -1,7 +1,8 @@
 """Paths and tool lookups shared by the deployment-surface tests.
 
 A missing tool skips its tests on a developer machine, but fails them in CI
-(``CI=true``), where a skip would hide an untested surface.
+(``CI=true``), where a skip would hide an untested surface
+(:func:`harness.services.unavailable`).
 """
 
 from __future__ import annotations
@@ -13,19 +14,12 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
+from harness.services import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "tornchat"
 ANSIBLE_DIR = REPO / "ansible"
 INSTALL_HINT = "pip install -r tests/deploy/requirements.txt"
-
-
-def unavailable(message: str) -> None:
-    """Skip the test here, or fail it in CI."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 def require_tool(name: str, hint: str = INSTALL_HINT) -> str:

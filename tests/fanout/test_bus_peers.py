@@ -14,10 +14,11 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from tests.fanout.support import RedisServer, private_redis
-from tests.support.services import free_port
+from harness.ports import free_port
+from harness.redis_server import RedisServer, private_redis
 from tornchat.fanout.bus import MESSAGE, Delivery
-from tornchat.fanout.redis_bus import PROBE_CHANNEL_PREFIX, RedisBus, new_worker_id
+from tornchat.fanout.redis_bus import RedisBus, new_worker_id
+from tornchat.fanout.redis_wire import PROBE_CHANNEL_PREFIX
 from tornchat.metrics import Metrics
 
 pytestmark = [pytest.mark.redis]

@@ -12,22 +12,18 @@ import time
 
 import pytest
 
+from harness.cluster import all_workers_healthy, start_instances, stop_all, workers_of
+from harness.ports import wait_until
+from harness.services import fresh_postgres_database, migrated, require_redis
 from tests.fanout.support import (
-    all_workers_healthy,
     authed,
     connect,
     frames_of,
     kill,
     metric_value,
     metrics_text,
-    migrated,
-    start_instances,
-    stop_all,
     unique,
-    wait_until,
-    workers_of,
 )
-from tests.support.services import fresh_postgres_database, require_redis
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 

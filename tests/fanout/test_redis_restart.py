@@ -12,20 +12,11 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from tests.fanout.support import (
-    authed,
-    frames_of,
-    metric_value,
-    metrics_text,
-    migrated,
-    private_redis,
-    start_instances,
-    stop_all,
-    unique,
-    wait_until,
-    workers_of,
-)
-from tests.support.services import fresh_postgres_database
+from harness.cluster import start_instances, stop_all, workers_of
+from harness.ports import wait_until
+from harness.redis_server import private_redis
+from harness.services import fresh_postgres_database, migrated
+from tests.fanout.support import authed, frames_of, metric_value, metrics_text, unique
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 

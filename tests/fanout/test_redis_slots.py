@@ -9,8 +9,9 @@ import uuid
 import pytest
 import redis
 
-from tests.support.services import require_redis
-from tornchat.fanout.redis_slots import POOL_SIZE, RedisSlots, slot_key
+from harness.services import require_redis
+from tornchat.fanout.redis_slots import RedisSlots, slot_key
+from tornchat.fanout.redis_wire import POOL_SIZE
 
 pytestmark = pytest.mark.redis
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from loadtest import report
-from loadtest.bench import passes, ratios, summarize
 from loadtest.loadgen import StepResult
 from loadtest.stamp import latency_ms, sent_at, stamp
+from loadtest.summary import passes, ratios, summarize
 
 
 def test_help_works() -> None:

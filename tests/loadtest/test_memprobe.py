@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from tests.support.services import free_port
+from harness.ports import free_port
 
 
 def test_memprobe_reports_rss_and_the_largest_heap_holders() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.support.wsclient import authed
+from harness.wsclient import authed
 from tests.storage.test_storage_outage import health
 
 

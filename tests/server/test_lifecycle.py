@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from tests.support.server import TEST_SECRET, ServerProcess
-from tests.support.wsclient import ClosedError, authed
+from harness.server import TEST_SECRET, ServerProcess
+from harness.wsclient import ClosedError, authed
 
 SEED_VARIABLES = ("PORT", "DATABASE_URL", "ACCESS_TOKEN_SECRET", "REDIS_URL", "KAFKA_BROKER",
                   "LOG_LEVEL", "NODE_ENV")

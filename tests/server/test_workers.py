@@ -12,8 +12,10 @@ import signal
 
 import pytest
 
-from tests.fanout.support import authed, start_instances, unique, wait_until, workers_of
-from tests.support.services import require_redis
+from harness.cluster import start_instances, workers_of
+from harness.ports import wait_until
+from harness.services import require_redis
+from tests.fanout.support import authed, unique
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -13,8 +13,8 @@ import psycopg2
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from tests.support.services import POSTGRES_ADMIN_DSN, fresh_postgres_database
-from tests.support.wsclient import authed
+from harness.services import POSTGRES_ADMIN_DSN, fresh_postgres_database
+from harness.wsclient import authed
 
 pytestmark = pytest.mark.postgres
 

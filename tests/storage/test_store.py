@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import migrated
+from harness.services import migrated
 from tornchat.errors import Forbidden, NotFound, Unavailable
 from tornchat.storage.database import open_database
 from tornchat.storage.store import ChatStore, NewMessage
@@ -188,7 +188,7 @@ def test_a_postgresql_batch_is_one_prepared_statement_and_leaves_no_transaction_
     looks the original up; a failing batch leaves the connection usable."""
     import psycopg2
 
-    from tests.support.services import fresh_postgres_database
+    from harness.services import fresh_postgres_database
     with fresh_postgres_database() as url:
         store = ChatStore(open_database(migrated(url), 2))
         first = store.find_or_create_conversation(frozenset({"a", "b"}))

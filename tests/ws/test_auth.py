@@ -6,8 +6,8 @@ import time
 
 import jwt
 
-from tests.support.wsclient import WsClient, authed
-from tornchat.ws.auth import mint_token
+from harness.wsclient import WsClient, authed
+from tornchat.auth import mint_token
 
 
 async def expect_auth_error(client: WsClient, reason: str, close_code: int = 4001) -> None:

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from loadtest.rawws import RawWebSocket
-from tests.support.wsclient import authed
+from harness.rawws import RawWebSocket
+from harness.wsclient import authed
+from tornchat.auth import mint_token
 from tornchat.contract import protocol
-from tornchat.ws.auth import mint_token
 from tornchat.ws.framewriter import FrameCache, text_frame
 
 

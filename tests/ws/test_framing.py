@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from tornado.ioloop import IOLoop
 
-from tests.support.wsclient import authed
-from tornchat.ws.auth import mint_token
+from harness.wsclient import authed
+from tornchat.auth import mint_token
 
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 

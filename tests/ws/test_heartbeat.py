@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.support.rawws import SilentClient
-from tests.support.wsclient import WsClient, authed
-from tornchat.ws.auth import mint_token
+from harness.rawws import SilentClient
+from harness.wsclient import WsClient, authed
+from tornchat.auth import mint_token
 
 
 async def test_a_client_that_stops_answering_pings_is_terminated_and_forgotten(server):

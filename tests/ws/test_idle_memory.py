@@ -10,7 +10,7 @@ import pytest
 from tornado.httputil import HTTPHeaders
 from tornado.iostream import IOStream
 
-from tests.support.wsclient import authed
+from harness.wsclient import authed
 from tornchat.ws.leanconn import LazyDeque, forget_request_headers, lighten_stream
 
 

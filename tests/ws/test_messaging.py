@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.support.wsclient import WsClient, authed
+from harness.wsclient import WsClient, authed
 
 
 async def test_send_by_recipients_acks_sender_and_delivers_to_every_other_connection(server):
@@ -135,7 +135,7 @@ async def test_binary_frame_before_auth_is_rejected_but_connection_stays_open(se
     client = await WsClient.connect(server.url)
     reply = await client.request(b"\x01\x02")
     assert reply["code"] == "invalid_message"
-    from tornchat.ws.auth import mint_token
+    from tornchat.auth import mint_token
     reply = await client.request({"type": "auth", "token": mint_token(server.secret, "u1")})
     assert reply["type"] == "auth_success"
 

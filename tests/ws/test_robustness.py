@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from tests.support.wsclient import WsClient, authed
+from harness.wsclient import WsClient, authed
+from tornchat.auth import mint_token
 from tornchat.storage.store import ChatStore
-from tornchat.ws.auth import mint_token
 
 
 async def test_tokens_and_message_content_never_reach_info_logs(server, caplog):

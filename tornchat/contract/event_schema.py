@@ -1,4 +1,7 @@
-"""The ``MessageSent`` Kafka event (contract section 7), built at store time.
+"""The Kafka events (contract sections 7 and 12), built at store time.
+
+``MessageSent`` for every stored message, ``ConversationRead`` for every read
+position a ``mark_read`` moved.
 
 The event is serialised when the message is stored and kept verbatim in the
 outbox, so its ``dedupeId`` is fixed once and every redelivery carries it.
@@ -15,6 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 EVENT_TYPE = "MessageSent"
+READ_EVENT_TYPE = "ConversationRead"
 EVENT_VERSION = 1
 
 
@@ -44,6 +48,21 @@ def message_sent_event(message_id: str, message: SentMessage, timestamp: str, so
         "senderId": message.sender_id,
         "recipientIds": [user for user in message.participants if user != message.sender_id],
         "content": message.content,
+        "timestamp": timestamp,
+        "dedupeId": dedupe_id,
+        "source": source,
+        "version": EVENT_VERSION,
+    }
+
+
+def conversation_read_event(conversation_id: str, user_id: str, last_read_seq: int,
+                            timestamp: str, source: str, dedupe_id: str) -> dict[str, Any]:
+    """``timestamp``: when the position moved (the ``read`` frame's ``readAt``)."""
+    return {
+        "eventType": READ_EVENT_TYPE,
+        "conversationId": conversation_id,
+        "userId": user_id,
+        "lastReadSeq": last_read_seq,
         "timestamp": timestamp,
         "dedupeId": dedupe_id,
         "source": source,

@@ -3,6 +3,9 @@
 Pure functions and frozen dataclasses, no I/O. Each client frame type of the
 contract has one dataclass; anything else raises :class:`InvalidJson` or
 :class:`InvalidMessage` with a message a client developer can act on.
+
+Version 2 (``sync``, ``mark_read``, ``requestId``) is additive: a frame of
+version 1 parses and is answered exactly as before.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from tornchat.errors import InvalidJson, InvalidMessage
 
 MAX_ID_LENGTH = 128
 MAX_CLIENT_MESSAGE_ID_LENGTH = 64
+MAX_REQUEST_ID_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,20 @@ class Ping:
     pass
 
 
-ClientFrame = Auth | SendMessage | Typing | Ping
+@dataclass(frozen=True)
+class Sync:
+    """Catch up: for each conversation, the highest ``seq`` the client has."""
+
+    known: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class MarkRead:
+    conversation_id: str
+    seq: int
+
+
+ClientFrame = Auth | SendMessage | Typing | Ping | Sync | MarkRead
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,7 @@ class Limits:
 
     max_message_length: int = 4000
     max_recipients: int = 100
+    max_sync_conversations: int = 200
 
 
 def decode_object(text: str | bytes) -> dict[str, Any]:
@@ -86,6 +104,11 @@ def parse_client_frame(data: dict[str, Any], limits: Limits) -> ClientFrame:
         return Typing(conversation_id=_id_field(data, "conversationId"))
     if kind == "ping":
         return Ping()
+    if kind == "sync":
+        return _parse_sync(data, limits)
+    if kind == "mark_read":
+        return MarkRead(conversation_id=_id_field(data, "conversationId"),
+                        seq=_seq_field(data, "seq"))
     raise InvalidMessage(f"Unknown message type {kind!r}")
 
 
@@ -98,7 +121,23 @@ def client_message_id_of(data: dict[str, Any]) -> str | None:
     return None
 
 
-def _is_id(value: object) -> bool:
+def request_id_of(data: dict[str, Any]) -> str | None:
+    """The frame's ``requestId`` (echoed on its answer), None if it has none.
+
+    Raises InvalidMessage for one that is not 1-64 printable characters: an
+    id the server cannot echo faithfully is refused rather than dropped.
+    """
+    value = data.get("requestId")
+    if value is None:
+        return None
+    if (isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID_LENGTH
+            and value.isprintable()):
+        return value
+    raise InvalidMessage("Field 'requestId' must be a string of 1 to "
+                         f"{MAX_REQUEST_ID_LENGTH} printable characters")
+
+
+def is_id(value: object) -> bool:
     """An id: 1-128 printable characters (control characters could forge keys)."""
     return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable()
 
@@ -116,10 +155,39 @@ def _is_storable(text: str) -> bool:
 
 def _id_field(data: dict[str, Any], name: str) -> str:
     value = data.get(name)
-    if not isinstance(value, str) or not _is_id(value):
+    if not isinstance(value, str) or not is_id(value):
         raise InvalidMessage(f"Field {name!r} must be a string of 1 to {MAX_ID_LENGTH} "
                              "printable characters")
     return value
+
+
+def _is_seq(value: object) -> bool:
+    return type(value) is int and 0 <= value < 2 ** 63
+
+
+def _seq_field(data: dict[str, Any], name: str) -> int:
+    value = data.get(name)
+    if not _is_seq(value):
+        raise InvalidMessage(f"Field {name!r} must be a non-negative integer")
+    return int(value)  # type: ignore[arg-type]
+
+
+def _parse_sync(data: dict[str, Any], limits: Limits) -> Sync:
+    known = data.get("conversations")
+    if not isinstance(known, dict):
+        raise InvalidMessage("Field 'conversations' must be an object of conversation id "
+                             "to the highest seq the client has")
+    if len(known) > limits.max_sync_conversations:
+        raise InvalidMessage(f"Field 'conversations' has more than "
+                             f"{limits.max_sync_conversations} entries")
+    for conversation_id, seq in known.items():
+        if not is_id(conversation_id):
+            raise InvalidMessage(f"Every key of 'conversations' must be a conversation id "
+                                 f"of 1 to {MAX_ID_LENGTH} printable characters")
+        if not _is_seq(seq):
+            raise InvalidMessage(f"'conversations'[{conversation_id!r}] must be a "
+                                 "non-negative integer")
+    return Sync(known=tuple(known.items()))
 
 
 def _parse_send(data: dict[str, Any], limits: Limits) -> SendMessage:
@@ -155,7 +223,7 @@ def _parse_send(data: dict[str, Any], limits: Limits) -> SendMessage:
     if len(recipients) > limits.max_recipients:
         raise InvalidMessage(f"Field 'recipientIds' has more than {limits.max_recipients} "
                              "entries")
-    if not all(_is_id(item) for item in recipients):
+    if not all(is_id(item) for item in recipients):
         raise InvalidMessage(f"Every entry of 'recipientIds' must be a string of 1 to "
                              f"{MAX_ID_LENGTH} printable characters")
     return SendMessage(content=content, recipient_ids=tuple(recipients),
@@ -174,27 +242,36 @@ def encode(frame: dict[str, Any]) -> str:
         return json.dumps(frame, separators=(",", ":"))
 
 
-def auth_success(user_id: str, connection_id: str) -> str:
-    return encode({"type": "auth_success",
-                   "data": {"userId": user_id, "connectionId": connection_id}})
+def _answer(frame: dict[str, Any], request_id: str | None) -> str:
+    """Encode the answer to a request, carrying its ``requestId`` if it had one."""
+    if request_id is not None:
+        frame["requestId"] = request_id
+    return encode(frame)
+
+
+def auth_success(user_id: str, connection_id: str, request_id: str | None = None) -> str:
+    return _answer({"type": "auth_success",
+                    "data": {"userId": user_id, "connectionId": connection_id}}, request_id)
 
 
 def auth_error(reason: str) -> str:
     return encode({"type": "auth_error", "error": reason})
 
 
-def error(code: str, message: str, client_message_id: str | None = None) -> str:
+def error(code: str, message: str, client_message_id: str | None = None,
+          request_id: str | None = None) -> str:
     frame: dict[str, Any] = {"type": "error", "code": code, "error": message}
     if client_message_id is not None:
         frame["clientMessageId"] = client_message_id
-    return encode(frame)
+    return _answer(frame, request_id)
 
 
-def message_sent(message: dict[str, Any], client_message_id: str | None) -> str:
+def message_sent(message: dict[str, Any], client_message_id: str | None,
+                 request_id: str | None = None) -> str:
     frame: dict[str, Any] = {"type": "message_sent", "data": message}
     if client_message_id is not None:
         frame["clientMessageId"] = client_message_id
-    return encode(frame)
+    return _answer(frame, request_id)
 
 
 def new_message(message: dict[str, Any]) -> str:
@@ -207,6 +284,21 @@ def typing(conversation_id: str, user_id: str) -> str:
 
 
 PONG = encode({"type": "pong"})
+
+
+def pong(request_id: str | None) -> str:
+    return PONG if request_id is None else _answer({"type": "pong"}, request_id)
+
+
+def read(data: dict[str, Any], request_id: str | None = None) -> str:
+    """``read``: a participant's read position moved (or, for the caller, is)."""
+    return _answer({"type": "read", "data": data}, request_id)
+
+
+def sync_done(conversations: list[dict[str, Any]], errors: list[dict[str, str]],
+              request_id: str | None) -> str:
+    return _answer({"type": "sync_done",
+                    "data": {"conversations": conversations, "errors": errors}}, request_id)
 
 
 def server_shutdown(reconnect_after_ms: int) -> str:

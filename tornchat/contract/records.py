@@ -43,3 +43,99 @@ class StoredMessage:
     def recipients(self) -> tuple[str, ...]:
         """Participants other than the sender."""
         return tuple(user for user in self.participants if user != self.sender_id)
+
+
+@dataclass(frozen=True)
+class ConversationView:
+    """One conversation as one participant sees it (the ``CONVERSATION`` shape)."""
+
+    id: str
+    participants: tuple[str, ...]
+    created_at: datetime
+    last_message_at: datetime
+    last_seq: int
+    last_read_seq: int
+    last_message: StoredMessage | None
+
+    @property
+    def unread_count(self) -> int:
+        return max(0, self.last_seq - self.last_read_seq)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "participants": list(self.participants),
+            "createdAt": to_iso(self.created_at),
+            "lastMessageAt": to_iso(self.last_message_at),
+            "lastSeq": self.last_seq,
+            "lastReadSeq": self.last_read_seq,
+            "unreadCount": self.unread_count,
+            "lastMessage": None if self.last_message is None else self.last_message.to_wire(),
+        }
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    """A contiguous, ascending run of a conversation's messages."""
+
+    messages: tuple[StoredMessage, ...]
+    has_more_before: bool
+    has_more_after: bool
+    last_seq: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"messages": [message.to_wire() for message in self.messages],
+                "hasMoreBefore": self.has_more_before, "hasMoreAfter": self.has_more_after,
+                "lastSeq": self.last_seq}
+
+
+@dataclass(frozen=True)
+class ReadPosition:
+    """A participant's read position after a ``mark_read`` (moved or not)."""
+
+    conversation_id: str
+    user_id: str
+    participants: tuple[str, ...]
+    last_read_seq: int
+    last_seq: int
+    read_at: datetime
+    moved: bool
+
+    @property
+    def unread_count(self) -> int:
+        return max(0, self.last_seq - self.last_read_seq)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``read`` frame's data, as every participant sees it."""
+        return {"conversationId": self.conversation_id, "userId": self.user_id,
+                "lastReadSeq": self.last_read_seq, "readAt": to_iso(self.read_at)}
+
+
+@dataclass(frozen=True)
+class SyncWindow:
+    """What a ``sync`` replays of one conversation, and what it leaves out.
+
+    ``messages`` are ``(known, last_seq]``, or only the newest of them when
+    there were more than the replay allows; then ``missing_before_seq`` is the
+    first replayed seq (the client fetches the rest over HTTP).
+    """
+
+    conversation_id: str
+    known_seq: int
+    messages: tuple[StoredMessage, ...]
+    last_seq: int
+    last_read_seq: int
+
+    @property
+    def complete(self) -> bool:
+        return not self.messages or self.messages[0].seq <= self.known_seq + 1
+
+    @property
+    def missing_before_seq(self) -> int | None:
+        return None if self.complete else self.messages[0].seq
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.conversation_id, "lastSeq": self.last_seq,
+                "lastReadSeq": self.last_read_seq,
+                "unreadCount": max(0, self.last_seq - self.last_read_seq),
+                "complete": self.complete, "missingBeforeSeq": self.missing_before_seq}

@@ -1,6 +1,6 @@
 """The relay's side of the transactional outbox: claim, mark sent, prune, measure.
 
-:meth:`tornchat.store.ChatStore.store_message` writes each ``MessageSent``
+:meth:`tornchat.storage.store.ChatStore.store_message` writes each ``MessageSent``
 event into ``outbox`` in the message's own transaction; this module is how a
 relay reads those rows back and records that Kafka acknowledged them.
 

@@ -74,7 +74,7 @@ class RelayMetrics:
 
 
 class OutboxRelay:
-    """Implements :class:`tornchat.app.EventRelay` over a dedicated thread."""
+    """Implements :class:`tornchat.server.app.EventRelay` over a dedicated thread."""
 
     def __init__(self, outbox: OutboxStore, publisher: EventPublisher, *,
                  batch_size: int = 200, poll_interval: float = 0.1,

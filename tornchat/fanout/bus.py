@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 MESSAGE = "message"
 TYPING = "typing"
+READ = "read"  # a read position moved: kept through an outage, unlike typing
 
 
 @dataclass(frozen=True)

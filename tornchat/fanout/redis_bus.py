@@ -1,7 +1,9 @@
 """The Redis pub/sub bus: fan-out between worker processes and instances.
 
-Three Redis clients per worker, all created after the fork (``start``): an
-asyncio publisher on the IOLoop, a blocking subscriber in a dedicated thread
+Four Redis clients per worker, all created after the fork (``start``): an
+asyncio publisher on the IOLoop (one connection, commands in order), a probe
+client for health round trips and peer checks (so a slow publish never
+delays ``/health``), a blocking subscriber in a dedicated thread
 (:mod:`tornchat.fanout.redis_listener`), and the shared-state client of
 :class:`~tornchat.fanout.redis_slots.RedisSlots`. Channel names, the envelope
 and the Lua scripts are :mod:`tornchat.fanout.redis_wire`.

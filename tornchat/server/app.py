@@ -19,6 +19,15 @@ from typing import Any, Protocol
 import tornado.web
 from tornado.httpserver import HTTPServer
 
+from tornchat.api.base import ApiContext, NotFoundHandler
+from tornchat.api.conversations import (
+    ConversationHandler,
+    ConversationsHandler,
+    MessagesHandler,
+    ReadHandler,
+)
+from tornchat.api.openapi import OpenApiHandler
+from tornchat.auth import TokenVerifier
 from tornchat.config import Settings
 from tornchat.contract import protocol
 from tornchat.fanout.bus import Bus
@@ -30,7 +39,6 @@ from tornchat.server.http import HealthHandler, MetricsHandler
 from tornchat.service import ChatService
 from tornchat.storage.store import ChatStore
 from tornchat.storage.writer import GroupCommitWriter
-from tornchat.ws.auth import TokenVerifier
 from tornchat.ws.context import SocketContext
 from tornchat.ws.framewriter import FrameCache
 from tornchat.ws.handler import ChatSocketHandler
@@ -73,22 +81,34 @@ class ChatApplication:
         self.registry = ConnectionRegistry()
         self.dispatcher = Dispatcher(self.registry, settings.order_hold, self.metrics)
         self.writer = GroupCommitWriter(store)
-        self.service = ChatService(store, bus, self.executor, self.writer, self.metrics)
+        self.service = ChatService(store, bus, self.executor, self.writer, self.metrics,
+                                   event_source=settings.event_source)
         self.sessions = Sessions(self.registry, slots, self.metrics)
         self.heartbeat = Heartbeat(self.sessions, slots, settings.heartbeat_interval)
+        verifier = TokenVerifier(settings.access_token_secret)
         self.socket_context = SocketContext(
             settings=settings,
-            limits=protocol.Limits(settings.max_message_length, settings.max_recipients),
-            verifier=TokenVerifier(settings.access_token_secret),
-            service=self.service, sessions=self.sessions, frames=FrameCache())
+            limits=protocol.Limits(settings.max_message_length, settings.max_recipients,
+                                   settings.sync_max_conversations),
+            verifier=verifier, service=self.service, sessions=self.sessions,
+            frames=FrameCache())
+        self.api_context = ApiContext(settings=settings, verifier=verifier,
+                                      service=self.service)
         self._server: HTTPServer | None = None
 
     # -- wiring -------------------------------------------------------------
 
     def make_web_app(self) -> tornado.web.Application:
+        api = {"context": self.api_context}
         return tornado.web.Application(
             [
                 (WS_PATH, ChatSocketHandler, {"context": self.socket_context}),
+                (r"/api/v1/openapi\.json", OpenApiHandler),
+                (r"/api/v1/conversations", ConversationsHandler, api),
+                (r"/api/v1/conversations/([^/]+)", ConversationHandler, api),
+                (r"/api/v1/conversations/([^/]+)/messages", MessagesHandler, api),
+                (r"/api/v1/conversations/([^/]+)/read", ReadHandler, api),
+                (r"/api/v1/.*", NotFoundHandler, api),
                 (r"/health", HealthHandler, {"check": self.health}),
                 (r"/metrics", MetricsHandler, {"metrics": self.metrics}),
             ],

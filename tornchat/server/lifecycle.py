@@ -4,7 +4,7 @@ Order on start: validate settings, apply migrations (SQLite) or refuse a stale
 schema (PostgreSQL: ``tornchat migrate`` is a deploy step), bind the port,
 then build the application, whose database, bus and producer connections are
 therefore opened after any fork. With more than one process the parent
-becomes a :class:`~tornchat.workers.Supervisor` and each forked worker runs
+becomes a :class:`~tornchat.server.workers.Supervisor` and each forked worker runs
 :func:`run_worker`. On SIGTERM or SIGINT: stop accepting, drain
 (``ChatApplication.drain``) and exit; a watchdog thread forces the exit if
 the drain overruns ``shutdown_timeout``.

@@ -16,7 +16,10 @@ Guarantees implemented here, for both dialects:
   each dialect says how the row is locked) and ``(conversation, seq)`` is
   unique;
 - a repeated ``(sender, clientMessageId)`` returns the original message
-  (:class:`BatchPlan`, from the lookup of :meth:`Dialect.existing_client_ids`).
+  (:class:`BatchPlan`, from the lookup of :meth:`Dialect.existing_client_ids`);
+- a sender's read position (``participant.last_read_seq`` and
+  ``last_read_at``) moves to its newest message of the batch in the same
+  transaction, and never backwards.
 
 Thread rule: blocking; runs off the IOLoop, inside a session of the store (the
 group-commit writer's thread, or the store's executor).
@@ -46,6 +49,11 @@ MESSAGE_COLUMNS = "id, conversation_id, sender_id, content, created_at, seq, cli
 MESSAGE_INSERT = f"INSERT INTO message ({MESSAGE_COLUMNS})"
 OUTBOX_INSERT = ("INSERT INTO outbox (message_id, conversation_id, dedupe_id, payload, "
                  "created_at, attempts)")
+# a participant's read position moves forward only (SET sees the old row)
+ADVANCE_READ = ("UPDATE participant SET "
+                "last_read_at = CASE WHEN last_read_seq < {p} THEN {p} ELSE last_read_at END, "
+                "last_read_seq = CASE WHEN last_read_seq < {p} THEN {p} ELSE last_read_seq END "
+                "WHERE conversation_id = {p} AND user_id = {p}")
 
 
 class Statements(Protocol):
@@ -143,8 +151,14 @@ class Dialect(abc.ABC):
         """Advance each (existing) conversation's counter by its count, in id
         order; returns each one's first new seq. ``counts`` is never empty."""
 
-    def _created_at(self, value: Any) -> Any:
-        """A ``created_at`` column as the driver returned it, as a datetime."""
+    def lock_rows_of(self, alias: str) -> str:
+        """Appended to a SELECT whose ``alias`` rows the transaction will
+        update: PostgreSQL locks just those rows; SQLite's IMMEDIATE
+        transaction already holds the one writer lock."""
+        return ""
+
+    def timestamp(self, value: Any) -> Any:
+        """A timestamp column as the driver returned it, as a datetime."""
         return value
 
     def stored_message(self, row: tuple[Any, ...], duplicate: bool = False) -> StoredMessage:
@@ -152,7 +166,7 @@ class Dialect(abc.ABC):
         message_id, conversation_id, sender_id, content, created_at, seq, client_id = row
         return StoredMessage(
             id=message_id, conversation_id=conversation_id, sender_id=sender_id,
-            content=content, created_at=self._created_at(created_at), seq=seq,
+            content=content, created_at=self.timestamp(created_at), seq=seq,
             participants=self._participants(conversation_id),
             client_message_id=client_id, duplicate=duplicate)
 
@@ -186,6 +200,7 @@ class Dialect(abc.ABC):
         next_seq = self._reserve_seqs(counts, now, sql) if counts else {}
         message_rows: list[tuple[Any, ...]] = []
         outbox_rows: list[tuple[Any, ...]] = []
+        read_to: dict[tuple[str, str], int] = {}  # (conversation, sender) -> newest seq
         for index in plan.fresh:
             request = batch[index]
             if request.conversation_id not in next_seq:
@@ -204,8 +219,12 @@ class Dialect(abc.ABC):
                                  stored.content, now, seq, stored.client_message_id))
             dedupe_id, payload = self._event(stored.id, request, created_at)
             outbox_rows.append((stored.id, stored.conversation_id, dedupe_id, payload, now, 0))
+            read_to[(stored.conversation_id, stored.sender_id)] = seq
         self._insert_rows(MESSAGE_INSERT, message_rows, sql)
         self._insert_rows(OUTBOX_INSERT, outbox_rows, sql)
+        advance = ADVANCE_READ.format(p=self.database.param)
+        for (conversation_id, sender_id), seq in read_to.items():
+            sql.write(advance, (seq, now, seq, seq, conversation_id, sender_id))
         return plan.finish()
 
     def _event(self, message_id: str, request: NewMessage, created_at: str) -> tuple[str, str]:

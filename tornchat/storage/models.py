@@ -61,6 +61,7 @@ def define_models(database: pw.Database) -> Models:
                                           column_name="conversation_id")
         joined_at = pw.DateTimeField(default=utc_now_ms)
         last_read_at = pw.DateTimeField(default=utc_now_ms)
+        last_read_seq = pw.BigIntegerField(default=0)
 
         class Meta:
             indexes = ((("user_id", "conversation"), True),)

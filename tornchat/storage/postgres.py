@@ -47,7 +47,11 @@ if TYPE_CHECKING:  # annotations only (the store imports this module)
 # batches over the same conversations cannot deadlock); ``bumped`` advances
 # each counter (an UPDATE applies to the newest row version, so concurrent
 # batches never share a seq); messages are numbered from the old counter, and
-# events inserted in seq order, so the outbox follows it.
+# events inserted in seq order, so the outbox follows it. ``senders`` moves
+# each sender's read position to its newest message (participant rows are
+# written only under their conversation's row lock, and a mark_read locks one
+# participant row and nothing else, so neither can wait on the other in a
+# cycle).
 _BATCH_STATEMENT = "tornchat_store_batch"
 _PREPARE_BATCH = (
     f"PREPARE {_BATCH_STATEMENT} "
@@ -65,7 +69,12 @@ _PREPARE_BATCH = (
     "$9, b.base + v.rank, v.client_message_id FROM v JOIN bumped AS b "
     "ON b.id = v.conversation_id RETURNING id, seq), "
     f"events AS ({OUTBOX_INSERT} SELECT v.id, v.conversation_id, v.dedupe_id, v.payload, "
-    "$9, 0 FROM v JOIN stored AS s ON s.id = v.id ORDER BY v.conversation_id, s.seq) "
+    "$9, 0 FROM v JOIN stored AS s ON s.id = v.id ORDER BY v.conversation_id, s.seq), "
+    "senders AS (UPDATE participant AS p SET last_read_seq = r.seq, last_read_at = $9 "
+    "FROM (SELECT v.conversation_id, v.sender_id, max(s.seq) AS seq FROM v "
+    "JOIN stored AS s ON s.id = v.id GROUP BY v.conversation_id, v.sender_id) AS r "
+    "WHERE p.conversation_id = r.conversation_id AND p.user_id = r.sender_id "
+    "AND p.last_read_seq < r.seq) "
     "SELECT id, seq FROM stored")
 _EXECUTE_BATCH = f"EXECUTE {_BATCH_STATEMENT} ({', '.join(['%s'] * 9)})"
 _UNDEFINED_PREPARED_STATEMENT = "26000"
@@ -80,6 +89,9 @@ class PostgresDialect(Dialect):
 
     def write_transaction(self) -> Any:
         return self.database.atomic()
+
+    def lock_rows_of(self, alias: str) -> str:
+        return f" FOR UPDATE OF {alias}"
 
     def insert_batch(self, batch: list[NewMessage]) -> list[StoreResult]:
         """One prepared statement (:data:`_PREPARE_BATCH`); after the unique

@@ -53,7 +53,7 @@ class SqliteDialect(Dialect):
                 first[cid] = last - counts[cid] + 1
         return first
 
-    def _created_at(self, value: Any) -> Any:
+    def timestamp(self, value: Any) -> Any:
         """SQLite returns the stored text."""
         if isinstance(value, str):
             return datetime.fromisoformat(value)

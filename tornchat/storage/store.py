@@ -80,7 +80,7 @@ class ChatStore:
     # -- plumbing ---------------------------------------------------------
 
     @contextlib.contextmanager
-    def _session(self, keep_open: bool = False) -> Iterator[None]:
+    def session(self, keep_open: bool = False) -> Iterator[None]:
         """A connection for one unit of work; DB failures become Unavailable.
 
         ``keep_open``: the calling thread keeps its pooled connection for the
@@ -113,7 +113,7 @@ class ChatStore:
 
     def ping(self) -> None:
         """Raise Unavailable unless the database answers ``SELECT 1``."""
-        with self._session():
+        with self.session():
             self.database.execute_sql("SELECT 1").fetchone()
 
     # -- reads ------------------------------------------------------------
@@ -128,7 +128,7 @@ class ChatStore:
         cached = self._participants.get(conversation_id)
         if cached is not None:
             return cached
-        with self._session():
+        with self.session():
             return self._load_participants(conversation_id)
 
     def _load_participants(self, conversation_id: str) -> tuple[str, ...]:
@@ -146,13 +146,31 @@ class ChatStore:
         self._participants.put(conversation_id, users)
         return users
 
+    def participants_of_many(self, conversation_ids: list[str]) -> dict[str, tuple[str, ...]]:
+        """The participants of existing conversations, one query for the ones
+        not cached (inside the caller's session)."""
+        found = {cid: users for cid in conversation_ids
+                 if (users := self._participants.get(cid)) is not None}
+        missing = [cid for cid in conversation_ids if cid not in found]
+        if missing:
+            marks = ", ".join([self.database.param] * len(missing))
+            loaded: dict[str, list[str]] = {}
+            for cid, user in self.database.execute_sql(
+                    "SELECT conversation_id, user_id FROM participant "
+                    f"WHERE conversation_id IN ({marks}) ORDER BY user_id", missing):
+                loaded.setdefault(cid, []).append(user)
+            for cid, members in loaded.items():
+                found[cid] = tuple(members)
+                self._participants.put(cid, found[cid])
+        return found
+
     def member_participants(self, conversation_id: str, user_id: str) -> tuple[str, ...]:
         """Participants of a conversation the user belongs to (else Forbidden)."""
         return require_member(self.participants_of(conversation_id), user_id)
 
     def messages_of(self, conversation_id: str) -> list[StoredMessage]:
         """Every stored message of a conversation in ``seq`` order (tests, tools)."""
-        with self._session():
+        with self.session():
             self._load_participants(conversation_id)  # NotFound for an unknown id
             cursor = self.database.execute_sql(
                 f"SELECT {MESSAGE_COLUMNS} FROM message WHERE conversation_id = "
@@ -162,17 +180,22 @@ class ChatStore:
     # -- writes -----------------------------------------------------------
 
     def find_or_create_conversation(self, user_ids: frozenset[str]) -> str:
-        """The id of the conversation with exactly these participants.
+        """The id of the conversation with exactly these participants."""
+        return self.find_or_create(user_ids)[0]
+
+    def find_or_create(self, user_ids: frozenset[str]) -> tuple[str, bool]:
+        """The conversation with exactly these participants, and whether this
+        call created it.
 
         Race-free through the unique ``participant_key``: the loser of a race
         to create the same set re-reads the winner's row.
         """
         key = participant_key(user_ids)
         Conversation = self.models.Conversation
-        with self._session():
+        with self.session():
             found = Conversation.get_or_none(Conversation.participant_key == key)
             if found is not None:
-                return found.id
+                return found.id, False
             conversation_id = new_id("c")
             try:
                 with self.dialect.write_transaction():
@@ -182,9 +205,9 @@ class ChatStore:
                          for user in sorted(user_ids)]
                     ).execute()
             except pw.IntegrityError:
-                return Conversation.get(Conversation.participant_key == key).id
+                return Conversation.get(Conversation.participant_key == key).id, False
         self._participants.put(conversation_id, tuple(sorted(user_ids)))
-        return conversation_id
+        return conversation_id, True
 
     def store_message(
         self,
@@ -210,7 +233,7 @@ class ChatStore:
         nothing of it was stored. Meant for one dedicated thread, which keeps
         its connection between batches.
         """
-        with self._session(keep_open=True):
+        with self.session(keep_open=True):
             try:
                 return self.dialect.insert_batch(batch)
             except pw.IntegrityError:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tornchat.auth import TokenVerifier
 from tornchat.config import Settings
 from tornchat.contract.protocol import Limits
 from tornchat.service import ChatService
-from tornchat.ws.auth import TokenVerifier
 from tornchat.ws.framewriter import FrameCache
 from tornchat.ws.sessions import Sessions
 

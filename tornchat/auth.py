@@ -1,4 +1,7 @@
-"""JWT verification for the two-phase handshake, and dev-token minting.
+"""JWT verification, and dev-token minting.
+
+One verifier serves both doors: the socket's ``auth`` frame and the HTTP
+API's ``Authorization: Bearer`` header, so a token means the same on both.
 
 Only HS256 is accepted and ``exp`` is required: the algorithm list is fixed
 here and never read from the token, so ``none`` and RS/HS confusion attacks

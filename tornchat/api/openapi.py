@@ -1,0 +1,182 @@
+"""``GET /api/v1/openapi.json``: the OpenAPI 3.1 document of the HTTP API.
+
+Written by hand next to the handlers it describes, and kept true by
+``tests/api/test_openapi.py``, which runs schemathesis against a live server:
+every response of every documented operation must conform to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+import tornado.web
+
+from tornchat import __version__
+from tornchat.api.conversations import (
+    DEFAULT_HISTORY_LIMIT,
+    DEFAULT_LIST_LIMIT,
+    MAX_HISTORY_LIMIT,
+    MAX_LIST_LIMIT,
+)
+from tornchat.contract.protocol import MAX_ID_LENGTH
+
+_SEQ: Mapping[str, Any] = MappingProxyType({"type": "integer", "minimum": 0})
+_ID: Mapping[str, Any] = MappingProxyType(
+    {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH})
+_TIME: Mapping[str, Any] = MappingProxyType({
+    "type": "string", "format": "date-time",
+    "description": "ISO 8601 UTC with milliseconds, e.g. 2026-01-11T12:00:00.000Z"})
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    meaning = {400: "invalid_request: a parameter or the body is malformed",
+               401: "unauthorized: no or an invalid bearer token",
+               403: "forbidden: the caller is not a participant",
+               404: "not_found: no such conversation",
+               503: "unavailable: storage is down; nothing changed, retry later"}
+    return {str(status): _json(_ref("Error"), meaning[status]) for status in statuses}
+
+
+_CONVERSATION_ID: Mapping[str, Any] = MappingProxyType(
+    {"name": "conversationId", "in": "path", "required": True, "schema": _ID})
+
+def _schemas() -> dict[str, Any]:
+    return {
+        "Error": {
+            "type": "object", "required": ["code", "error"], "additionalProperties": False,
+            "properties": {"code": {"type": "string", "enum": [
+                "invalid_request", "unauthorized", "forbidden", "not_found", "rate_limited",
+                "unavailable", "internal_error"]}, "error": {"type": "string"}}},
+        "Message": {
+            "type": "object", "additionalProperties": False,
+            "required": ["id", "conversationId", "senderId", "content", "createdAt", "seq"],
+            "properties": {"id": {"type": "string"}, "conversationId": {"type": "string"},
+                           "senderId": {"type": "string"}, "content": {"type": "string"},
+                           "createdAt": _TIME, "seq": {"type": "integer", "minimum": 1}}},
+        "Conversation": {
+            "type": "object", "additionalProperties": False,
+            "required": ["id", "participants", "createdAt", "lastMessageAt", "lastSeq",
+                         "lastReadSeq", "unreadCount", "lastMessage"],
+            "properties": {
+                "id": {"type": "string"},
+                "participants": {"type": "array", "items": {"type": "string"},
+                                 "description": "user ids, sorted"},
+                "createdAt": _TIME, "lastMessageAt": _TIME, "lastSeq": _SEQ,
+                "lastReadSeq": _SEQ, "unreadCount": _SEQ,
+                "lastMessage": {"oneOf": [_ref("Message"), {"type": "null"}]}}},
+        "ConversationList": {
+            "type": "object", "additionalProperties": False,
+            "required": ["conversations", "nextCursor"],
+            "properties": {"conversations": {"type": "array", "items": _ref("Conversation")},
+                           "nextCursor": {"type": ["string", "null"],
+                                          "description": "opaque; null on the last page"}}},
+        "MessagePage": {
+            "type": "object", "additionalProperties": False,
+            "required": ["messages", "hasMoreBefore", "hasMoreAfter", "lastSeq"],
+            "properties": {"messages": {"type": "array", "items": _ref("Message"),
+                                        "description": "ascending seq, contiguous"},
+                           "hasMoreBefore": {"type": "boolean"},
+                           "hasMoreAfter": {"type": "boolean"}, "lastSeq": _SEQ}},
+        "OpenConversation": {
+            "type": "object", "required": ["recipientIds"],
+            "properties": {"recipientIds": {"type": "array", "minItems": 1, "items": _ID}}},
+        "MarkRead": {"type": "object", "required": ["seq"], "properties": {"seq": _SEQ}},
+        "ReadResult": {
+            "type": "object", "additionalProperties": False,
+            "required": ["lastReadSeq", "unreadCount"],
+            "properties": {"lastReadSeq": _SEQ, "unreadCount": _SEQ}},
+    }
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/api/v1/conversations": {
+            "get": {
+                "operationId": "listConversations",
+                "summary": "The caller's conversations, newest lastMessageAt first (ties by id)",
+                "parameters": [
+                    {"name": "limit", "in": "query", "schema": {
+                        "type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT,
+                        "default": DEFAULT_LIST_LIMIT}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"},
+                     "description": "nextCursor of the previous page"}],
+                "responses": {"200": _json(_ref("ConversationList"), "a page"),
+                              **_errors(400, 401, 503)}},
+            "post": {
+                "operationId": "openConversation",
+                "summary": "Find or create the conversation of the caller and recipientIds",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("OpenConversation")}}},
+                "responses": {"200": _json(_ref("Conversation"), "it existed"),
+                              "201": _json(_ref("Conversation"), "created now"),
+                              **_errors(400, 401, 503)}}},
+        "/api/v1/conversations/{conversationId}": {
+            "get": {
+                "operationId": "getConversation", "summary": "One conversation of the caller's",
+                "parameters": [_CONVERSATION_ID],
+                "responses": {"200": _json(_ref("Conversation"), "the conversation"),
+                              **_errors(400, 401, 403, 404, 503)}}},
+        "/api/v1/conversations/{conversationId}/messages": {
+            "get": {
+                "operationId": "listMessages",
+                "summary": "History: the newest limit, or just below beforeSeq, just above "
+                           "afterSeq, or between both (from the low end); bounds exclusive",
+                "parameters": [
+                    _CONVERSATION_ID,
+                    {"name": "limit", "in": "query", "schema": {
+                        "type": "integer", "minimum": 1, "maximum": MAX_HISTORY_LIMIT,
+                        "default": DEFAULT_HISTORY_LIMIT}},
+                    {"name": "beforeSeq", "in": "query", "schema": _SEQ},
+                    {"name": "afterSeq", "in": "query", "schema": _SEQ}],
+                "responses": {"200": _json(_ref("MessagePage"), "a contiguous page"),
+                              **_errors(400, 401, 403, 404, 503)}}},
+        "/api/v1/conversations/{conversationId}/read": {
+            "post": {
+                "operationId": "markRead",
+                "summary": "Move the caller's read position to max(old, min(seq, lastSeq)); "
+                           "participants' sockets get a read frame if it moved",
+                "parameters": [_CONVERSATION_ID],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("MarkRead")}}},
+                "responses": {"200": _json(_ref("ReadResult"), "the position after the call"),
+                              **_errors(400, 401, 403, 404, 503)}}},
+        "/api/v1/openapi.json": {
+            "get": {
+                "operationId": "openapi", "summary": "This document", "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1", "content": {
+                    "application/json": {"schema": {"type": "object"}}}}}}},
+    }
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tornchat HTTP API", "version": __version__,
+                 "description": "Conversations, history and read positions of a tornchat "
+                                "server. Real-time traffic is the WebSocket at /api/v1/chat."},
+        "paths": _paths(),
+        "components": {"schemas": _schemas(), "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        "security": [{"bearer": []}],
+    }
+
+
+class OpenApiHandler(tornado.web.RequestHandler):
+    """Serves :func:`document`; no authentication."""
+
+    def initialize(self) -> None:
+        self._body = orjson.dumps(document(), default=dict)  # the shared fragments are read-only
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(self._body)
