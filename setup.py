@@ -38,6 +38,7 @@ setup(
             "ruff>=0.6",
             "mypy>=1.10",
             "import-linter>=2.0",
+            "schemathesis>=4.0,<5",  # tests/api/test_openapi.py drives its CLI
         ],
         "loadtest": [
             "locust>=2.20",

@@ -38,8 +38,9 @@ from harness.server import TEST_SECRET
 from harness.services import REDIS_TEST_URL, fresh_postgres_database, migrated
 from harness.wsclient import authed
 from tornchat.fanout.bus import MESSAGE, Delivery
-from tornchat.fanout.redis_bus import CHANNEL_PREFIX, ROUTED_PUBLISH, RedisBus
+from tornchat.fanout.redis_bus import RedisBus
 from tornchat.fanout.redis_slots import slot_key, slot_member
+from tornchat.fanout.redis_wire import CHANNEL_PREFIX, ROUTED_PUBLISH, encode, origin_of
 from tornchat.metrics import Metrics
 
 BENCH_ENV = {"TORNCHAT_RATE_LIMIT_PER_SECOND": "100000", "TORNCHAT_RATE_LIMIT_BURST": "100000"}
@@ -113,7 +114,7 @@ def fake_delivery(i: int) -> Delivery:
 def _publish_irrelevant(url: str, count: int) -> None:
     """In a child process, so its CPU is not counted: publish ``count`` deliveries."""
     client = redis.Redis.from_url(url)
-    payloads = [f"other-worker|{fake_delivery(i).to_json()}" for i in range(count)]
+    payloads = [encode(origin_of("other-worker"), fake_delivery(i)) for i in range(count)]
     for start in range(0, count, 500):
         pipe = client.pipeline(transaction=False)
         for payload in payloads[start:start + 500]:
@@ -148,7 +149,7 @@ async def pattern_cost(url: str, count: int) -> float:
 
 def redis_publish_rates(url: str, count: int) -> tuple[float, float]:
     client = redis.Redis.from_url(url)
-    payload = "w|" + fake_delivery(0).to_json()
+    payload = encode(origin_of("w"), fake_delivery(0))
     users = [f"bench-user-{i}" for i in range(2)]
     for i, user in enumerate(users):  # each recipient connected on its own worker
         client.zadd(slot_key(user), {slot_member(f"bench-worker-{i}", "conn"): 2 ** 50})

@@ -28,8 +28,8 @@ import uuid
 from locust import User, between, constant_throughput, task
 
 from loadtest.locust_client import ChatClient
-from tornchat.config import DEV_SECRET
 from tornchat.auth import mint_token
+from tornchat.config import DEV_SECRET
 
 WS_PATH = "/api/v1/chat"
 RUN_ID = os.environ.get("TORNCHAT_LOADTEST_RUN") or f"lt{uuid.uuid4().hex[:6]}-{os.getpid()}"

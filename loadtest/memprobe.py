@@ -21,10 +21,10 @@ from multiprocessing.synchronize import Event
 import orjson
 
 from harness.rawws import RawWebSocket
+from tornchat.auth import mint_token
 from tornchat.config import load_settings
 from tornchat.server.wiring import build_application
 from tornchat.storage.schema import migrate
-from tornchat.auth import mint_token
 
 SECRET = "memprobe-secret-that-is-long-enough-for-anything"
 

@@ -55,15 +55,22 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def initialize(self, context: ApiContext) -> None:
         self.context = context
+        self._cors()
 
     # -- headers, CORS -----------------------------------------------------
 
     def set_default_headers(self) -> None:
+        """Also after an error clears the headers (Tornado calls this from
+        ``clear``, the first time before :meth:`initialize`)."""
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
+        if hasattr(self, "context"):
+            self._cors()
+
+    def _cors(self) -> None:
         origin = self.request.headers.get("Origin")
         if origin is not None:
-            self.add_header("Vary", "Origin")
+            self.set_header("Vary", "Origin")
             if self.context.cors_allowed(origin):
                 self.set_header("Access-Control-Allow-Origin", origin)
 

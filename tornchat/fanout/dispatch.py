@@ -44,9 +44,11 @@ class Dispatcher:
             self._write(delivery)
 
     def _write(self, delivery: Delivery) -> None:
+        message = delivery.kind == MESSAGE
         written = self._registry.deliver(delivery.user_ids, delivery.frame,
-                                         delivery.exclude_connection)
-        if written and delivery.kind == MESSAGE and self._metrics is not None:
+                                         delivery.exclude_connection, delivery.conversation_id,
+                                         delivery.seq if message else None)
+        if written and message and self._metrics is not None:
             self._metrics.messages_delivered.inc(written)
             self._metrics.delivery_latency.observe(max(0.0, time.time() - delivery.published_at))
 

@@ -1,7 +1,10 @@
 """Live connections of this process, by user. IOLoop thread only.
 
 Delivery writes one pre-encoded frame to many sockets; a socket that is
-closed or fails is skipped and never stops delivery to the others.
+closed or fails is skipped and never stops delivery to the others. A
+``new_message`` goes through :meth:`Connection.deliver_message` with its
+conversation and ``seq``, so a connection can tell a repeat from a new one
+(:mod:`tornchat.ws.replay`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ class Connection(Protocol):
 
     def send(self, frame: str) -> bool:
         """Queue a frame; False if the socket is already closed."""
+
+    def deliver_message(self, frame: str, conversation_id: str, seq: int) -> bool:
+        """Queue a ``new_message`` frame unless the connection had it already."""
 
 
 class ConnectionRegistry:
@@ -51,8 +57,12 @@ class ConnectionRegistry:
     def connections_of(self, user_id: str) -> list[Connection]:
         return list(self._by_user.get(user_id, {}).values())
 
-    def deliver(self, user_ids: Iterable[str], frame: str, exclude: str | None = None) -> int:
-        """Write ``frame`` to every live connection of ``user_ids``; returns writes."""
+    def deliver(self, user_ids: Iterable[str], frame: str, exclude: str | None = None,
+                conversation_id: str = "", seq: int | None = None) -> int:
+        """Write ``frame`` to every live connection of ``user_ids``; returns writes.
+
+        With a ``seq``, the frame is that message of ``conversation_id``.
+        """
         written = 0
         for user_id in user_ids:
             conns = self._by_user.get(user_id)
@@ -62,7 +72,8 @@ class ConnectionRegistry:
                 if connection.connection_id == exclude:
                     continue
                 try:
-                    if connection.send(frame):
+                    if (connection.send(frame) if seq is None
+                            else connection.deliver_message(frame, conversation_id, seq)):
                         written += 1
                 except Exception:  # one bad socket must not stop the others
                     log.warning("delivery to a connection failed", exc_info=True,

@@ -49,11 +49,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The (lastMessageAt, id) a cursor names; InvalidRequest for anything else."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        moment, conversation_id = json.loads(base64.urlsafe_b64decode(padded))
-        parsed = datetime.fromisoformat(moment.removesuffix("Z"))
-        if not isinstance(conversation_id, str) or parsed.tzinfo is not None:
+        decoded = json.loads(base64.urlsafe_b64decode(padded))
+        moment, conversation_id = decoded if isinstance(decoded, list) else (None, None)
+        if not isinstance(moment, str) or not isinstance(conversation_id, str):
             raise ValueError(cursor)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+        parsed = datetime.fromisoformat(moment.removesuffix("Z"))
+        if parsed.tzinfo is not None:
+            raise ValueError(cursor)
+    except (ValueError, TypeError, binascii.Error):
         raise InvalidRequest("'cursor' is not a cursor this server handed out") from None
     return parsed, conversation_id
 

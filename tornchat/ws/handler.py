@@ -36,20 +36,31 @@ from tornchat.ws.framereader import lean_protocol
 from tornchat.ws.framewriter import PING_FRAME, write_frame
 from tornchat.ws.leanconn import forget_request_headers, lighten_stream
 from tornchat.ws.ratelimit import TokenBucket
+from tornchat.ws.replay import DeliveryLog
 
 log = logging.getLogger(__name__)
 
 CLOSE_GOING_AWAY = 1001
+_Ids = tuple[str | None, str | None]  # a frame's (clientMessageId, requestId)
 
 
-def _client_message_id_or_none(message: str | bytes) -> str | None:
+def _ids_or_none(message: str | bytes) -> tuple[str | None, str | None]:
+    """The (clientMessageId, requestId) of a frame that is not handled, if valid."""
     try:
-        return protocol.client_message_id_of(protocol.decode_object(message))
+        data = protocol.decode_object(message)
     except ChatError:
-        return None
+        return None, None
+    request_id = data.get("requestId")
+    return (protocol.client_message_id_of(data),
+            request_id if isinstance(request_id, str) and 0 < len(request_id)
+            <= protocol.MAX_REQUEST_ID_LENGTH and request_id.isprintable() else None)
 
 
 class ChatSocketHandler(WebSocketHandler):
+    #: what this connection was given (:mod:`tornchat.ws.replay`); a class-level
+    #: default, so a connection that never gets a message has no such attribute
+    _delivered: DeliveryLog | None = None
+
     def initialize(self, context: SocketContext) -> None:
         self.context = context
         self.connection_id = new_id("conn")
@@ -89,40 +100,40 @@ class ChatSocketHandler(WebSocketHandler):
         task and no coroutine chain per message. The rest (auth, typing, a
         first send to a conversation) runs as a coroutine.
         """
-        client_message_id: str | None = None
+        ids: _Ids = (None, None)
         try:
             if not self._bucket.take():  # first: every frame counts, even bad ones
-                client_message_id = _client_message_id_or_none(message)
+                ids = _ids_or_none(message)
                 raise RateLimited("Too many messages; slow down")
             if isinstance(message, bytes):
                 raise InvalidMessage("Binary frames are not supported; send JSON text")
             data = protocol.decode_object(message)
-            client_message_id = protocol.client_message_id_of(data)
-            return self._handle(data, client_message_id)
+            ids = (protocol.client_message_id_of(data), None)
+            ids = (ids[0], protocol.request_id_of(data))  # a bad requestId still echoes the other
+            return self._handle(data, ids)
         except Exception as exc:
-            self._report(exc, client_message_id)
+            self._report(exc, ids)
             return None
 
-    def _report(self, exc: BaseException, client_message_id: str | None) -> None:
+    def _report(self, exc: BaseException, ids: _Ids) -> None:
         """The outcome of a frame that failed: an error frame (or, for auth
-        failures, a rejection and close)."""
+        failures, a rejection and close), carrying the frame's ids."""
         if isinstance(exc, AuthError):
             self._reject(exc)
         elif isinstance(exc, ChatError):
             if isinstance(exc, Unavailable):
                 log.warning("request failed: %s", exc.message, extra=self._log_context())
-            self.send(protocol.error(exc.code, exc.message, client_message_id))
+            self.send(protocol.error(exc.code, exc.message, *ids))
         else:
             log.error("unexpected error while handling a frame", exc_info=exc,
                       extra=self._log_context())
-            self.send(protocol.error("internal_error", "Internal server error",
-                                     client_message_id))
+            self.send(protocol.error("internal_error", "Internal server error", *ids))
 
-    async def _guarded(self, work: Awaitable[None], client_message_id: str | None) -> None:
+    async def _guarded(self, work: Awaitable[None], ids: _Ids) -> None:
         try:
             await work
         except Exception as exc:
-            self._report(exc, client_message_id)
+            self._report(exc, ids)
 
     def on_pong(self, data: bytes) -> None:
         self.awaiting_pong = False
@@ -134,50 +145,98 @@ class ChatSocketHandler(WebSocketHandler):
 
     # -- protocol -----------------------------------------------------------
 
-    def _handle(self, data: dict[str, Any], client_message_id: str | None
-                ) -> Awaitable[None] | None:
+    def _handle(self, data: dict[str, Any], ids: _Ids) -> Awaitable[None] | None:
         limits = self.context.limits
         if self.user_id is None:
             if data.get("type") != "auth":
                 raise AuthError("Not authenticated")
-            return self._guarded(self._authenticate(protocol.parse_client_frame(data, limits)),
-                                 client_message_id)
+            return self._guarded(self._authenticate(protocol.parse_client_frame(data, limits),
+                                                    ids[1]), ids)
         frame = protocol.parse_client_frame(data, limits)
-        if isinstance(frame, protocol.Auth):
-            raise AlreadyAuthenticated("Connection is already authenticated")
+        service = self.context.service
+        if isinstance(frame, protocol.SendMessage):
+            return self._send_message(frame, ids)
         if isinstance(frame, protocol.Ping):
-            self.send(protocol.PONG)
-        elif isinstance(frame, protocol.SendMessage):
-            return self._send_message(frame, client_message_id)
+            self.send(protocol.pong(ids[1]))
         elif isinstance(frame, protocol.Typing):
-            return self._guarded(self.context.service.typing(self.user_id, frame.conversation_id),
-                                 client_message_id)
+            return self._guarded(service.typing(self.user_id, frame.conversation_id), ids)
+        elif isinstance(frame, protocol.MarkRead):
+            return self._guarded(self._mark_read(frame, ids[1]), ids)
+        elif isinstance(frame, protocol.Sync):
+            return self._guarded(self._sync(frame, ids[1]), ids)
+        elif isinstance(frame, protocol.Auth):
+            raise AlreadyAuthenticated("Connection is already authenticated")
         return None
 
-    async def _authenticate(self, frame: protocol.ClientFrame) -> None:
+    async def _authenticate(self, frame: protocol.ClientFrame, request_id: str | None) -> None:
         assert isinstance(frame, protocol.Auth)
         self._cancel_auth_timer()
         user_id = self.context.verifier.verify(frame.token)
         await self.context.sessions.authenticate(self, user_id)
         if self._closed:
             return
-        self.send(protocol.auth_success(user_id, self.connection_id))
+        self.send(protocol.auth_success(user_id, self.connection_id, request_id))
         log.info("connection authenticated", extra=self._log_context())
 
-    def _send_message(self, frame: protocol.SendMessage, client_message_id: str | None
-                      ) -> Awaitable[None]:
+    def _send_message(self, frame: protocol.SendMessage, ids: _Ids) -> Awaitable[None]:
         assert self.user_id is not None
 
         def reply(outcome: StoredMessage | Exception) -> None:
             if isinstance(outcome, StoredMessage):
-                self._acknowledge(outcome, frame)
+                self._acknowledge(outcome, frame, ids[1])
             else:
-                self._report(outcome, client_message_id)
+                self._report(outcome, ids)
 
         return self.context.service.send(self.user_id, self.connection_id, frame, reply)
 
-    def _acknowledge(self, message: StoredMessage, frame: protocol.SendMessage) -> None:
-        self.send(protocol.message_sent(message.to_wire(), frame.client_message_id))
+    async def _mark_read(self, frame: protocol.MarkRead, request_id: str | None) -> None:
+        assert self.user_id is not None
+        position = await self.context.service.mark_read(
+            self.user_id, frame.conversation_id, frame.seq, self.connection_id)
+        self.send(protocol.read({**position.to_wire(), "unreadCount": position.unread_count},
+                                request_id))
+
+    async def _sync(self, frame: protocol.Sync, request_id: str | None) -> None:
+        """Replay what the client missed, hold live messages meanwhile, then
+        release those it did not get; ``sync_done`` last."""
+        assert self.user_id is not None
+        delivered = self._delivery_log()
+        delivered.begin(conversation_id for conversation_id, _ in frame.known)
+        try:
+            windows, errors = await self.context.service.sync_windows(
+                self.user_id, frame.known, self.context.settings.sync_max_replay)
+            for window in windows:
+                for message in window.messages:
+                    if delivered.admit(message.conversation_id, message.seq):
+                        self.send(protocol.new_message(message.to_wire()))
+        finally:
+            for conversation_id, seq, held in delivered.end():
+                if delivered.admit(conversation_id, seq):
+                    self.send(held)
+        self.send(protocol.sync_done([window.to_wire() for window in windows],
+                                     [{"id": cid, "code": code} for cid, code in errors],
+                                     request_id))
+
+    def deliver_message(self, frame: str, conversation_id: str, seq: int) -> bool:
+        """A live ``new_message``: written unless this connection had it, or
+        held while a sync of its conversation replays."""
+        delivered = self._delivered
+        if delivered is None:
+            delivered = self._delivered = DeliveryLog()
+        elif delivered.hold(conversation_id, seq, frame):
+            return True
+        return delivered.admit(conversation_id, seq) and self.send(frame)
+
+    def _delivery_log(self) -> DeliveryLog:
+        if self._delivered is None:
+            self._delivered = DeliveryLog()
+        return self._delivered
+
+    def _acknowledge(self, message: StoredMessage, frame: protocol.SendMessage,
+                     request_id: str | None) -> None:
+        self._delivery_log().admit(message.conversation_id, message.seq)
+        self.send(protocol.message_sent(message.to_wire(), frame.client_message_id,
+                                        request_id))
         if log.isEnabledFor(logging.DEBUG):  # per message: skip building the record
             log.debug("message stored", extra={**self._log_context(),
                                                "conversationId": message.conversation_id,

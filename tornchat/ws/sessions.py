@@ -16,22 +16,18 @@ from typing import Protocol
 from tornado.ioloop import IOLoop
 
 from tornchat.errors import TooManyConnections
-from tornchat.fanout.registry import ConnectionRegistry
+from tornchat.fanout.registry import Connection, ConnectionRegistry
 from tornchat.fanout.slots import ConnectionSlots
 from tornchat.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 
-class Session(Protocol):
-    """What the sessions, the heartbeat and drain need of a connection."""
+class Session(Connection, Protocol):
+    """What the sessions, the heartbeat and drain need of a connection (and
+    the registry's fan-out, :class:`~tornchat.fanout.registry.Connection`)."""
 
-    connection_id: str
-    user_id: str | None
     awaiting_pong: bool
-
-    def send(self, frame: str) -> bool:
-        """Queue a text frame; False if the socket is closed."""
 
     def send_ping(self) -> bool:
         """Queue a ping; False if the socket is closed."""

@@ -1,0 +1,93 @@
+"""Exactly once per connection: what a connection was given of each
+conversation, and the live messages held back while a ``sync`` replays.
+
+A ``sync`` promises that after it the connection receives every message of
+each listed conversation above the client's known ``seq`` exactly once, in
+``seq`` order, replayed or live. Two things could break that: a live message
+arriving while the replay is read from the database (it would overtake the
+replay), and a message delivered both live and by the replay. So:
+
+- while a sync of a conversation is being read, its live messages to this
+  connection are held (:meth:`DeliveryLog.hold`) and written after the
+  replay, in the order they arrived;
+- every message written to the connection, live, replayed or acknowledged
+  to its sender, is recorded (:meth:`DeliveryLog.admit`), and one already
+  written is dropped, whichever path brings it again.
+
+The record is a few ``[low, high]`` spans of seq per conversation: live
+delivery is in order (the dispatcher's sequencer), so a conversation costs
+one span unless a message was skipped. Spans past :data:`MAX_SPANS` drop the
+oldest, so a connection's record stays bounded; the log itself is made only
+when the first message reaches the connection, so an idle one pays nothing.
+
+Thread rule: IOLoop thread only (the handler's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+MAX_SPANS = 16
+
+
+class DeliveryLog:
+    __slots__ = ("_held", "_spans")
+
+    def __init__(self) -> None:
+        self._spans: dict[str, list[int]] = {}  # flattened [low0, high0, low1, high1, ...]
+        self._held: dict[str, list[tuple[int, str]]] | None = None
+
+    def admit(self, conversation_id: str, seq: int) -> bool:
+        """Record ``seq`` as written now; False if it was written before."""
+        spans = self._spans.get(conversation_id)
+        if spans is None:
+            self._spans[conversation_id] = [seq, seq]
+            return True
+        high = spans[-1]
+        if seq == high + 1:  # the common case: the next one
+            spans[-1] = seq
+            return True
+        if seq > high:
+            spans += (seq, seq)
+            del spans[:-2 * MAX_SPANS]
+            return True
+        for index in range(0, len(spans), 2):
+            if spans[index] <= seq <= spans[index + 1]:
+                return False
+        _insert(spans, seq)
+        return True
+
+    def hold(self, conversation_id: str, seq: int, frame: str) -> bool:
+        """Keep a live message back if a sync of its conversation is replaying."""
+        held = self._held
+        if held is None:
+            return False
+        waiting = held.get(conversation_id)
+        if waiting is None:
+            return False
+        waiting.append((seq, frame))
+        return True
+
+    def begin(self, conversation_ids: Iterable[str]) -> None:
+        """A sync of these conversations starts: hold their live messages."""
+        self._held = {conversation_id: [] for conversation_id in conversation_ids}
+
+    def end(self) -> list[tuple[str, int, str]]:
+        """The sync is replayed: the held messages, (conversation, seq, frame),
+        in arrival order per conversation; live messages flow again."""
+        held, self._held = self._held or {}, None
+        return [(conversation_id, seq, frame) for conversation_id, waiting in held.items()
+                for seq, frame in waiting]
+
+
+def _insert(spans: list[int], seq: int) -> None:
+    """Add ``seq`` below the highest span (rare: a message late past the
+    sequencer's hold), merging spans that touch."""
+    pairs = sorted([*zip(spans[::2], spans[1::2], strict=True), (seq, seq)])
+    merged: list[list[int]] = []
+    for low, high in pairs:
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    spans[:] = [bound for pair in merged[-MAX_SPANS:] for bound in pair]
