@@ -16,6 +16,7 @@ import uuid
 from harness.server import TEST_SECRET, ServerProcess
 from harness.wsclient import WsClient, connect_and_auth
 from harness.wsclient import authed as authed_at
+from tornchat.auth import mint_token
 
 
 def unique(name: str) -> str:
@@ -38,6 +39,17 @@ def metric_value(text: str, name: str) -> float:
 async def connect(server: ServerProcess, user_id: str) -> tuple[WsClient, dict]:
     """Connect and send auth; returns the client and the server's first reply."""
     return await connect_and_auth(server.ws_url, TEST_SECRET, user_id)
+
+
+async def connect_pipelined(server: ServerProcess, user_id: str, frame: dict) -> WsClient:
+    """Connect and send auth and ``frame`` back to back, without waiting;
+    asserts auth_success."""
+    client = await WsClient.connect(server.ws_url)
+    await client.send({"type": "auth", "token": mint_token(TEST_SECRET, user_id)})
+    await client.send(frame)
+    reply = await client.recv()
+    assert reply["type"] == "auth_success", reply
+    return client
 
 
 async def authed(server: ServerProcess, user_id: str) -> WsClient:

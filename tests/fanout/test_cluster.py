@@ -18,6 +18,7 @@ from harness.services import fresh_postgres_database, migrated, require_redis
 from tests.fanout.support import (
     authed,
     connect,
+    connect_pipelined,
     frames_of,
     kill,
     metric_value,
@@ -190,6 +191,78 @@ async def test_metrics_are_the_sum_over_workers(cluster):
     assert "tornchat_bus_reconnects_total" in text
     alice_client.close()
     bob_client.close()
+
+
+async def _send_acked(client, conversation_id: str, content: str) -> dict:
+    await client.send({"type": "send_message", "conversationId": conversation_id,
+                       "content": content})
+    while True:
+        reply = await client.recv(10)
+        if reply["type"] == "message_sent":
+            return reply["data"]
+
+
+async def test_sync_is_exactly_once_in_order_while_both_instances_keep_sending(cluster):
+    """Contract section 11 across workers and instances: a client that
+    pipelines sync behind auth, on either instance, gets every message above
+    its known seq once, in seq order, replayed or live, while senders on both
+    instances go on."""
+    a, b = cluster
+    alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
+    senders = [await authed(a, alice), await authed(b, carol)]
+    first = await senders[0].request({"type": "send_message", "recipientIds": [bob, carol],
+                                      "content": "0"})
+    conversation_id = first["data"]["conversationId"]
+    for index in range(40):
+        await _send_acked(senders[index % 2], conversation_id, f"before {index}")
+    streaming = True
+
+    async def stream(client) -> None:
+        while streaming:
+            await _send_acked(client, conversation_id, "live")
+
+    live = [asyncio.ensure_future(stream(client)) for client in senders]
+    try:
+        for attempt, server in enumerate((a, b, a, b)):
+            known = 5 + attempt * 7
+            client = await connect_pipelined(server, bob,
+                                             {"type": "sync",
+                                              "conversations": {conversation_id: known}})
+            seqs: list[int] = []
+            while len(seqs) < 60:
+                frame = await client.recv(10)
+                if frame["type"] == "new_message":
+                    seqs.append(frame["data"]["seq"])
+            assert seqs == list(range(known + 1, known + 61)), (attempt, seqs)
+            client.close()
+    finally:
+        streaming = False
+        await asyncio.gather(*live)
+    for client in senders:
+        client.close()
+
+
+async def test_a_read_reaches_every_participant_on_every_instance(cluster):
+    a, b = cluster
+    alice, bob = unique("alice"), unique("bob")
+    alice_client = await authed(b, alice)
+    bob_phone, bob_laptop = await authed(a, bob), await authed(b, bob)
+    sent = await alice_client.request({"type": "send_message", "recipientIds": [bob],
+                                       "content": "read me"})
+    conversation_id = sent["data"]["conversationId"]
+    for client in (bob_phone, bob_laptop):
+        await client.expect("new_message")
+    answer = await bob_phone.request({"type": "mark_read", "conversationId": conversation_id,
+                                      "seq": 1, "requestId": "r"})
+    assert (answer["type"], answer["requestId"], answer["data"]["unreadCount"]) == (
+        "read", "r", 0)
+    laptop = await bob_laptop.expect("read")
+    assert "requestId" not in laptop and laptop["data"]["unreadCount"] == 0
+    seen = await alice_client.expect("read")
+    assert (seen["data"]["userId"], seen["data"]["lastReadSeq"]) == (bob, 1)
+    assert "unreadCount" not in seen["data"]
+    for client in (alice_client, bob_phone, bob_laptop):
+        client.close()
 
 
 async def test_slot_of_a_sigkilled_worker_expires_and_the_worker_is_replaced(cluster):

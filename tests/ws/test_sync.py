@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from harness.wsclient import WsClient, authed
+from tornchat.auth import mint_token
 
 
 async def _send(client: WsClient, conversation_id: str, content: str) -> dict:
@@ -175,3 +176,43 @@ async def test_live_messages_during_the_replay_are_held_then_released_once_in_or
     assert seqs == list(range(5, 34))  # 5..30 replayed or released, 31..33 live: once each
     assert done["data"]["conversations"][0]["complete"] is True
     await bob.nothing_within(0.3)
+
+
+async def test_a_sync_sent_right_behind_auth_gets_no_live_message_ahead_of_it(server):
+    """While messages keep coming, a client that pipelines ``sync`` behind
+    ``auth`` gets the replay first, then live ones: every seq once, in order."""
+    alice = await authed(server.url, server.secret, "alice")
+    conversation_id = await _open(alice, ["bob"], 10)
+    streaming = True
+
+    async def stream() -> int:
+        sent = 10
+        while streaming:
+            sent = (await _send(alice, conversation_id, "live"))["seq"]
+        return sent
+
+    sender = asyncio.ensure_future(stream())
+    for _ in range(5):
+        bob = await WsClient.connect(server.url)
+        await bob.send({"type": "auth", "token": mint_token(server.secret, "bob")})
+        await bob.send({"type": "sync", "conversations": {conversation_id: 3}})
+        assert (await bob.recv())["type"] == "auth_success"
+        seqs: list[int] = []
+        while len(seqs) < 15:
+            frame = await bob.recv()
+            if frame["type"] == "new_message":
+                seqs.append(frame["data"]["seq"])
+        assert seqs == list(range(4, 19)), seqs
+        bob.close()
+    streaming = False
+    await sender
+
+
+async def test_a_client_that_only_listens_gets_live_messages_at_once(server):
+    bob = await authed(server.url, server.secret, "bob")
+    alice = await authed(server.url, server.secret, "alice")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await alice.request({"type": "send_message", "recipientIds": ["bob"], "content": "hi"})
+    assert (await bob.expect("new_message"))["data"]["content"] == "hi"
+    assert loop.time() - started < 0.5  # no hold waits for a frame that never comes

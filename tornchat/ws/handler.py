@@ -153,6 +153,9 @@ class ChatSocketHandler(WebSocketHandler):
             return self._guarded(self._authenticate(protocol.parse_client_frame(data, limits),
                                                     ids[1]), ids)
         frame = protocol.parse_client_frame(data, limits)
+        delivered = self._delivered
+        if delivered is not None and delivered.holding_all:  # the first frame since auth
+            self._release_held(frame)
         service = self.context.service
         if isinstance(frame, protocol.SendMessage):
             return self._send_message(frame, ids)
@@ -163,6 +166,7 @@ class ChatSocketHandler(WebSocketHandler):
         elif isinstance(frame, protocol.MarkRead):
             return self._guarded(self._mark_read(frame, ids[1]), ids)
         elif isinstance(frame, protocol.Sync):
+            self._delivery_log().begin(conversation_id for conversation_id, _ in frame.known)
             return self._guarded(self._sync(frame, ids[1]), ids)
         elif isinstance(frame, protocol.Auth):
             raise AlreadyAuthenticated("Connection is already authenticated")
@@ -175,6 +179,8 @@ class ChatSocketHandler(WebSocketHandler):
         await self.context.sessions.authenticate(self, user_id)
         if self._closed:
             return
+        # a frame sent right behind auth (a sync) is read before live messages flow
+        self._delivery_log().hold_all()
         self.send(protocol.auth_success(user_id, self.connection_id, request_id))
         log.info("connection authenticated", extra=self._log_context())
 
@@ -197,11 +203,11 @@ class ChatSocketHandler(WebSocketHandler):
                                 request_id))
 
     async def _sync(self, frame: protocol.Sync, request_id: str | None) -> None:
-        """Replay what the client missed, hold live messages meanwhile, then
-        release those it did not get; ``sync_done`` last."""
+        """Replay what the client missed (live messages of those conversations
+        are held since :meth:`_handle` saw the frame), then release the held
+        ones it did not get; ``sync_done`` last."""
         assert self.user_id is not None
         delivered = self._delivery_log()
-        delivered.begin(conversation_id for conversation_id, _ in frame.known)
         try:
             windows, errors = await self.context.service.sync_windows(
                 self.user_id, frame.known, self.context.settings.sync_max_replay)
@@ -226,6 +232,27 @@ class ChatSocketHandler(WebSocketHandler):
         elif delivered.hold(conversation_id, seq, frame):
             return True
         return delivered.admit(conversation_id, seq) and self.send(frame)
+
+    def on_reader_idle(self) -> None:
+        """The frame reader found no whole frame buffered and waits for the
+        socket (:mod:`tornchat.ws.framereader`): nothing was sent right behind
+        auth, so the hold that began there ends."""
+        delivered = self._delivered
+        if delivered is not None and delivered.holding_all:
+            self._release_held()
+
+    def _release_held(self, first: protocol.ClientFrame | None = None) -> None:
+        """End the hold that began at authentication (see :mod:`tornchat.ws.replay`)."""
+        delivered = self._delivered
+        if delivered is None:
+            return
+        syncing = ([conversation_id for conversation_id, _ in first.known]
+                   if isinstance(first, protocol.Sync) else [])
+        for conversation_id, seq, frame in delivered.release_all(syncing):
+            if delivered.admit(conversation_id, seq):
+                self.send(frame)
+        if not delivered:  # nothing came meanwhile: an idle connection keeps no log
+            del self._delivered
 
     def _delivery_log(self) -> DeliveryLog:
         if self._delivered is None:

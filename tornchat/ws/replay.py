@@ -10,6 +10,14 @@ replay), and a message delivered both live and by the replay. So:
 - while a sync of a conversation is being read, its live messages to this
   connection are held (:meth:`DeliveryLog.hold`) and written after the
   replay, in the order they arrived;
+- from authentication until the frame reader has handled what the client
+  sent right behind ``auth``, every live message is held
+  (:meth:`DeliveryLog.hold_all`): a client that sends ``sync`` without
+  waiting for ``auth_success`` gets no live message ahead of its replay. If
+  that frame is a ``sync``, the held messages of its conversations stay held
+  until the replay is written; the rest, or all of them when another frame
+  follows or none is buffered, are written at once (so a client that only
+  listens waits for nothing);
 - every message written to the connection, live, replayed or acknowledged
   to its sender, is recorded (:meth:`DeliveryLog.admit`), and one already
   written is dropped, whichever path brings it again.
@@ -31,11 +39,16 @@ MAX_SPANS = 16
 
 
 class DeliveryLog:
-    __slots__ = ("_held", "_spans")
+    __slots__ = ("_all", "_held", "_spans")
 
     def __init__(self) -> None:
         self._spans: dict[str, list[int]] = {}  # flattened [low0, high0, low1, high1, ...]
         self._held: dict[str, list[tuple[int, str]]] | None = None
+        self._all: list[tuple[str, int, str]] | None = None
+
+    def __bool__(self) -> bool:
+        """False while it records nothing and holds nothing (it may be dropped)."""
+        return bool(self._spans) or self._held is not None or self._all is not None
 
     def admit(self, conversation_id: str, seq: int) -> bool:
         """Record ``seq`` as written now; False if it was written before."""
@@ -58,7 +71,11 @@ class DeliveryLog:
         return True
 
     def hold(self, conversation_id: str, seq: int, frame: str) -> bool:
-        """Keep a live message back if a sync of its conversation is replaying."""
+        """Keep a live message back if a sync of its conversation is replaying
+        (or the connection's first frame is awaited)."""
+        if self._all is not None:
+            self._all.append((conversation_id, seq, frame))
+            return True
         held = self._held
         if held is None:
             return False
@@ -68,9 +85,36 @@ class DeliveryLog:
         waiting.append((seq, frame))
         return True
 
+    @property
+    def holding_all(self) -> bool:
+        return self._all is not None
+
+    def hold_all(self) -> None:
+        """Authenticated: hold every live message until :meth:`release_all`."""
+        self._all = []
+
+    def release_all(self, syncing: Iterable[str] = ()) -> list[tuple[str, int, str]]:
+        """The first frame came (or none in time): the held messages to write
+        now; those of the ``syncing`` conversations stay held for the replay."""
+        held, self._all = self._all or [], None
+        self.begin(syncing)
+        gate = self._held or {}
+        now = []
+        for conversation_id, seq, frame in held:
+            waiting = gate.get(conversation_id)
+            if waiting is None:
+                now.append((conversation_id, seq, frame))
+            else:
+                waiting.append((seq, frame))
+        return now
+
     def begin(self, conversation_ids: Iterable[str]) -> None:
-        """A sync of these conversations starts: hold their live messages."""
-        self._held = {conversation_id: [] for conversation_id in conversation_ids}
+        """A sync of these conversations starts: hold their live messages
+        (what is held for them already stays held)."""
+        held = self._held if self._held is not None else {}
+        for conversation_id in conversation_ids:
+            held.setdefault(conversation_id, [])
+        self._held = held or None
 
     def end(self) -> list[tuple[str, int, str]]:
         """The sync is replayed: the held messages, (conversation, seq, frame),
