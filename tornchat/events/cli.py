@@ -1,4 +1,5 @@
-"""``tornchat events``: watch, drain and inspect the ``MessageSent`` events.
+"""``tornchat events``: watch, drain and inspect the Kafka events
+(``MessageSent``, ``ConversationRead``).
 
 - ``tail`` is the example consumer a notification-service author can copy:
   a confluent-kafka ``Consumer`` that prints each event as one JSON line and
@@ -44,6 +45,9 @@ def add_parser(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     tail.add_argument("--count", type=int, metavar="N", help="exit after N events")
     tail.add_argument("--timeout", type=float, metavar="SECONDS",
                       help="exit after this long (default: run until Ctrl-C)")
+    tail.add_argument("--type", metavar="EVENT_TYPE", dest="event_type",
+                      help="print only events of this eventType (MessageSent, "
+                           "ConversationRead)")
     tail.add_argument("--keys", action="store_true",
                       help="prefix each line with the record key (conversationId) and a tab")
 
@@ -117,9 +121,12 @@ def _tail(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"tornchat events tail: {message.error()}", file=sys.stderr)
                 continue
             value = (message.value() or b"").decode("utf-8")
-            dedupe_id = json.loads(value).get("dedupeId", "")
+            event = json.loads(value)
+            dedupe_id = event.get("dedupeId", "")
             if dedupe_id in seen:
                 continue  # a redelivery: same event, already handled
+            if args.event_type and event.get("eventType") != args.event_type:
+                continue
             seen[dedupe_id] = None
             if len(seen) > _DEDUPE_MEMORY:
                 seen.popitem(last=False)

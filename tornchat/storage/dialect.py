@@ -161,13 +161,15 @@ class Dialect(abc.ABC):
         """A timestamp column as the driver returned it, as a datetime."""
         return value
 
-    def stored_message(self, row: tuple[Any, ...], duplicate: bool = False) -> StoredMessage:
-        """A StoredMessage from a raw ``MESSAGE_COLUMNS`` row."""
+    def stored_message(self, row: tuple[Any, ...], duplicate: bool = False,
+                       participants: tuple[str, ...] | None = None) -> StoredMessage:
+        """A StoredMessage from a raw ``MESSAGE_COLUMNS`` row (``participants``:
+        its conversation's, when the caller knows them already)."""
         message_id, conversation_id, sender_id, content, created_at, seq, client_id = row
         return StoredMessage(
             id=message_id, conversation_id=conversation_id, sender_id=sender_id,
             content=content, created_at=self.timestamp(created_at), seq=seq,
-            participants=self._participants(conversation_id),
+            participants=participants or self._participants(conversation_id),
             client_message_id=client_id, duplicate=duplicate)
 
     def existing_client_ids(self, batch: list[NewMessage], sql: Statements | None = None

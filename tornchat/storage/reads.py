@@ -31,12 +31,16 @@ from tornchat.storage.dialect import MESSAGE_COLUMNS
 from tornchat.storage.store import ChatStore
 
 _LAST_MESSAGE_COLUMNS = ", ".join(f"m.{column.strip()}" for column in MESSAGE_COLUMNS.split(","))
+# The user's conversations ({where}: more conditions, {order}: ORDER BY and
+# LIMIT), then the last message of only those that made the page.
 _CONVERSATION_SELECT = (
-    "SELECT c.id, c.created_at, c.last_message_at, c.last_seq, p.last_read_seq, "
-    f"{_LAST_MESSAGE_COLUMNS} FROM participant AS p "
+    "SELECT t.id, t.created_at, t.last_message_at, t.last_seq, t.last_read_seq, "
+    f"{_LAST_MESSAGE_COLUMNS} FROM (SELECT c.id, c.created_at, c.last_message_at, "
+    "c.last_seq, p.last_read_seq FROM participant AS p "
     "JOIN conversation AS c ON c.id = p.conversation_id "
-    "LEFT JOIN message AS m ON m.conversation_id = c.id AND m.seq = c.last_seq "
-    "WHERE p.user_id = {p}")
+    "WHERE p.user_id = {p}{where}{order}) AS t "
+    "LEFT JOIN message AS m ON m.conversation_id = t.id AND m.seq = t.last_seq "
+    "ORDER BY t.last_message_at DESC, t.id DESC")
 
 
 def encode_cursor(view: ConversationView) -> str:
@@ -89,13 +93,14 @@ class ConversationReads:
         """A page of the user's conversations, newest ``lastMessageAt`` first
         (ties by id), and the cursor of the next page (None on the last)."""
         p = self._param
-        sql = _CONVERSATION_SELECT.format(p=p)
+        where = ""
         params: list[Any] = [user_id]
         if cursor is not None:
             moment, conversation_id = decode_cursor(cursor)
-            sql += f" AND (c.last_message_at < {p} OR (c.last_message_at = {p} AND c.id < {p}))"
+            where = f" AND (c.last_message_at < {p} OR (c.last_message_at = {p} AND c.id < {p}))"
             params += [moment, moment, conversation_id]
-        sql += f" ORDER BY c.last_message_at DESC, c.id DESC LIMIT {p}"
+        sql = _CONVERSATION_SELECT.format(
+            p=p, where=where, order=f" ORDER BY c.last_message_at DESC, c.id DESC LIMIT {p}")
         params.append(limit + 1)
         with self._store.session():
             rows = self._database.execute_sql(sql, params).fetchall()
@@ -107,8 +112,8 @@ class ConversationReads:
         with self._store.session():
             self._store.member_participants(conversation_id, user_id)
             rows = self._database.execute_sql(
-                _CONVERSATION_SELECT.format(p=self._param) + f" AND c.id = {self._param}",
-                (user_id, conversation_id)).fetchall()
+                _CONVERSATION_SELECT.format(p=self._param, where=f" AND c.id = {self._param}",
+                                            order=""), (user_id, conversation_id)).fetchall()
             return self._views(rows)[0]
 
     def _views(self, rows: Sequence[tuple[Any, ...]]) -> list[ConversationView]:
@@ -196,9 +201,11 @@ class ConversationReads:
                 f"SELECT {MESSAGE_COLUMNS} FROM message WHERE {where} "
                 "ORDER BY conversation_id, seq",
                 [value for item in chunk for value in item]).fetchall()
+            members = self._store.participants_of_many([item[0] for item in chunk])
+            stored_message = self._store.dialect.stored_message
             for row in rows:
-                message = self._store.dialect.stored_message(row)
-                found.setdefault(message.conversation_id, []).append(message)
+                found.setdefault(row[1], []).append(
+                    stored_message(row, participants=members[row[1]]))
         return found
 
 

@@ -33,7 +33,7 @@ from tornchat.errors import (
 )
 from tornchat.ws.context import SocketContext
 from tornchat.ws.framereader import lean_protocol
-from tornchat.ws.framewriter import PING_FRAME, write_frame
+from tornchat.ws.framewriter import PING_FRAME, text_frame, write_frame
 from tornchat.ws.leanconn import forget_request_headers, lighten_stream
 from tornchat.ws.ratelimit import TokenBucket
 from tornchat.ws.replay import DeliveryLog
@@ -208,20 +208,22 @@ class ChatSocketHandler(WebSocketHandler):
         ones it did not get; ``sync_done`` last."""
         assert self.user_id is not None
         delivered = self._delivery_log()
+        frames: list[str] = []
         try:
             windows, errors = await self.context.service.sync_windows(
                 self.user_id, frame.known, self.context.settings.sync_max_replay)
-            for window in windows:
-                for message in window.messages:
-                    if delivered.admit(message.conversation_id, message.seq):
-                        self.send(protocol.new_message(message.to_wire()))
+            frames += [protocol.new_message(message.to_wire())
+                       for window in windows for message in window.messages
+                       if delivered.admit(message.conversation_id, message.seq)]
+            frames += [held for conversation_id, seq, held in delivered.end()
+                       if delivered.admit(conversation_id, seq)]
+            frames.append(protocol.sync_done(
+                [window.to_wire() for window in windows],
+                [{"id": cid, "code": code} for cid, code in errors], request_id))
         finally:
-            for conversation_id, seq, held in delivered.end():
-                if delivered.admit(conversation_id, seq):
-                    self.send(held)
-        self.send(protocol.sync_done([window.to_wire() for window in windows],
-                                     [{"id": cid, "code": code} for cid, code in errors],
-                                     request_id))
+            frames += [held for conversation_id, seq, held in delivered.end()
+                       if delivered.admit(conversation_id, seq)]  # after a failed read
+            self._send_all(frames)
 
     def deliver_message(self, frame: str, conversation_id: str, seq: int) -> bool:
         """A live ``new_message``: written unless this connection had it, or
@@ -298,6 +300,13 @@ class ChatSocketHandler(WebSocketHandler):
         if self._closed:
             return False
         return write_frame(self.ws_connection, self.context.frames.get(frame))
+
+    def _send_all(self, frames: list[str]) -> bool:
+        """Several text frames in one write (a sync's replay: one system call,
+        not one per message)."""
+        if self._closed or not frames:
+            return False
+        return write_frame(self.ws_connection, b"".join(map(text_frame, frames)))
 
     def send_ping(self) -> bool:
         """The heartbeat's ping, as prebuilt bytes."""
