@@ -80,3 +80,34 @@ async def test_storage_down_gives_unavailable_then_recovers_without_loss(start_s
     assert (status, body["dependencies"]["database"]) == (200, "ok")
     stored = server.app.store.messages_of(conversation_id)
     assert [m.content for m in stored] == ["before", "during"]
+
+
+async def test_storage_down_gives_503_unavailable_over_http_and_on_the_socket(start_server,
+                                                                              pg_url):
+    """Version 2's reads and read positions fail the same clear way, and work
+    again once the database is back."""
+    from harness.http import ApiClient
+
+    server = await start_server(database_url=pg_url)
+    alice = await authed(server.url, server.secret, "alice")
+    first = await alice.request({"type": "send_message", "recipientIds": ["bob"],
+                                 "content": "before"})
+    conversation_id = first["data"]["conversationId"]
+    api = ApiClient(server.http_url, server.secret, "alice")
+    with database_outage(pg_url):
+        for answer in (await api.get("/api/v1/conversations"),
+                       await api.get(f"/api/v1/conversations/{conversation_id}/messages"),
+                       await api.post(f"/api/v1/conversations/{conversation_id}/read",
+                                      {"seq": 1}),
+                       await api.post("/api/v1/conversations", {"recipientIds": ["zed"]})):
+            assert answer.status == 503, answer.body
+            assert answer.body["code"] == "unavailable"
+        reply = await alice.request({"type": "sync", "conversations": {conversation_id: 0},
+                                     "requestId": "s"})
+        assert (reply["type"], reply["code"], reply["requestId"]) == ("error", "unavailable",
+                                                                      "s")
+        reply = await alice.request({"type": "mark_read", "conversationId": conversation_id,
+                                     "seq": 1})
+        assert reply["code"] == "unavailable"
+    listed = await api.get("/api/v1/conversations")
+    assert listed.status == 200 and listed.body["conversations"][0]["id"] == conversation_id

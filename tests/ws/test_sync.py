@@ -87,6 +87,18 @@ async def test_more_than_the_replay_limit_replays_the_newest_and_names_the_gap(s
     assert [m["seq"] for m in page["messages"]] == [4, 5, 6, 7]
 
 
+async def test_with_the_default_limit_the_newest_100_are_replayed(server):
+    alice = await authed(server.url, server.secret, "alice")
+    conversation_id = await _open(alice, ["bob"], 130)
+    bob = await authed(server.url, server.secret, "bob")
+    await bob.send({"type": "sync", "conversations": {conversation_id: 10}})
+    frames, done = await _until_sync_done(bob)
+    assert [f["data"]["seq"] for f in frames] == list(range(31, 131))
+    window = done["data"]["conversations"][0]
+    assert (window["complete"], window["missingBeforeSeq"], window["lastSeq"]) == (
+        False, 31, 130)
+
+
 async def test_conversations_the_user_may_not_read_are_listed_as_errors(server):
     alice = await authed(server.url, server.secret, "alice")
     theirs = await _open(alice, ["bob"], 1)
