@@ -7,7 +7,8 @@ contract in the test command checks it):
 - :mod:`tornchat.server`: the application object, wiring, HTTP handlers,
   process lifecycle and worker supervision;
 - :mod:`tornchat.ws`: the socket (handler, frame reading and writing, lean
-  idle connections, sessions, heartbeat, authentication, rate limits);
+  idle connections, sessions, heartbeat, sync's delivery log, rate limits);
+- :mod:`tornchat.api`: the HTTP API for users and its OpenAPI document;
 - :mod:`tornchat.service`: the chat rules, store then publish then
   acknowledge, in one place;
 - :mod:`tornchat.events`: the Kafka outbox relay and its CLI;
@@ -17,7 +18,7 @@ contract in the test command checks it):
   group-commit writer, models and migrations;
 - :mod:`tornchat.contract`: what goes over the wire and into Kafka, pure;
 - :mod:`tornchat.config`, :mod:`tornchat.errors`, :mod:`tornchat.metrics`,
-  :mod:`tornchat.backoff`: what every stage shares.
+  :mod:`tornchat.backoff`, :mod:`tornchat.auth`: what every stage shares.
 
 ``tornchat.server.app.ChatApplication`` owns every piece of runtime state of
 a process, so nothing here is a mutable global.

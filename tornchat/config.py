@@ -70,6 +70,9 @@ class Settings:
     sync_max_replay: int = _setting(
         100, "TORNCHAT_SYNC_MAX_REPLAY", "messages a sync replays per conversation (newest)"
     )
+    sync_hold: float = _setting(
+        0.25, "TORNCHAT_SYNC_HOLD", "seconds live messages wait after auth for a first-frame sync"
+    )
     rate_limit_per_second: float = _setting(
         20.0, "TORNCHAT_RATE_LIMIT_PER_SECOND", "sustained frames per second per connection"
     )
@@ -224,6 +227,7 @@ def _validate(s: Settings) -> None:
     _require(s.bus_mode in BUS_MODES, "TORNCHAT_BUS_MODE",
              f"must be one of {', '.join(BUS_MODES)}, got {s.bus_mode!r}")
     _require(s.order_hold >= 0, "TORNCHAT_ORDER_HOLD", "must be 0 or more")
+    _require(0 <= s.sync_hold <= 10, "TORNCHAT_SYNC_HOLD", "must be from 0 to 10 seconds")
     for name in ("auth_timeout", "heartbeat_interval", "shutdown_timeout", "rate_limit_per_second",
                  "redis_probe_interval"):
         _require(getattr(s, name) > 0, env_of[name], "must be greater than 0")

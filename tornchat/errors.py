@@ -1,8 +1,9 @@
 """The one error tree of tornchat.
 
 Every failure a client can see is a subclass of :class:`ChatError` and carries
-the wire ``code`` it maps to (PROTOCOL section 4), or, for the auth failures,
-the WebSocket close code the connection ends with (section 2). Handlers catch
+the wire ``code`` it maps to (PROTOCOL section 4; the HTTP API maps the same
+codes to statuses, :data:`tornchat.api.base.STATUS_OF`), or, for the auth
+failures, the WebSocket close code the connection ends with (section 2). Handlers catch
 ``ChatError`` and serialise it; anything else is a bug and becomes
 ``internal_error`` without closing the socket.
 """

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TypeVar
@@ -40,6 +42,7 @@ from tornchat.storage.store import ChatStore, NewMessage, require_member
 from tornchat.storage.writer import GroupCommitWriter
 
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 #: what the caller is told of a send: the stored message, or why it failed
 Reply = Callable[[StoredMessage | Exception], None]
@@ -58,6 +61,7 @@ class ChatService:
         self._metrics = metrics
         self._inflight = 0
         self._accepting = True
+        self._read_positions = PublishedReads()
 
     @property
     def inflight(self) -> int:
@@ -70,9 +74,10 @@ class ChatService:
 
     async def _run(self, fn: Callable[..., R], *args: object) -> R:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except RuntimeError as exc:  # executor shut down during drain
+            future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except RuntimeError as exc:  # the executor was shut down: the process drains
             raise Unavailable("Server is shutting down; nothing was stored") from exc
+        return await future
 
     async def _members(self, conversation_id: str, user_id: str) -> tuple[str, ...]:
         """Participants of a conversation the user belongs to; the cache is read
@@ -142,15 +147,29 @@ class ChatService:
             try:
                 message = stored.result()
                 self._publish(message, connection_id)
+            except asyncio.CancelledError:  # the uncached task, cancelled at shutdown
+                self._reply(reply, Unavailable("Server is shutting down; retry on reconnect"))
+                return
             except Exception as exc:
-                reply(exc)
+                self._reply(reply, exc)
                 return
             self._metrics.messages_sent.inc()
-            reply(message)
+            self._reply(reply, message)
         finally:
             self._inflight -= 1
             if not done.done():
                 done.set_result(None)
+
+    @staticmethod
+    def _reply(reply: Reply, outcome: StoredMessage | Exception) -> None:
+        """Answer the caller; a failure while answering becomes its error reply."""
+        try:
+            reply(outcome)
+        except Exception as exc:
+            if isinstance(outcome, Exception):
+                log.exception("answering a failed send failed", exc_info=exc)
+                return
+            reply(exc)
 
     def _publish(self, message: StoredMessage, connection_id: str) -> None:
         """Fan a committed message out (the sending connection excluded)."""
@@ -220,7 +239,8 @@ class ChatService:
         moved nothing tells nobody else.
         """
         position = await self._run(self._positions.mark_read, user_id, conversation_id, seq)
-        if position.moved:
+        if position.moved and self._read_positions.newer(conversation_id, user_id,
+                                                         position.last_read_seq):
             data = position.to_wire()
             others = tuple(user for user in position.participants if user != user_id)
             if others:
@@ -232,3 +252,26 @@ class ChatService:
                 frame=protocol.read({**data, "unreadCount": position.unread_count}),
                 exclude_connection=connection_id))
         return position
+
+
+class PublishedReads:
+    """The newest read position this process announced, per (conversation,
+    user): two moves by the same user commit in one order on the executor's
+    threads and may finish in the other, and the older one must not be
+    announced after the newer (a position only moves forward). Bounded: the
+    least recently moved go first. IOLoop thread only."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._capacity = capacity
+        self._newest: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def newer(self, conversation_id: str, user_id: str, seq: int) -> bool:
+        """True (and remembered) if ``seq`` is past what was announced before."""
+        key = (conversation_id, user_id)
+        if self._newest.get(key, -1) >= seq:
+            return False
+        self._newest[key] = seq
+        self._newest.move_to_end(key)
+        if len(self._newest) > self._capacity:
+            self._newest.popitem(last=False)
+        return True

@@ -57,6 +57,10 @@ async def test_unknown_paths_and_methods_answer_in_the_same_error_shape(chat):
     wrong_method = await alice.call("DELETE", "/api/v1/conversations")
     assert wrong_method.status == 405 and set(wrong_method.body) == {"code", "error"}
     assert "GET" in wrong_method.headers["Allow"]
+    post_document = await alice.post("/api/v1/openapi.json", {})
+    assert post_document.status == 405 and set(post_document.body) == {"code", "error"}
+    refused = await api(chat, None).get("/api/v1/conversations")
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 # -- conversations ----------------------------------------------------------
@@ -179,16 +183,38 @@ async def test_history_pages_are_ascending_contiguous_and_exclusive_of_bounds(ch
     assert await page("afterSeq=12") == ([], True, False, 12)
     assert await page("beforeSeq=1") == ([], False, True, 12)
     assert await page("afterSeq=0&limit=1") == ([1], False, True, 12)
+    assert await page("afterSeq=5&beforeSeq=6") == ([], True, True, 12)
+    assert await page("afterSeq=40") == ([], True, False, 12)
     body = (await bob.get(f"/api/v1/conversations/{conversation_id}/messages?limit=1")).body
     assert set(body["messages"][0]) == {"id", "conversationId", "senderId", "content",
                                         "createdAt", "seq"}
     assert body["messages"][0]["content"] == "m12"
 
 
+async def test_an_empty_conversation_has_nothing_on_either_side(chat):
+    conversation = (await api(chat, "alice").post("/api/v1/conversations",
+                                                   {"recipientIds": ["bob"]})).body
+    for query in ("", "afterSeq=5", "beforeSeq=0", "beforeSeq=3&afterSeq=1"):
+        body = (await api(chat, "bob").get(
+            f"/api/v1/conversations/{conversation['id']}/messages?{query}")).body
+        assert body == {"messages": [], "hasMoreBefore": False, "hasMoreAfter": False,
+                        "lastSeq": 0}, query
+
+
+async def test_participants_are_sorted_by_code_point_whatever_the_collation(chat):
+    created = await api(chat, "alice").post("/api/v1/conversations",
+                                            {"recipientIds": ["Bob", "_carl", "Zoe"]})
+    assert created.body["participants"] == ["Bob", "Zoe", "_carl", "alice"]
+    chat.app.store._participants = type(chat.app.store._participants)()  # cold cache
+    again = await api(chat, "Zoe").get(f"/api/v1/conversations/{created.body['id']}")
+    assert again.body["participants"] == ["Bob", "Zoe", "_carl", "alice"]
+
+
 async def test_history_bounds_are_checked(chat):
     conversation_id = await _conversation_with(chat, 1)
     bob = api(chat, "bob")
-    for query in ("limit=0", "limit=201", "beforeSeq=-1", "afterSeq=x", "limit="):
+    for query in ("limit=0", "limit=201", "beforeSeq=-1", "afterSeq=x", "limit=",
+                  "limit=%2B5", "limit=1e1", "limit=%D9%A3"):
         answer = await bob.get(f"/api/v1/conversations/{conversation_id}/messages?{query}")
         assert answer.status == 400 and answer.body["code"] == "invalid_request", query
     ok = await bob.get(f"/api/v1/conversations/{conversation_id}/messages?limit=200")

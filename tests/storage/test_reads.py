@@ -113,3 +113,35 @@ def test_every_read_query_is_served_by_an_index_on_postgresql():
                 assert "Seq Scan" not in plan, plan
         finally:
             store.close()
+
+
+def test_the_read_position_migration_starts_each_participant_at_its_own_newest_message(
+        database_url):
+    """An upgrade does not show users their own messages as unread."""
+    from playhouse.migrations import Runner
+
+    from tornchat.storage.schema import MIGRATIONS_DIR
+
+    database = open_database(database_url, 1)
+    with database.connection_context():
+        Runner(database, directory=MIGRATIONS_DIR).up(target="0002_outbox_pending_index")
+        p = database.param
+        database.execute_sql("INSERT INTO conversation (id, participant_key, created_at, "
+                             f"updated_at, last_message_at, last_seq) VALUES ({p}, {p}, "
+                             "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 3)",
+                             ("c_old", "k"))
+        for user in ("a", "b", "c"):
+            database.execute_sql("INSERT INTO participant (id, user_id, conversation_id, "
+                                 f"joined_at, last_read_at) VALUES ({p}, {p}, {p}, "
+                                 "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+                                 (f"p_{user}", user, "c_old"))
+        for seq, sender in ((1, "a"), (2, "b"), (3, "a")):
+            database.execute_sql("INSERT INTO message (id, conversation_id, sender_id, content, "
+                                 f"created_at, seq) VALUES ({p}, {p}, {p}, {p}, "
+                                 f"CURRENT_TIMESTAMP, {p})",
+                                 (f"m_{seq}", "c_old", sender, "x", seq))
+        Runner(database, directory=MIGRATIONS_DIR).up()
+        rows = database.execute_sql(
+            "SELECT user_id, last_read_seq FROM participant ORDER BY user_id").fetchall()
+    database.close()
+    assert dict(rows) == {"a": 3, "b": 2, "c": 0}

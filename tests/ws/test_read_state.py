@@ -138,3 +138,26 @@ async def test_mark_read_in_someone_elses_conversation_is_forbidden(server):
     reply = await mallory.request({"type": "mark_read", "conversationId": conversation_id,
                                    "seq": 1})
     assert (reply["type"], reply["code"]) == ("error", "forbidden")
+
+
+async def test_auth_error_echoes_the_request_id_and_an_unauthenticated_frame_closes(server):
+    client = await WsClient.connect(server.url)
+    reply = await client.request({"type": "auth", "token": "nonsense", "requestId": "a"})
+    assert (reply["type"], reply["requestId"]) == ("auth_error", "a")
+    assert await client.wait_closed() == 4001
+    early = await WsClient.connect(server.url)
+    reply = await early.request({"type": "ping", "requestId": 5})  # a bad id, before auth
+    assert reply == {"type": "auth_error", "error": "Not authenticated"}
+    assert await early.wait_closed() == 4001
+
+
+def test_an_older_read_position_is_never_announced_after_a_newer_one():
+    from tornchat.service import PublishedReads
+
+    announced = PublishedReads(capacity=2)
+    assert announced.newer("c", "bob", 20)
+    assert not announced.newer("c", "bob", 10)  # finished late: not announced
+    assert not announced.newer("c", "bob", 20)
+    assert announced.newer("c", "bob", 21)
+    assert announced.newer("c", "ann", 1) and announced.newer("d", "bob", 1)
+    assert announced.newer("c", "bob", 5)  # the least recently moved was let go

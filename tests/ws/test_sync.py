@@ -228,3 +228,29 @@ async def test_a_client_that_only_listens_gets_live_messages_at_once(server):
     await alice.request({"type": "send_message", "recipientIds": ["bob"], "content": "hi"})
     assert (await bob.expect("new_message"))["data"]["content"] == "hi"
     assert loop.time() - started < 0.5  # no hold waits for a frame that never comes
+
+
+async def test_a_sync_sent_on_auth_success_gets_no_live_message_ahead_of_it(start_server):
+    """The usual flow: wait for auth_success, then sync. Live messages wait
+    (up to TORNCHAT_SYNC_HOLD) for that first frame."""
+    chat = await start_server(sync_hold=5.0)
+    alice = await authed(chat.url, chat.secret, "alice")
+    conversation_id = await _open(alice, ["bob"], 6)
+    bob = await authed(chat.url, chat.secret, "bob")
+    await _send(alice, conversation_id, "7")  # live, while bob has not synced yet
+    await bob.send({"type": "sync", "conversations": {conversation_id: 2}})
+    frames, _ = await _until_sync_done(bob)
+    assert [f["data"]["seq"] for f in frames] == [3, 4, 5, 6, 7]
+    await bob.nothing_within(0.3)  # 7 came once, in its place
+
+
+async def test_a_first_frame_other_than_sync_releases_the_held_messages(start_server):
+    chat = await start_server(sync_hold=5.0)
+    alice = await authed(chat.url, chat.secret, "alice")
+    conversation_id = await _open(alice, ["bob"], 1)
+    bob = await authed(chat.url, chat.secret, "bob")
+    await _send(alice, conversation_id, "2")
+    await bob.send({"type": "ping"})
+    released = await bob.expect("new_message")  # let go by the first frame, before its answer
+    assert released["data"]["seq"] == 2
+    assert await bob.recv() == {"type": "pong"}

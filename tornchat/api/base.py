@@ -13,7 +13,9 @@ service, which runs it on the executor.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -27,14 +29,15 @@ from tornchat.service import ChatService
 
 log = logging.getLogger(__name__)
 
-STATUS_OF = {"invalid_request": 400, "invalid_message": 400, "invalid_json": 400,
-             "unauthorized": 401, "forbidden": 403, "not_found": 404,
-             "rate_limited": 429, "unavailable": 503}
+STATUS_OF: Mapping[str, int] = MappingProxyType({
+    "invalid_request": 400, "invalid_message": 400, "invalid_json": 400,
+    "unauthorized": 401, "forbidden": 403, "not_found": 404, "rate_limited": 429,
+    "unavailable": 503})
 #: codes a 400 of any origin is reported as
 _BAD_REQUEST_CODES = ("invalid_message", "invalid_json")
-_TORNADO_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden",
-                  404: "not_found", 405: "invalid_request", 429: "rate_limited",
-                  503: "unavailable"}
+_TORNADO_CODES: Mapping[int, str] = MappingProxyType({
+    400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "invalid_request", 429: "rate_limited", 503: "unavailable"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,7 @@ class ApiHandler(tornado.web.RequestHandler):
     def options(self, *args: str) -> None:
         """A CORS preflight: allowed origins learn what they may send."""
         if "Access-Control-Allow-Origin" in self._headers:
-            self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+            self.set_header("Access-Control-Allow-Methods", ", ".join(self.allowed_methods()))
             self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
             self.set_header("Access-Control-Max-Age", "600")
         self.set_status(204)
@@ -105,10 +108,9 @@ class ApiHandler(tornado.web.RequestHandler):
         if raw is None:
             return default
         bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
-        try:
-            value = int(raw, 10)
-        except ValueError:
-            raise InvalidRequest(f"'{name}' must be an integer {bound}") from None
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:  # no sign, space, 1e3
+            raise InvalidRequest(f"'{name}' must be an integer {bound}")
+        value = int(raw)
         if value < low or (high is not None and value > high):
             raise InvalidRequest(f"'{name}' must be an integer {bound}")
         return value
@@ -148,6 +150,8 @@ class ApiHandler(tornado.web.RequestHandler):
         self.clear_header("Content-Length")
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
+        elif status_code == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="tornchat"')
         self.set_status(status_code)
         self.finish(orjson.dumps({"code": code, "error": message}))
 

@@ -12,9 +12,9 @@ from types import MappingProxyType
 from typing import Any
 
 import orjson
-import tornado.web
 
 from tornchat import __version__
+from tornchat.api.base import ApiContext, ApiHandler
 from tornchat.api.conversations import (
     DEFAULT_HISTORY_LIMIT,
     DEFAULT_LIST_LIMIT,
@@ -171,12 +171,18 @@ def document() -> dict[str, Any]:
     }
 
 
-class OpenApiHandler(tornado.web.RequestHandler):
-    """Serves :func:`document`; no authentication."""
+def encoded_document() -> bytes:
+    """:func:`document` as JSON (the shared fragments are read-only mappings)."""
+    return orjson.dumps(document(), default=dict)
 
-    def initialize(self) -> None:
-        self._body = orjson.dumps(document(), default=dict)  # the shared fragments are read-only
+
+class OpenApiHandler(ApiHandler):
+    """Serves the document, encoded once by the application; no authentication."""
+
+    def initialize(self, context: ApiContext, body: bytes = b"") -> None:
+        super().initialize(context)
+        self._body = body
 
     def get(self) -> None:
-        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "public, max-age=300")
         self.finish(self._body)

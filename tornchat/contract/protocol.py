@@ -254,8 +254,8 @@ def auth_success(user_id: str, connection_id: str, request_id: str | None = None
                     "data": {"userId": user_id, "connectionId": connection_id}}, request_id)
 
 
-def auth_error(reason: str) -> str:
-    return encode({"type": "auth_error", "error": reason})
+def auth_error(reason: str, request_id: str | None = None) -> str:
+    return _answer({"type": "auth_error", "error": reason}, request_id)
 
 
 def error(code: str, message: str, client_message_id: str | None = None,

@@ -1,8 +1,10 @@
 """The relay's side of the transactional outbox: claim, mark sent, prune, measure.
 
-:meth:`tornchat.storage.store.ChatStore.store_message` writes each ``MessageSent``
-event into ``outbox`` in the message's own transaction; this module is how a
-relay reads those rows back and records that Kafka acknowledged them.
+:mod:`tornchat.storage` writes each ``MessageSent`` event into ``outbox`` in
+the message's own transaction, and each ``ConversationRead`` in the
+transaction of the read-position move
+(:mod:`tornchat.storage.readstate`); this module is how a relay reads those
+rows back and records that Kafka acknowledged them.
 
 Claiming differs per database:
 
@@ -19,8 +21,11 @@ Claiming differs per database:
   it in a short write transaction, so chat writes are never blocked while
   Kafka is slow.
 
-Within a conversation, outbox ids grow in ``seq`` order: the message
-transaction inserts its outbox row after taking the conversation row lock.
+Within a conversation, ``MessageSent`` rows' ids grow in ``seq`` order: the
+message transaction inserts its outbox row after taking the conversation row
+lock. A ``ConversationRead`` row takes no conversation lock: it is ordered
+with the reader's other moves (each locks the participant row), not with the
+messages, and carries the position it moved to.
 
 Thread rule: blocking; only the relay thread (or a CLI command) calls it.
 """

@@ -1,12 +1,14 @@
-"""The outbox relay: publishes committed ``MessageSent`` events to Kafka.
+"""The outbox relay: publishes committed events (``MessageSent``,
+``ConversationRead``) to Kafka.
 
-Chat never waits for Kafka. The message transaction writes the event into
-``outbox`` (:mod:`tornchat.storage.store`); this relay, one per worker process, reads
-pending rows in batches, produces them with an idempotent ``acks=all``
-producer and marks a row sent only after its delivery report says the broker
-has it (:mod:`tornchat.events.outbox`, :mod:`tornchat.events.kafka`). Delivery is
-at least once: a crash between the broker's acknowledgement and the ``UPDATE``
-re-sends the row, with the same ``dedupeId``.
+Chat never waits for Kafka. The transaction that stores a message or a read
+position writes its event into ``outbox`` (:mod:`tornchat.storage`); this
+relay, one per worker process, reads pending rows in batches, produces them
+with an idempotent ``acks=all`` producer and marks a row sent only after its
+delivery report says the broker has it (:mod:`tornchat.events.outbox`,
+:mod:`tornchat.events.kafka`). Delivery is at least once: a crash between the
+broker's acknowledgement and the ``UPDATE`` re-sends the row, with the same
+``dedupeId``.
 
 While no broker answers, the relay stops claiming rows, probes with capped
 exponential backoff (:class:`tornchat.backoff.Backoff`, exact delays: no

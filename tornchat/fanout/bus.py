@@ -1,5 +1,5 @@
-"""The fan-out seam: how a stored message or a typing signal reaches every
-process that holds a recipient's connection.
+"""The fan-out seam: how a stored message, a moved read position or a typing
+signal reaches every process that holds a recipient's connection.
 
 :class:`Bus` is the interface the service publishes to and the application
 listens on; :class:`InMemoryBus` serves one process (the default without

@@ -26,7 +26,7 @@ from tornchat.api.conversations import (
     MessagesHandler,
     ReadHandler,
 )
-from tornchat.api.openapi import OpenApiHandler
+from tornchat.api.openapi import OpenApiHandler, encoded_document
 from tornchat.auth import TokenVerifier
 from tornchat.config import Settings
 from tornchat.contract import protocol
@@ -94,6 +94,7 @@ class ChatApplication:
             frames=FrameCache())
         self.api_context = ApiContext(settings=settings, verifier=verifier,
                                       service=self.service)
+        self._openapi = encoded_document()
         self._server: HTTPServer | None = None
 
     # -- wiring -------------------------------------------------------------
@@ -103,7 +104,8 @@ class ChatApplication:
         return tornado.web.Application(
             [
                 (WS_PATH, ChatSocketHandler, {"context": self.socket_context}),
-                (r"/api/v1/openapi\.json", OpenApiHandler),
+                (r"/api/v1/openapi\.json", OpenApiHandler,
+                 {**api, "body": self._openapi}),
                 (r"/api/v1/conversations", ConversationsHandler, api),
                 (r"/api/v1/conversations/([^/]+)", ConversationHandler, api),
                 (r"/api/v1/conversations/([^/]+)/messages", MessagesHandler, api),

@@ -9,7 +9,10 @@ say) never share mutable state. Additions to the seed's schema:
 - ``conversation.last_seq`` and ``message.seq``: gap-free per-conversation
   order, unique per conversation;
 - ``message.client_message_id``: unique per sender, for idempotent sends;
-- ``outbox``: the ``MessageSent`` event, written in the message's transaction.
+- ``participant.last_read_seq``: the read position (contract version 2),
+  beside the seed's ``last_read_at``;
+- ``outbox``: the Kafka events (``MessageSent``, ``ConversationRead``),
+  written in the transaction of what they describe.
 
 All timestamps are naive UTC.
 """

@@ -139,8 +139,11 @@ class ConversationReads:
             last_seq = self._last_seqs([conversation_id])[conversation_id]
             low, high = history_range(last_seq, limit, before, after)
             messages = self._ranges([(conversation_id, low, high)]).get(conversation_id, [])
-        return MessagePage(messages=tuple(messages), has_more_before=low > 1,
-                           has_more_after=high < last_seq, last_seq=last_seq)
+        # an empty range (bounds next to each other, or beyond the ends) still
+        # says truly whether messages lie on either side of it
+        return MessagePage(messages=tuple(messages),
+                           has_more_before=min(low - 1, last_seq) >= 1,
+                           has_more_after=max(high, low - 1) < last_seq, last_seq=last_seq)
 
     def sync_windows(self, user_id: str, known: Sequence[tuple[str, int]], max_replay: int
                      ) -> tuple[list[SyncWindow], list[tuple[str, str]]]:

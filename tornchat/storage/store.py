@@ -138,9 +138,9 @@ class ChatStore:
         Participant = self.models.Participant
         rows = (Participant.select(Participant.user_id)
                 .where(Participant.conversation == conversation_id)
-                .order_by(Participant.user_id)
                 .tuples())
-        users = tuple(user for (user,) in rows)
+        # sorted here, by code point: a database collation may order otherwise
+        users = tuple(sorted(user for (user,) in rows))
         if not users:
             raise NotFound(f"Conversation {conversation_id!r} does not exist")
         self._participants.put(conversation_id, users)
@@ -157,10 +157,10 @@ class ChatStore:
             loaded: dict[str, list[str]] = {}
             for cid, user in self.database.execute_sql(
                     "SELECT conversation_id, user_id FROM participant "
-                    f"WHERE conversation_id IN ({marks}) ORDER BY user_id", missing):
+                    f"WHERE conversation_id IN ({marks})", missing):
                 loaded.setdefault(cid, []).append(user)
             for cid, members in loaded.items():
-                found[cid] = tuple(members)
+                found[cid] = tuple(sorted(members))
                 self._participants.put(cid, found[cid])
         return found
 

@@ -19,10 +19,7 @@ What a client sees is Tornado's ``_receive_frame`` unchanged: the same checks
 close 1009), the same dispatch (Tornado's own ``_handle_message``: text,
 binary, close, ping, pong), one message at a time (the next frame is read only
 once ``on_message`` has finished, so a connection's frames are handled in
-order), and ``on_close`` exactly once at the end. A handler with an
-``on_reader_idle()`` method hears when the reader has handled everything
-buffered and waits for the socket (the chat handler ends its post-auth hold
-of live messages there, :mod:`tornchat.ws.replay`). A connection
+order), and ``on_close`` exactly once at the end. A connection
 that negotiated compression keeps Tornado's loop (this service never offers
 it).
 
@@ -171,11 +168,8 @@ class LeanWebSocketProtocol(WebSocketProtocol13):
             return
         if future.done():
             self._deliver(future, then)
-            return
-        future.add_done_callback(lambda done: self._deliver(done, then))
-        idle = getattr(self.handler, "on_reader_idle", None)
-        if idle is not None:  # nothing buffered: the handler may want to know
-            idle()
+        else:
+            future.add_done_callback(lambda done: self._deliver(done, then))
 
     def _deliver(self, future: Any, then: Callable[[bytes], None]) -> None:
         """Hand the read bytes on. Whatever goes wrong ends this connection

@@ -63,6 +63,18 @@ class FrameCache:
         return self.frame
 
 
+async def drained(connection: WebSocketProtocol | None) -> None:
+    """Wait until the socket took everything written so far (backpressure for
+    a large write, such as a sync's replay); at once if nothing is queued."""
+    stream = None if connection is None else connection.stream
+    if stream is None or not stream.writing():
+        return
+    try:
+        await stream.write(b"")  # done once the bytes queued before it are sent
+    except StreamClosedError:
+        return
+
+
 def write_frame(connection: WebSocketProtocol | None, data: bytes) -> bool:
     """Write the frame bytes ``data``; False if the socket is closed. Never raises."""
     if connection is None or connection.is_closing():

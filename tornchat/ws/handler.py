@@ -2,7 +2,9 @@
 
 Each frame is decoded, validated (:mod:`tornchat.contract.protocol`) and
 handed to the service; chat rules live in :mod:`tornchat.service`, and the
-handler only parses, calls, and writes the answer. It sees the rest of the
+handler parses, calls, and writes the answer, with the frame's ``requestId``.
+What a connection was given, and the live messages it holds back while a
+``sync`` replays, are :mod:`tornchat.ws.replay`'s. It sees the rest of the
 process through a :class:`~tornchat.ws.context.SocketContext`. Thread rule:
 IOLoop thread only. Any exception while handling a frame becomes an
 ``error`` frame; the socket stays open unless the contract says to close it
@@ -22,7 +24,7 @@ from tornado.websocket import WebSocketHandler, WebSocketProtocol
 
 from tornchat.contract import protocol
 from tornchat.contract.ids import new_id
-from tornchat.contract.records import StoredMessage
+from tornchat.contract.records import StoredMessage, SyncWindow
 from tornchat.errors import (
     AlreadyAuthenticated,
     AuthError,
@@ -33,7 +35,7 @@ from tornchat.errors import (
 )
 from tornchat.ws.context import SocketContext
 from tornchat.ws.framereader import lean_protocol
-from tornchat.ws.framewriter import PING_FRAME, text_frame, write_frame
+from tornchat.ws.framewriter import PING_FRAME, drained, text_frame, write_frame
 from tornchat.ws.leanconn import forget_request_headers, lighten_stream
 from tornchat.ws.ratelimit import TokenBucket
 from tornchat.ws.replay import DeliveryLog
@@ -42,6 +44,9 @@ log = logging.getLogger(__name__)
 
 CLOSE_GOING_AWAY = 1001
 _Ids = tuple[str | None, str | None]  # a frame's (clientMessageId, requestId)
+#: conversations of a sync read and written at a time (a sync may list 200, of
+#: 100 messages each: written in parts, each once the socket took the last one)
+_SYNC_PART = 25
 
 
 def _ids_or_none(message: str | bytes) -> tuple[str | None, str | None]:
@@ -66,7 +71,8 @@ class ChatSocketHandler(WebSocketHandler):
         self.connection_id = new_id("conn")
         self.user_id: str | None = None
         self.awaiting_pong = False
-        self._auth_timer: object | None = None
+        #: the auth deadline, then (once authenticated) the first-frame wait
+        self._timer: object | None = None
         self._closed = False
         settings = context.settings
         self._bucket = TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
@@ -87,7 +93,7 @@ class ChatSocketHandler(WebSocketHandler):
             self.close(CLOSE_GOING_AWAY, "server shutting down")
             return
         sessions.opened(self)
-        self._auth_timer = IOLoop.current().call_later(self.context.settings.auth_timeout,
+        self._timer = IOLoop.current().call_later(self.context.settings.auth_timeout,
                                                        self._on_auth_timeout)
         self._forget_upgrade_state()
 
@@ -109,6 +115,8 @@ class ChatSocketHandler(WebSocketHandler):
                 raise InvalidMessage("Binary frames are not supported; send JSON text")
             data = protocol.decode_object(message)
             ids = (protocol.client_message_id_of(data), None)
+            if self.user_id is None and data.get("type") != "auth":
+                raise AuthError("Not authenticated")
             ids = (ids[0], protocol.request_id_of(data))  # a bad requestId still echoes the other
             return self._handle(data, ids)
         except Exception as exc:
@@ -119,7 +127,7 @@ class ChatSocketHandler(WebSocketHandler):
         """The outcome of a frame that failed: an error frame (or, for auth
         failures, a rejection and close), carrying the frame's ids."""
         if isinstance(exc, AuthError):
-            self._reject(exc)
+            self._reject(exc, ids[1])
         elif isinstance(exc, ChatError):
             if isinstance(exc, Unavailable):
                 log.warning("request failed: %s", exc.message, extra=self._log_context())
@@ -140,16 +148,14 @@ class ChatSocketHandler(WebSocketHandler):
 
     def on_close(self) -> None:
         self._closed = True
-        self._cancel_auth_timer()
+        self._cancel_timer()
         self.context.sessions.closed(self)
 
     # -- protocol -----------------------------------------------------------
 
     def _handle(self, data: dict[str, Any], ids: _Ids) -> Awaitable[None] | None:
         limits = self.context.limits
-        if self.user_id is None:
-            if data.get("type") != "auth":
-                raise AuthError("Not authenticated")
+        if self.user_id is None:  # on_message let only an auth frame through
             return self._guarded(self._authenticate(protocol.parse_client_frame(data, limits),
                                                     ids[1]), ids)
         frame = protocol.parse_client_frame(data, limits)
@@ -174,13 +180,15 @@ class ChatSocketHandler(WebSocketHandler):
 
     async def _authenticate(self, frame: protocol.ClientFrame, request_id: str | None) -> None:
         assert isinstance(frame, protocol.Auth)
-        self._cancel_auth_timer()
+        self._cancel_timer()
         user_id = self.context.verifier.verify(frame.token)
         await self.context.sessions.authenticate(self, user_id)
         if self._closed:
             return
-        # a frame sent right behind auth (a sync) is read before live messages flow
+        # live messages wait for the first frame (a sync), or _FIRST_FRAME_WAIT
         self._delivery_log().hold_all()
+        self._timer = IOLoop.current().call_later(self.context.settings.sync_hold,
+                                                  self._release_held)
         self.send(protocol.auth_success(user_id, self.connection_id, request_id))
         log.info("connection authenticated", extra=self._log_context())
 
@@ -208,22 +216,26 @@ class ChatSocketHandler(WebSocketHandler):
         ones it did not get; ``sync_done`` last."""
         assert self.user_id is not None
         delivered = self._delivery_log()
-        frames: list[str] = []
+        windows: list[SyncWindow] = []
+        errors: list[tuple[str, str]] = []
+        done: list[str] = []
         try:
-            windows, errors = await self.context.service.sync_windows(
-                self.user_id, frame.known, self.context.settings.sync_max_replay)
-            frames += [protocol.new_message(message.to_wire())
-                       for window in windows for message in window.messages
-                       if delivered.admit(message.conversation_id, message.seq)]
-            frames += [held for conversation_id, seq, held in delivered.end()
-                       if delivered.admit(conversation_id, seq)]
-            frames.append(protocol.sync_done(
+            for start in range(0, len(frame.known), _SYNC_PART):
+                part, failed = await self.context.service.sync_windows(
+                    self.user_id, frame.known[start:start + _SYNC_PART],
+                    self.context.settings.sync_max_replay)
+                windows += part
+                errors += failed
+                self._send_all([protocol.new_message(message.to_wire())
+                                for window in part for message in window.messages
+                                if delivered.admit(message.conversation_id, message.seq)])
+                await drained(self.ws_connection)
+            done.append(protocol.sync_done(
                 [window.to_wire() for window in windows],
                 [{"id": cid, "code": code} for cid, code in errors], request_id))
-        finally:
-            frames += [held for conversation_id, seq, held in delivered.end()
-                       if delivered.admit(conversation_id, seq)]  # after a failed read
-            self._send_all(frames)
+        finally:  # the held live messages it did not get, also after a failed read
+            self._send_all([held for conversation_id, seq, held in delivered.end()
+                            if delivered.admit(conversation_id, seq)] + done)
 
     def deliver_message(self, frame: str, conversation_id: str, seq: int) -> bool:
         """A live ``new_message``: written unless this connection had it, or
@@ -235,16 +247,10 @@ class ChatSocketHandler(WebSocketHandler):
             return True
         return delivered.admit(conversation_id, seq) and self.send(frame)
 
-    def on_reader_idle(self) -> None:
-        """The frame reader found no whole frame buffered and waits for the
-        socket (:mod:`tornchat.ws.framereader`): nothing was sent right behind
-        auth, so the hold that began there ends."""
-        delivered = self._delivered
-        if delivered is not None and delivered.holding_all:
-            self._release_held()
-
     def _release_held(self, first: protocol.ClientFrame | None = None) -> None:
-        """End the hold that began at authentication (see :mod:`tornchat.ws.replay`)."""
+        """End the hold that began at authentication (see :mod:`tornchat.ws.replay`):
+        the first frame came, or none in time."""
+        self._cancel_timer()
         delivered = self._delivered
         if delivered is None:
             return
@@ -321,20 +327,20 @@ class ChatSocketHandler(WebSocketHandler):
         if connection is not None and connection.stream is not None:
             connection.stream.close()
 
-    def _reject(self, exc: AuthError) -> None:
+    def _reject(self, exc: AuthError, request_id: str | None = None) -> None:
         log.info("authentication failed: %s", exc.reason, extra=self._log_context())
-        self.send(protocol.auth_error(exc.reason))
+        self.send(protocol.auth_error(exc.reason, request_id))
         self.close(exc.close_code, exc.reason)
 
     def _on_auth_timeout(self) -> None:
-        self._auth_timer = None
+        self._timer = None
         if self.user_id is None and not self._closed:
             self._reject(AuthError("Authentication timeout"))
 
-    def _cancel_auth_timer(self) -> None:
-        if self._auth_timer is not None:
-            IOLoop.current().remove_timeout(self._auth_timer)
-            self._auth_timer = None
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            IOLoop.current().remove_timeout(self._timer)
+            self._timer = None
 
     def _log_context(self) -> dict[str, Any]:
         return {"connectionId": self.connection_id, "userId": self.user_id}

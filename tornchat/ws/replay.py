@@ -25,8 +25,10 @@ replay), and a message delivered both live and by the replay. So:
 The record is a few ``[low, high]`` spans of seq per conversation: live
 delivery is in order (the dispatcher's sequencer), so a conversation costs
 one span unless a message was skipped. Spans past :data:`MAX_SPANS` drop the
-oldest, so a connection's record stays bounded; the log itself is made only
-when the first message reaches the connection, so an idle one pays nothing.
+oldest, and past :data:`MAX_CONVERSATIONS` the conversation first recorded
+goes (a later sync of it could then repeat what this connection had), so a
+connection's record stays bounded; the log is dropped again when the hold
+after auth ends with nothing in it, so an idle connection pays nothing.
 
 Thread rule: IOLoop thread only (the handler's).
 """
@@ -36,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 MAX_SPANS = 16
+MAX_CONVERSATIONS = 256
 
 
 class DeliveryLog:
@@ -54,6 +57,8 @@ class DeliveryLog:
         """Record ``seq`` as written now; False if it was written before."""
         spans = self._spans.get(conversation_id)
         if spans is None:
+            if len(self._spans) >= MAX_CONVERSATIONS:
+                del self._spans[next(iter(self._spans))]
             self._spans[conversation_id] = [seq, seq]
             return True
         high = spans[-1]
