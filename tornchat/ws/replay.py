@@ -10,14 +10,14 @@ replay), and a message delivered both live and by the replay. So:
 - while a sync of a conversation is being read, its live messages to this
   connection are held (:meth:`DeliveryLog.hold`) and written after the
   replay, in the order they arrived;
-- from authentication until the frame reader has handled what the client
-  sent right behind ``auth``, every live message is held
-  (:meth:`DeliveryLog.hold_all`): a client that sends ``sync`` without
-  waiting for ``auth_success`` gets no live message ahead of its replay. If
-  that frame is a ``sync``, the held messages of its conversations stay held
-  until the replay is written; the rest, or all of them when another frame
-  follows or none is buffered, are written at once (so a client that only
-  listens waits for nothing);
+- from authentication until the connection's first frame is handled, or
+  ``TORNCHAT_SYNC_HOLD`` (0.25 s) passes, every live message is held
+  (:meth:`DeliveryLog.hold_all`): a client that sends ``sync`` as soon as it
+  has ``auth_success`` (or right behind ``auth``) gets no live message ahead
+  of its replay. If that frame is a ``sync``, the held messages of its
+  conversations stay held until the replay is written; the rest, or all of
+  them for any other frame or when the hold runs out, are written at once (a
+  client that only listens waits at most the hold, once per connection);
 - every message written to the connection, live, replayed or acknowledged
   to its sender, is recorded (:meth:`DeliveryLog.admit`), and one already
   written is dropped, whichever path brings it again.
