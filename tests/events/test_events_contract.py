@@ -9,8 +9,7 @@ import uuid
 import pytest
 
 from harness.kafka import TOPIC
-from harness.ports import wait_until
-from harness.server import TEST_SECRET, ServerProcess
+from harness.server import TEST_SECRET
 from harness.wsclient import authed
 from tests.events.conftest import consume, kcat_env, outbox_rows, send_acked
 
@@ -20,31 +19,24 @@ FIELDS = ["eventType", "messageId", "conversationId", "senderId", "recipientIds"
           "timestamp", "dedupeId", "source", "version"]
 
 
-async def test_one_event_per_message_with_every_field_keyed_by_conversation(
-        tmp_path, kafka_broker):
-    database_url = f"sqlite:///{tmp_path}/chat.db"
-    server = ServerProcess(cwd=str(tmp_path), env={
-        "KAFKA_BROKER": kafka_broker.bootstrap, "DATABASE_URL": database_url}).start()
-    try:
-        wait_until(lambda: server.health()[1]["dependencies"]["kafka"] == "ok", 10,
-                   "kafka ok on /health")
-        alice = await authed(server.ws_url, TEST_SECRET, "alice")
-        carol = await authed(server.ws_url, TEST_SECRET, "carol")
-        first = await send_acked(alice, {"recipientIds": ["bob"], "content": "hello bob"})
-        direct = first["conversationId"]
-        second = await send_acked(alice, {"conversationId": direct,
-                                          "content": "ça va ? 👋 \"quoted\"\nnew line"})
-        group = await send_acked(alice, {"recipientIds": ["carol", "bob"],
-                                         "content": "hello team"})
-        reply = await send_acked(carol, {"conversationId": group["conversationId"],
-                                         "content": "hi all"})
-        sent = [first, second, group, reply]
-        alice.close()
-        carol.close()
+async def test_one_event_per_message_with_every_field_keyed_by_conversation(kafka_chat,
+                                                                          tmp_path):
+    server, database_url = kafka_chat.server, kafka_chat.database_url
+    alice = await authed(server.ws_url, TEST_SECRET, "alice")
+    carol = await authed(server.ws_url, TEST_SECRET, "carol")
+    first = await send_acked(alice, {"recipientIds": ["bob"], "content": "hello bob"})
+    direct = first["conversationId"]
+    second = await send_acked(alice, {"conversationId": direct,
+                                      "content": "ça va ? 👋 \"quoted\"\nnew line"})
+    group = await send_acked(alice, {"recipientIds": ["carol", "bob"],
+                                     "content": "hello team"})
+    reply = await send_acked(carol, {"conversationId": group["conversationId"],
+                                     "content": "hi all"})
+    sent = [first, second, group, reply]
+    alice.close()
+    carol.close()
 
-        records = consume(kafka_broker.bootstrap, len(sent))
-    finally:
-        assert server.stop() == 0
+    records = consume(kafka_chat.bootstrap, len(sent))
 
     participants = {direct: {"alice", "bob"},
                     group["conversationId"]: {"alice", "bob", "carol"}}
@@ -85,7 +77,7 @@ async def test_one_event_per_message_with_every_field_keyed_by_conversation(
     if env is None:
         return
     # a second, independent client sees the same records
-    out = subprocess.run(["kcat", "-b", kafka_broker.bootstrap, "-t", TOPIC, "-C", "-o",
+    out = subprocess.run(["kcat", "-b", kafka_chat.bootstrap, "-t", TOPIC, "-C", "-o",
                           "beginning", "-e", "-q", "-f", "%k\t%s\n"],
                          env=env, capture_output=True, timeout=30, check=True).stdout
     lines = [line.split(b"\t", 1) for line in out.splitlines() if line]
