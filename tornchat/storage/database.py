@@ -13,12 +13,12 @@ from urllib.parse import unquote, urlsplit
 import peewee as pw
 from playhouse.pool import PooledPostgresqlDatabase
 
-SQLITE_PRAGMAS = {
-    "journal_mode": "wal",
-    "synchronous": "full",  # an acknowledged message survives power loss too
-    "busy_timeout": 10_000,
-    "foreign_keys": 1,
-}
+SQLITE_PRAGMAS = (
+    ("journal_mode", "wal"),
+    ("synchronous", "full"),  # an acknowledged message survives power loss too
+    ("busy_timeout", 10_000),
+    ("foreign_keys", 1),
+)
 
 
 def open_database(url: str, pool_size: int = 8) -> pw.Database:
