@@ -11,7 +11,7 @@ fail. Tokens are never logged; errors carry a short reason only.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jwt
 
@@ -22,6 +22,13 @@ USER_ID_CLAIMS = ("sub", "userId", "id")
 MAX_USER_ID_LENGTH = 128
 
 
+class Identity(NamedTuple):
+    """Who a valid token names, and until when (its ``exp``, epoch seconds)."""
+
+    user_id: str
+    expires_at: float
+
+
 class TokenVerifier:
     """Turns a bearer token into a user id or raises :class:`AuthError`."""
 
@@ -30,6 +37,9 @@ class TokenVerifier:
         self._leeway = leeway_seconds
 
     def verify(self, token: object) -> str:
+        return self.identify(token).user_id
+
+    def identify(self, token: object) -> Identity:
         if not isinstance(token, str) or not token:
             raise AuthError("Invalid token")
         try:
@@ -48,7 +58,7 @@ class TokenVerifier:
             raise AuthError("Token expired") from None
         except jwt.InvalidTokenError:
             raise AuthError("Invalid token") from None
-        return user_id_from_claims(claims)
+        return Identity(user_id_from_claims(claims), float(claims["exp"]))
 
 
 def is_valid_user_id(value: str) -> bool:

@@ -54,6 +54,12 @@ class InvalidRequest(ChatError):
     code = "invalid_request"
 
 
+class InvalidToken(ChatError):
+    """A ``refresh`` with a token that is not valid (the old expiry stands)."""
+
+    code = "invalid_token"
+
+
 class Unauthorized(ChatError):
     """An HTTP request without a valid bearer token (status 401)."""
 

@@ -47,6 +47,13 @@ class Ping:
 
 
 @dataclass(frozen=True)
+class Refresh:
+    """A new token for the same session (PROTOCOL §14)."""
+
+    token: object
+
+
+@dataclass(frozen=True)
 class Sync:
     """Catch up: for each conversation, the highest ``seq`` the client has."""
 
@@ -59,7 +66,7 @@ class MarkRead:
     seq: int
 
 
-ClientFrame = Auth | SendMessage | Typing | Ping | Sync | MarkRead
+ClientFrame = Auth | SendMessage | Typing | Ping | Sync | MarkRead | Refresh
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,8 @@ def parse_client_frame(data: dict[str, Any], limits: Limits) -> ClientFrame:
         return Ping()
     if kind == "sync":
         return _parse_sync(data, limits)
+    if kind == "refresh":
+        return Refresh(token=data.get("token"))
     if kind == "mark_read":
         return MarkRead(conversation_id=_id_field(data, "conversationId"),
                         seq=_seq_field(data, "seq"))
@@ -249,9 +258,16 @@ def _answer(frame: dict[str, Any], request_id: str | None) -> str:
     return encode(frame)
 
 
-def auth_success(user_id: str, connection_id: str, request_id: str | None = None) -> str:
-    return _answer({"type": "auth_success",
-                    "data": {"userId": user_id, "connectionId": connection_id}}, request_id)
+def auth_success(user_id: str, connection_id: str, request_id: str | None = None,
+                 expires_at: str | None = None) -> str:
+    data = {"userId": user_id, "connectionId": connection_id}
+    if expires_at is not None:
+        data["expiresAt"] = expires_at
+    return _answer({"type": "auth_success", "data": data}, request_id)
+
+
+def refresh_success(expires_at: str, request_id: str | None) -> str:
+    return _answer({"type": "refresh_success", "data": {"expiresAt": expires_at}}, request_id)
 
 
 def auth_error(reason: str, request_id: str | None = None) -> str:

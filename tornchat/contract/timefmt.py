@@ -15,6 +15,11 @@ def utc_now_ms() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+def from_epoch(seconds: float) -> datetime:
+    """Naive UTC for epoch ``seconds`` (a JWT's ``exp``)."""
+    return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
+
+
 def to_iso(moment: datetime) -> str:
     """Format as ``2026-01-11T12:00:00.000Z`` (naive values are taken as UTC)."""
     if moment.tzinfo is not None:

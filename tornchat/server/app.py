@@ -129,6 +129,7 @@ class ChatApplication:
         else:
             self._server.listen(self.settings.port, self.settings.host)
         self.heartbeat.start()
+        self.sessions.expiry.start()
         return self._server
 
     @property
@@ -174,6 +175,7 @@ class ChatApplication:
         if self._server is not None:
             self._server.stop()
         self.heartbeat.stop()
+        self.sessions.expiry.stop()
         notice = protocol.server_shutdown(RECONNECT_AFTER_MS)
         sessions = list(self.sessions)
         log.info("draining", extra={"connections": len(sessions),
@@ -193,6 +195,7 @@ class ChatApplication:
     async def close(self) -> None:
         """Release backends (idempotent)."""
         self.heartbeat.stop()
+        self.sessions.expiry.stop()
         if self._server is not None:
             self._server.stop()
         await self.bus.stop()

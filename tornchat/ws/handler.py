@@ -25,11 +25,14 @@ from tornado.websocket import WebSocketHandler, WebSocketProtocol
 from tornchat.contract import protocol
 from tornchat.contract.ids import new_id
 from tornchat.contract.records import StoredMessage, SyncWindow
+from tornchat.contract.timefmt import from_epoch, to_iso
 from tornchat.errors import (
     AlreadyAuthenticated,
     AuthError,
     ChatError,
+    Forbidden,
     InvalidMessage,
+    InvalidToken,
     RateLimited,
     Unavailable,
 )
@@ -65,6 +68,8 @@ class ChatSocketHandler(WebSocketHandler):
     #: what this connection was given (:mod:`tornchat.ws.replay`); a class-level
     #: default, so a connection that never gets a message has no such attribute
     _delivered: DeliveryLog | None = None
+    #: the token's ``exp`` (epoch seconds), set on authentication
+    expires_at: float = 0.0
 
     def initialize(self, context: SocketContext) -> None:
         self.context = context
@@ -174,6 +179,8 @@ class ChatSocketHandler(WebSocketHandler):
         elif isinstance(frame, protocol.Sync):
             self._delivery_log().begin(conversation_id for conversation_id, _ in frame.known)
             return self._guarded(self._sync(frame, ids[1]), ids)
+        elif isinstance(frame, protocol.Refresh):
+            self._refresh(frame, ids[1])
         elif isinstance(frame, protocol.Auth):
             raise AlreadyAuthenticated("Connection is already authenticated")
         return None
@@ -181,15 +188,17 @@ class ChatSocketHandler(WebSocketHandler):
     async def _authenticate(self, frame: protocol.ClientFrame, request_id: str | None) -> None:
         assert isinstance(frame, protocol.Auth)
         self._cancel_timer()
-        user_id = self.context.verifier.verify(frame.token)
-        await self.context.sessions.authenticate(self, user_id)
+        identity = self.context.verifier.identify(frame.token)
+        await self.context.sessions.authenticate(self, identity)
         if self._closed:
             return
+        user_id = identity.user_id
         # live messages wait for the first frame (a sync), or _FIRST_FRAME_WAIT
         self._delivery_log().hold_all()
         self._timer = IOLoop.current().call_later(self.context.settings.sync_hold,
                                                   self._release_held)
-        self.send(protocol.auth_success(user_id, self.connection_id, request_id))
+        self.send(protocol.auth_success(user_id, self.connection_id, request_id,
+                                        to_iso(from_epoch(identity.expires_at))))
         log.info("connection authenticated", extra=self._log_context())
 
     def _send_message(self, frame: protocol.SendMessage, ids: _Ids) -> Awaitable[None]:
@@ -202,6 +211,23 @@ class ChatSocketHandler(WebSocketHandler):
                 self._report(outcome, ids)
 
         return self.context.service.send(self.user_id, self.connection_id, frame, reply)
+
+    def _refresh(self, frame: protocol.Refresh, request_id: str | None) -> None:
+        """A new token of the same user: the session lasts until its ``exp``."""
+        try:
+            identity = self.context.verifier.identify(frame.token)
+        except AuthError as exc:  # the session goes on to its old expiry
+            raise InvalidToken(exc.reason) from None
+        if identity.user_id != self.user_id:
+            raise Forbidden("The token is for another user")
+        self.context.sessions.refresh(self, identity.expires_at)
+        self.send(protocol.refresh_success(to_iso(from_epoch(identity.expires_at)),
+                                           request_id))
+
+    def expire(self) -> None:
+        """Called by the expiry wheel at the token's ``exp``."""
+        if not self._closed:
+            self._reject(AuthError("Token expired"))
 
     async def _mark_read(self, frame: protocol.MarkRead, request_id: str | None) -> None:
         assert self.user_id is not None

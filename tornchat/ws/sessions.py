@@ -15,10 +15,12 @@ from typing import Protocol
 
 from tornado.ioloop import IOLoop
 
+from tornchat.auth import Identity
 from tornchat.errors import TooManyConnections
 from tornchat.fanout.registry import Connection, ConnectionRegistry
 from tornchat.fanout.slots import ConnectionSlots
 from tornchat.metrics import Metrics
+from tornchat.ws.expiry import ExpiryWheel
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ class Session(Connection, Protocol):
     the registry's fan-out, :class:`~tornchat.fanout.registry.Connection`)."""
 
     awaiting_pong: bool
+    #: the token's ``exp`` (epoch seconds), once authenticated
+    expires_at: float
 
     def send_ping(self) -> bool:
         """Queue a ping; False if the socket is closed."""
@@ -38,11 +42,16 @@ class Session(Connection, Protocol):
     def terminate(self) -> None:
         """Drop the connection at once, no handshake."""
 
+    def expire(self) -> None:
+        """The token ran out: ``auth_error`` and close 4001."""
+
 
 class Sessions:
     def __init__(self, registry: ConnectionRegistry, slots: ConnectionSlots,
                  metrics: Metrics) -> None:
         self.registry = registry
+        #: ends sessions at their token's ``exp`` (start/stop with the app)
+        self.expiry = ExpiryWheel()
         self._slots = slots
         self._metrics = metrics
         self._open: set[Session] = set()
@@ -67,26 +76,36 @@ class Sessions:
     def opened(self, session: Session) -> None:
         self._open.add(session)
 
-    async def authenticate(self, session: Session, user_id: str) -> None:
-        """Take a slot for ``user_id`` and register the session for fan-out.
+    async def authenticate(self, session: Session, identity: Identity) -> None:
+        """Take a slot for the user and register the session for fan-out,
+        until its token's ``exp``.
 
         Raises TooManyConnections when the user holds the maximum. A session
         that closed while its slot was being taken gives the slot back.
         """
+        user_id = identity.user_id
         if not await self._slots.acquire(user_id, session.connection_id):
             raise TooManyConnections()
         if session not in self._open:
             await self._slots.release(user_id, session.connection_id)
             return
         session.user_id = user_id
+        session.expires_at = identity.expires_at
         self.registry.add(session)
+        self.expiry.add(session)
         self._metrics.connections.inc()
+
+    def refresh(self, session: Session, expires_at: float) -> None:
+        """A refreshed token: the session lasts until its new ``exp``."""
+        if session in self._open:
+            self.expiry.move(session, expires_at)
 
     def closed(self, session: Session) -> None:
         """Idempotent cleanup of everything a session is in."""
         self._open.discard(session)
         if self.registry.remove(session):
             assert session.user_id is not None
+            self.expiry.discard(session)
             self._metrics.connections.dec()
             IOLoop.current().add_callback(self._slots.release, session.user_id,
                                           session.connection_id)

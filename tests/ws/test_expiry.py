@@ -1,0 +1,117 @@
+"""PROTOCOL section 14: a session ends at its token's exp unless refreshed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+
+from harness.wsclient import WsClient
+from tornchat.auth import mint_token
+from tornchat.ws.expiry import ExpiryWheel
+
+
+async def _connect(server, user_id: str, ttl: int) -> tuple[WsClient, dict]:
+    client = await WsClient.connect(server.url)
+    reply = await client.request({"type": "auth", "token": mint_token(server.secret, user_id,
+                                                                      ttl)})
+    assert reply["type"] == "auth_success", reply
+    return client, reply
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+async def test_auth_success_carries_the_tokens_expiry(server):
+    before = int(time.time())
+    _, reply = await _connect(server, "alice", 3600)
+    expires = _epoch(reply["data"]["expiresAt"])
+    assert before + 3600 <= expires <= time.time() + 3600
+    assert reply["data"]["expiresAt"].endswith(".000Z")
+
+
+async def test_the_session_ends_at_exp_with_4001(server):
+    client, reply = await _connect(server, "alice", 2)
+    started = time.monotonic()
+    frame = await client.recv(5)
+    assert frame == {"type": "auth_error", "error": "Token expired"}
+    assert await client.wait_closed() == 4001
+    assert time.monotonic() - started < 3.5  # within a second after exp
+    for _ in range(50):  # the server side finishes the close handshake
+        if server.app.connection_count == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert server.app.connection_count == 0
+    assert len(server.app.sessions.expiry) == 0
+
+
+async def test_a_refresh_moves_the_end_to_the_new_exp(server):
+    client, _ = await _connect(server, "alice", 2)
+    answer = await client.request({"type": "refresh", "requestId": "r1",
+                                   "token": mint_token(server.secret, "alice", 60)})
+    assert answer["type"] == "refresh_success" and answer["requestId"] == "r1"
+    assert _epoch(answer["data"]["expiresAt"]) >= time.time() + 55
+    await client.nothing_within(3.0)  # past the old exp: still open
+    assert await client.request({"type": "ping"}) == {"type": "pong"}
+
+
+async def test_an_invalid_or_foreign_refresh_changes_nothing(server):
+    client, _ = await _connect(server, "alice", 2)
+    bad = await client.request({"type": "refresh", "token": "nonsense", "requestId": "x"})
+    assert (bad["type"], bad["code"], bad["requestId"]) == ("error", "invalid_token", "x")
+    expired = await client.request({"type": "refresh",
+                                    "token": mint_token(server.secret, "alice", -5)})
+    assert expired["code"] == "invalid_token"
+    foreign = await client.request({"type": "refresh",
+                                    "token": mint_token(server.secret, "mallory", 60)})
+    assert foreign["code"] == "forbidden"
+    assert await client.recv(4) == {"type": "auth_error", "error": "Token expired"}
+    assert await client.wait_closed() == 4001
+
+
+def test_the_wheel_ends_each_session_once_at_its_second():
+    now = [1000.0]
+    wheel = ExpiryWheel(clock=lambda: now[0])
+    ended: list[str] = []
+
+    class Session:
+        def __init__(self, name: str, expires_at: float) -> None:
+            self.name, self.expires_at = name, expires_at
+
+        def expire(self) -> None:
+            ended.append(self.name)
+
+    early, late, moved = Session("early", 1000.5), Session("late", 1003.0), Session("m", 1001)
+    for session in (early, late, moved):
+        wheel.add(session)
+    wheel.move(moved, 1010.0)
+    wheel.tick()
+    assert ended == []
+    now[0] = 1001.0
+    wheel.tick()
+    assert ended == ["early"]
+    now[0] = 1005.0
+    wheel.tick()
+    wheel.tick()
+    assert ended == ["early", "late"]
+    wheel.discard(moved)
+    now[0] = 2000.0
+    wheel.tick()
+    assert ended == ["early", "late"] and len(wheel) == 0
+
+
+async def test_sessions_cost_a_wheel_entry_each_not_a_timer(server):
+    """One wheel entry per session, no IOLoop timeout per connection."""
+    loop = asyncio.get_running_loop()
+
+    def timers() -> int:
+        return sum(not handle.cancelled() for handle in getattr(loop, "_scheduled", []))
+
+    timers_before = timers()
+    clients = [(await _connect(server, f"user{index}", 3600))[0] for index in range(50)]
+    await asyncio.sleep(0.5)  # past the post-auth hold
+    assert len(server.app.sessions.expiry) == 50
+    assert timers() - timers_before <= 5
+    for client in clients:
+        client.close()
