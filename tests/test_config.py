@@ -107,3 +107,12 @@ def test_in_memory_sqlite_is_refused_and_foreign_node_env_values_ignored():
     with pytest.raises(ConfigError, match="in-memory"):
         load_settings(environ={"DATABASE_URL": "sqlite:///:memory:"})
     assert load_settings(environ={"NODE_ENV": "test"}).env == "development"
+
+
+def test_the_server_api_key_must_be_long_and_stays_out_of_the_settings_repr():
+    with pytest.raises(ConfigError, match="TORNCHAT_API_KEY"):
+        load_settings(environ={"TORNCHAT_API_KEY": "short"})
+    settings = load_settings(environ={"TORNCHAT_API_KEY": "s" * 32,
+                                      "ACCESS_TOKEN_SECRET": "t" * 32})
+    assert settings.api_key == "s" * 32
+    assert "s" * 32 not in repr(settings) and "t" * 32 not in repr(settings)

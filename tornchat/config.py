@@ -28,8 +28,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 BUS_MODES = ("pattern", "routed")
 
 
-def _setting(default: Any, env: str, doc: str) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc})
+def _setting(default: Any, env: str, doc: str, secret: bool = False) -> Any:
+    """A setting; a ``secret`` one stays out of the settings' ``repr``."""
+    return field(default=default, repr=not secret, metadata={"env": env, "doc": doc})
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class Settings:
     database_url: str = _setting(
         "sqlite:///tornchat.db", "DATABASE_URL", "sqlite:///path or postgresql://user:pass@host/db"
     )
-    access_token_secret: str = _setting("", "ACCESS_TOKEN_SECRET", "HS256 secret of the JWTs")
+    access_token_secret: str = _setting("", "ACCESS_TOKEN_SECRET", "HS256 secret of the JWTs",
+                                        secret=True)
     redis_url: str = _setting("", "REDIS_URL", "redis://host:6379/0; empty = in-memory bus")
     kafka_broker: str = _setting("", "KAFKA_BROKER", "host:9092; empty = events stay in outbox")
     log_level: str = _setting("info", "LOG_LEVEL", "debug, info, warning, error")
@@ -70,6 +72,9 @@ class Settings:
     sync_max_replay: int = _setting(
         100, "TORNCHAT_SYNC_MAX_REPLAY", "messages a sync replays per conversation (newest)"
     )
+    api_key: str = _setting(
+        "", "TORNCHAT_API_KEY", "X-API-Key of the server API, 32+ bytes; unset: the API is off",
+        secret=True)
     sync_hold: float = _setting(
         0.25, "TORNCHAT_SYNC_HOLD", "seconds live messages wait after auth for a first-frame sync"
     )
@@ -235,6 +240,9 @@ def _validate(s: Settings) -> None:
                  "max_recipients", "rate_limit_burst", "db_pool_size", "bus_backlog",
                  "sync_max_conversations", "sync_max_replay"):
         _require(getattr(s, name) >= 1, env_of[name], "must be at least 1")
+    _require(not s.api_key or len(s.api_key.encode()) >= MIN_PRODUCTION_SECRET_BYTES,
+             "TORNCHAT_API_KEY", f"must be at least {MIN_PRODUCTION_SECRET_BYTES} bytes "
+             "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
     if s.is_production:
         _require(bool(s.access_token_secret), "ACCESS_TOKEN_SECRET",
                  "is required when TORNCHAT_ENV=production")

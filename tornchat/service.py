@@ -34,7 +34,8 @@ from tornchat.contract.records import (
     SyncWindow,
 )
 from tornchat.errors import InvalidMessage, Unavailable
-from tornchat.fanout.bus import MESSAGE, READ, TYPING, Bus, Delivery
+from tornchat.fanout.bus import DISCONNECT, MESSAGE, READ, TYPING, Bus, Delivery
+from tornchat.fanout.slots import ConnectionSlots
 from tornchat.metrics import Metrics
 from tornchat.storage.reads import ConversationReads
 from tornchat.storage.readstate import ReadPositions
@@ -50,9 +51,10 @@ Reply = Callable[[StoredMessage | Exception], None]
 
 class ChatService:
     def __init__(self, store: ChatStore, bus: Bus, executor: Executor,
-                 writer: GroupCommitWriter, metrics: Metrics,
+                 writer: GroupCommitWriter, metrics: Metrics, slots: ConnectionSlots,
                  event_source: str = "chat-service") -> None:
         self._store = store
+        self._slots = slots
         self._reads = ConversationReads(store)
         self._positions = ReadPositions(store, event_source)
         self._bus = bus
@@ -189,6 +191,26 @@ class ChatService:
             raise InvalidMessage("'recipientIds' must name at least one user other than "
                                  "the sender")
         return await self._run(self._store.find_or_create, users)
+
+    async def post_as(self, sender_id: str, request: protocol.SendMessage) -> StoredMessage:
+        """A send on behalf of ``sender_id`` (the server API): the same store,
+        outbox and fan-out as a socket send, with no connection left out, so
+        the sender's own connections get it too."""
+        outcome: list[StoredMessage | Exception] = []
+        await self.send(sender_id, "", request, outcome.append)
+        [result] = outcome
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def disconnect(self, user_id: str) -> int:
+        """End every live connection of the user, cluster-wide (close 4003);
+        returns how many the connection slots knew of."""
+        live = await self._slots.count(user_id)
+        self._bus.publish_nowait(Delivery(
+            kind=DISCONNECT, conversation_id="", user_ids=(user_id,),
+            frame=protocol.auth_error("Disconnected by server")))
+        return live
 
     # -- typing ----------------------------------------------------------
 

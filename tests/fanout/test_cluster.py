@@ -13,7 +13,9 @@ import time
 import pytest
 
 from harness.cluster import all_workers_healthy, start_instances, stop_all, workers_of
+from harness.http import ApiClient
 from harness.ports import wait_until
+from harness.server import TEST_SECRET
 from harness.services import fresh_postgres_database, migrated, require_redis
 from tests.fanout.support import (
     authed,
@@ -27,6 +29,7 @@ from tests.fanout.support import (
 )
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
+API_KEY = "cluster-server-api-key-" + "x" * 16
 
 
 @pytest.fixture(scope="module", params=["pattern", "routed"])
@@ -35,7 +38,8 @@ def cluster(request):
     redis_url = require_redis()
     with fresh_postgres_database() as database_url:
         servers = start_instances({"DATABASE_URL": migrated(database_url),
-                                   "REDIS_URL": redis_url, "TORNCHAT_BUS_MODE": request.param})
+                                   "REDIS_URL": redis_url, "TORNCHAT_BUS_MODE": request.param,
+                                   "TORNCHAT_API_KEY": API_KEY})
         try:
             yield servers
         finally:
@@ -262,6 +266,32 @@ async def test_a_read_reaches_every_participant_on_every_instance(cluster):
     assert (seen["data"]["userId"], seen["data"]["lastReadSeq"]) == (bob, 1)
     assert "unreadCount" not in seen["data"]
     for client in (alice_client, bob_phone, bob_laptop):
+        client.close()
+
+
+async def test_the_server_api_delivers_and_disconnects_on_every_instance(cluster):
+    """Contract section 15: a post reaches every participant connection on
+    both instances (the sender's too); a disconnect closes the user's
+    connections on both, with 4003, and counts them cluster-wide."""
+    a, b = cluster
+    alice, bob = unique("alice"), unique("bob")
+    connections = [await authed(a, alice), await authed(b, alice), await authed(b, bob)]
+    backend = ApiClient(a.http_url, TEST_SECRET)
+    posted = await backend.post("/api/v1/server/messages",
+                                {"senderId": alice, "recipientIds": [bob], "content": "bot"},
+                                headers={"X-API-Key": API_KEY})
+    assert posted.status == 201, posted.body
+    for client in connections:
+        assert (await client.expect("new_message"))["data"] == posted.body["message"]
+    bobs = [connections[2], await authed(a, bob)]
+    answer = await ApiClient(b.http_url, TEST_SECRET).post(
+        f"/api/v1/server/users/{bob}/disconnect", None, headers={"X-API-Key": API_KEY})
+    assert answer.body == {"closed": 2}
+    for client in bobs:
+        assert await client.recv() == {"type": "auth_error", "error": "Disconnected by server"}
+        assert await client.wait_closed() == 4003
+    for client in connections[:2]:
+        assert await client.request({"type": "ping"}) == {"type": "pong"}
         client.close()
 
 

@@ -32,7 +32,7 @@ async def test_auth_success_carries_the_tokens_expiry(server):
 
 
 async def test_the_session_ends_at_exp_with_4001(server):
-    client, reply = await _connect(server, "alice", 2)
+    client, _ = await _connect(server, "alice", 2)
     started = time.monotonic()
     frame = await client.recv(5)
     assert frame == {"type": "auth_error", "error": "Token expired"}

@@ -41,9 +41,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     meaning = {400: "invalid_request: a parameter or the body is malformed",
-               401: "unauthorized: no or an invalid bearer token",
+               401: "unauthorized: no or an invalid credential (a bearer JWT; on "
+                    "/api/v1/server, the X-API-Key)",
                403: "forbidden: the caller is not a participant",
-               404: "not_found: no such conversation",
+               404: "not_found: no such conversation (on /api/v1/server: the server API "
+                    "is off)",
                503: "unavailable: storage is down; nothing changed, retry later"}
     return {str(status): _json(_ref("Error"), meaning[status]) for status in statuses}
 
@@ -92,6 +94,22 @@ def _schemas() -> dict[str, Any]:
             "type": "object", "required": ["recipientIds"],
             "properties": {"recipientIds": {"type": "array", "minItems": 1, "items": _ID}}},
         "MarkRead": {"type": "object", "required": ["seq"], "properties": {"seq": _SEQ}},
+        "ServerMessage": {
+            "type": "object", "required": ["senderId", "content"],
+            "description": "exactly one of recipientIds or conversationId",
+            "properties": {
+                "senderId": _ID,
+                "recipientIds": {"type": "array", "minItems": 1, "items": _ID},
+                "conversationId": _ID,
+                "content": {"type": "string", "minLength": 1},
+                "clientMessageId": {"type": "string", "minLength": 1, "maxLength": 64}}},
+        "PostedMessage": {
+            "type": "object", "additionalProperties": False, "required": ["message"],
+            "properties": {"message": _ref("Message")}},
+        "Disconnected": {
+            "type": "object", "additionalProperties": False, "required": ["closed"],
+            "properties": {"closed": {"type": "integer", "minimum": 0,
+                                      "description": "live connections that were closed"}}},
         "ReadResult": {
             "type": "object", "additionalProperties": False,
             "required": ["lastReadSeq", "unreadCount"],
@@ -150,7 +168,28 @@ def _paths() -> dict[str, Any]:
                     "application/json": {"schema": _ref("MarkRead")}}},
                 "responses": {"200": _json(_ref("ReadResult"), "the position after the call"),
                               **_errors(400, 401, 403, 404, 503)}}},
-        "/api/v1/openapi.json": {
+        "/api/v1/server/messages": {
+        "post": {
+            "operationId": "serverPostMessage", "security": [{"apiKey": []}],
+            "summary": "Post a message as senderId: stored, evented and delivered like a "
+                       "socket send, to every participant connection (the sender's too). "
+                       "404 when TORNCHAT_API_KEY is unset",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("ServerMessage")}}},
+            "responses": {"201": _json(_ref("PostedMessage"), "stored now"),
+                          "200": _json(_ref("PostedMessage"),
+                                       "a repeated clientMessageId: the original"),
+                          **_errors(400, 401, 403, 404, 503)}}},
+    "/api/v1/server/users/{userId}/disconnect": {
+        "post": {
+            "operationId": "serverDisconnectUser", "security": [{"apiKey": []}],
+            "summary": "Close every live connection of the user, cluster-wide (4003). "
+                       "404 when TORNCHAT_API_KEY is unset",
+            "parameters": [{"name": "userId", "in": "path", "required": True,
+                            "schema": _ID}],
+            "responses": {"200": _json(_ref("Disconnected"), "how many were closed"),
+                          **_errors(400, 401, 404)}}},
+    "/api/v1/openapi.json": {
             "get": {
                 "operationId": "openapi", "summary": "This document", "security": [],
                 "responses": {"200": {"description": "OpenAPI 3.1", "content": {
@@ -163,10 +202,12 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "tornchat HTTP API", "version": __version__,
                  "description": "Conversations, history and read positions of a tornchat "
-                                "server. Real-time traffic is the WebSocket at /api/v1/chat."},
+                                "server, and the server API for backends. Real-time "
+                                "traffic is the WebSocket at /api/v1/chat."},
         "paths": _paths(),
         "components": {"schemas": _schemas(), "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
         "security": [{"bearer": []}],
     }
 

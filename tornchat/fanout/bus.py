@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 MESSAGE = "message"
 TYPING = "typing"
 READ = "read"  # a read position moved: kept through an outage, unlike typing
+DISCONNECT = "disconnect"  # the server API ends a user's sessions: frame, then close 4003
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import time
 
 from tornado.ioloop import IOLoop
 
-from tornchat.fanout.bus import MESSAGE, Delivery
+from tornchat.fanout.bus import DISCONNECT, MESSAGE, Delivery
 from tornchat.fanout.registry import ConnectionRegistry
 from tornchat.fanout.sequencer import Sequencer
 from tornchat.metrics import Metrics
@@ -32,7 +32,9 @@ class Dispatcher:
         self._timer_deadline: float | None = None
 
     def deliver(self, delivery: Delivery) -> None:
-        if delivery.kind == MESSAGE and delivery.seq is not None:
+        if delivery.kind == DISCONNECT:
+            self._registry.disconnect(delivery.user_ids, delivery.frame)
+        elif delivery.kind == MESSAGE and delivery.seq is not None:
             self._write_all(self._sequencer.offer(delivery.conversation_id, delivery.seq,
                                                   delivery))
             self._schedule()

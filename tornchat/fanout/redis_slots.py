@@ -60,6 +60,14 @@ return #KEYS
 """
 
 
+# KEYS[1] user set -> live members
+_COUNT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZCOUNT', KEYS[1], now, '+inf')
+"""
+
+
 def slot_key(user_id: str) -> str:
     return KEY_PREFIX + user_id
 
@@ -79,6 +87,7 @@ class RedisSlots(ConnectionSlots):
         self._ttl_ms = max(1000, int(ttl * 1000))
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._refresh = self._redis.register_script(_REFRESH)
+        self._count = self._redis.register_script(_COUNT)
         self._local = InMemorySlots(limit)  # this process's holders; the fail-open limit
 
     async def acquire(self, user_id: str, connection_id: str) -> bool:
@@ -117,6 +126,14 @@ class RedisSlots(ConnectionSlots):
         except RedisError as exc:
             log.warning("could not refresh connection slots: %s", exc,
                         extra={"connections": len(holders)})
+
+    async def count(self, user_id: str) -> int:
+        """Live connections of the user, cluster-wide (this process's alone
+        while Redis is unreachable)."""
+        try:
+            return int(await self._count(keys=[slot_key(user_id)]))
+        except RedisError:
+            return await self._local.count(user_id)
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -26,6 +26,9 @@ class Connection(Protocol):
     def deliver_message(self, frame: str, conversation_id: str, seq: int) -> bool:
         """Queue a ``new_message`` frame unless the connection had it already."""
 
+    def disconnect(self, frame: str) -> None:
+        """Send ``frame``, then close with 4003 (the server API's disconnect)."""
+
 
 class ConnectionRegistry:
     def __init__(self) -> None:
@@ -56,6 +59,18 @@ class ConnectionRegistry:
 
     def connections_of(self, user_id: str) -> list[Connection]:
         return list(self._by_user.get(user_id, {}).values())
+
+    def disconnect(self, user_ids: Iterable[str], frame: str) -> int:
+        """End every live connection of ``user_ids``; returns how many."""
+        connections = [connection for user_id in user_ids
+                       for connection in self.connections_of(user_id)]
+        for connection in connections:
+            try:
+                connection.disconnect(frame)
+            except Exception:
+                log.warning("disconnecting a connection failed", exc_info=True,
+                            extra={"connectionId": connection.connection_id})
+        return len(connections)
 
     def deliver(self, user_ids: Iterable[str], frame: str, exclude: str | None = None,
                 conversation_id: str = "", seq: int | None = None) -> int:

@@ -21,6 +21,10 @@ class ConnectionSlots(abc.ABC):
     async def release(self, user_id: str, connection_id: str) -> None:
         """Give a slot back (idempotent)."""
 
+    @abc.abstractmethod
+    async def count(self, user_id: str) -> int:
+        """Live connections the user holds (cluster-wide where the slots are)."""
+
     async def refresh(self, holders: list[tuple[str, str]]) -> None:
         """Keep the given (user, connection) slots alive; no-op in memory."""
         return None
@@ -44,6 +48,9 @@ class InMemorySlots(ConnectionSlots):
             return False
         held.add(connection_id)
         return True
+
+    async def count(self, user_id: str) -> int:
+        return len(self._held.get(user_id, ()))
 
     async def release(self, user_id: str, connection_id: str) -> None:
         held = self._held.get(user_id)

@@ -27,6 +27,7 @@ from tornchat.api.conversations import (
     ReadHandler,
 )
 from tornchat.api.openapi import OpenApiHandler, encoded_document
+from tornchat.api.server import ServerDisconnectHandler, ServerMessagesHandler
 from tornchat.auth import TokenVerifier
 from tornchat.config import Settings
 from tornchat.contract import protocol
@@ -81,7 +82,7 @@ class ChatApplication:
         self.registry = ConnectionRegistry()
         self.dispatcher = Dispatcher(self.registry, settings.order_hold, self.metrics)
         self.writer = GroupCommitWriter(store)
-        self.service = ChatService(store, bus, self.executor, self.writer, self.metrics,
+        self.service = ChatService(store, bus, self.executor, self.writer, self.metrics, slots,
                                    event_source=settings.event_source)
         self.sessions = Sessions(self.registry, slots, self.metrics)
         self.heartbeat = Heartbeat(self.sessions, slots, settings.heartbeat_interval)
@@ -110,6 +111,8 @@ class ChatApplication:
                 (r"/api/v1/conversations/([^/]+)", ConversationHandler, api),
                 (r"/api/v1/conversations/([^/]+)/messages", MessagesHandler, api),
                 (r"/api/v1/conversations/([^/]+)/read", ReadHandler, api),
+                (r"/api/v1/server/messages", ServerMessagesHandler, api),
+                (r"/api/v1/server/users/([^/]+)/disconnect", ServerDisconnectHandler, api),
                 (r"/api/v1/.*", NotFoundHandler, api),
                 (r"/health", HealthHandler, {"check": self.health}),
                 (r"/metrics", MetricsHandler, {"metrics": self.metrics}),

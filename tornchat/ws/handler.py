@@ -46,6 +46,7 @@ from tornchat.ws.replay import DeliveryLog
 log = logging.getLogger(__name__)
 
 CLOSE_GOING_AWAY = 1001
+CLOSE_DISCONNECTED = 4003
 _Ids = tuple[str | None, str | None]  # a frame's (clientMessageId, requestId)
 #: conversations of a sync read and written at a time (a sync may list 200, of
 #: 100 messages each: written in parts, each once the socket took the last one)
@@ -223,6 +224,12 @@ class ChatSocketHandler(WebSocketHandler):
         self.context.sessions.refresh(self, identity.expires_at)
         self.send(protocol.refresh_success(to_iso(from_epoch(identity.expires_at)),
                                            request_id))
+
+    def disconnect(self, frame: str) -> None:
+        """The server API ended this user's sessions (close 4003)."""
+        if not self._closed:
+            self.send(frame)
+            self.close(CLOSE_DISCONNECTED, "Disconnected by server")
 
     def expire(self) -> None:
         """Called by the expiry wheel at the token's ``exp``."""
