@@ -112,6 +112,8 @@ def test_in_memory_sqlite_is_refused_and_foreign_node_env_values_ignored():
 def test_the_server_api_key_must_be_long_and_stays_out_of_the_settings_repr():
     with pytest.raises(ConfigError, match="TORNCHAT_API_KEY"):
         load_settings(environ={"TORNCHAT_API_KEY": "short"})
+    with pytest.raises(ConfigError, match="white space"):
+        load_settings(environ={"TORNCHAT_API_KEY": " " + "s" * 40})
     settings = load_settings(environ={"TORNCHAT_API_KEY": "s" * 32,
                                       "ACCESS_TOKEN_SECRET": "t" * 32})
     assert settings.api_key == "s" * 32

@@ -20,6 +20,7 @@ from tornchat.errors import AuthError
 ALGORITHM = "HS256"
 USER_ID_CLAIMS = ("sub", "userId", "id")
 MAX_USER_ID_LENGTH = 128
+MAX_EXP = 253402300799  # 9999-12-31T23:59:59Z: what ISO 8601 timestamps can say
 
 
 class Identity(NamedTuple):
@@ -58,7 +59,11 @@ class TokenVerifier:
             raise AuthError("Token expired") from None
         except jwt.InvalidTokenError:
             raise AuthError("Invalid token") from None
-        return Identity(user_id_from_claims(claims), float(claims["exp"]))
+        expires_at = claims["exp"]
+        if (isinstance(expires_at, bool) or not isinstance(expires_at, int | float)
+                or not 0 < expires_at <= MAX_EXP):
+            raise AuthError("Invalid token")  # PyJWT takes any number, even year 300,000
+        return Identity(user_id_from_claims(claims), float(expires_at))
 
 
 def is_valid_user_id(value: str) -> bool:

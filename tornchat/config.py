@@ -240,6 +240,8 @@ def _validate(s: Settings) -> None:
                  "max_recipients", "rate_limit_burst", "db_pool_size", "bus_backlog",
                  "sync_max_conversations", "sync_max_replay"):
         _require(getattr(s, name) >= 1, env_of[name], "must be at least 1")
+    _require(s.api_key == s.api_key.strip(), "TORNCHAT_API_KEY",
+             "must not start or end with white space (HTTP headers cannot carry it)")
     _require(not s.api_key or len(s.api_key.encode()) >= MIN_PRODUCTION_SECRET_BYTES,
              "TORNCHAT_API_KEY", f"must be at least {MIN_PRODUCTION_SECRET_BYTES} bytes "
              "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')")

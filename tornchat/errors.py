@@ -101,6 +101,15 @@ class AuthError(TornchatError):
         return f"{type(self).__name__}(close_code={self.close_code}, reason={self.reason!r})"
 
 
+class DisconnectedByServer(AuthError):
+    """The server API ended this user's sessions while this one authenticated."""
+
+    close_code = 4003
+
+    def __init__(self) -> None:
+        super().__init__("Disconnected by server")
+
+
 class TooManyConnections(AuthError):
     close_code = 4029
 

@@ -100,3 +100,36 @@ async def test_disconnect_closes_every_connection_of_the_user_with_4003(chat):
     assert await carol.request({"type": "ping"}) == {"type": "pong"}
     nobody = await call(chat, "/api/v1/server/users/nobody/disconnect", None)
     assert nobody.body == {"closed": 0}
+
+
+async def test_a_session_still_authenticating_does_not_survive_a_disconnect(chat):
+    """The disconnect lands while the session's slot is being claimed."""
+    import asyncio
+
+    from harness.wsclient import WsClient
+    from tornchat.auth import mint_token
+
+    slots = chat.app.slots
+    acquire = slots.acquire
+    claiming, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow_acquire(user_id, connection_id):
+        claiming.set()
+        await go_on.wait()
+        return await acquire(user_id, connection_id)
+
+    slots.acquire = slow_acquire
+    client = await WsClient.connect(chat.url)
+    await client.send({"type": "auth", "token": mint_token(chat.secret, "bob")})
+    await asyncio.wait_for(claiming.wait(), 5)
+    answer = await call(chat, "/api/v1/server/users/bob/disconnect", None)
+    assert answer.status == 200
+    go_on.set()
+    assert await client.recv() == {"type": "auth_error", "error": "Disconnected by server"}
+    assert await client.wait_closed() == 4003
+
+
+async def test_a_server_api_401_names_the_key_as_the_credential(chat):
+    answer = await call(chat, "/api/v1/server/messages", {}, key=None)
+    assert answer.status == 401
+    assert answer.headers["WWW-Authenticate"].startswith("ApiKey")

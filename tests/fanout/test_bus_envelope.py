@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from harness.redis_server import private_redis
-from tornchat.fanout.bus import MESSAGE, TYPING, Delivery
+from tornchat.fanout.bus import DISCONNECT, MESSAGE, TYPING, Delivery
 from tornchat.fanout.redis_bus import RedisBus, new_worker_id
 from tornchat.fanout.redis_wire import (
     CHANNEL_PREFIX,
@@ -43,12 +43,16 @@ def future_envelope(version: int) -> bytes:
     return b"new-worker|" + orjson.dumps({"v": version, "kind": MESSAGE, "means": "other"})
 
 
-def test_the_encoder_writes_the_current_version_first_after_the_origin():
+def test_the_encoder_writes_the_oldest_version_that_carries_the_delivery_first():
     envelope = encode(origin_of("w1"), DELIVERY)
     origin, _, body = envelope.partition("|")
     assert origin == "w1"
-    assert body.startswith(f'{{"v":{ENVELOPE_VERSION},')
-    assert orjson.loads(body)["v"] == ENVELOPE_VERSION
+    assert body.startswith('{"v":1,')  # version-1 workers handle a message right
+    disconnect = Delivery(kind=DISCONNECT, conversation_id="", user_ids=("bob",),
+                          frame="{}")
+    body = encode(origin_of("w1"), disconnect).partition("|")[2]
+    assert orjson.loads(body)["v"] == ENVELOPE_VERSION == 2  # they would not close
+    assert decode(encode(origin_of("w1"), disconnect).encode()) == disconnect
 
 
 def test_an_envelope_decodes_to_the_delivery_it_carries():

@@ -56,6 +56,9 @@ class ApiContext:
 class ApiHandler(tornado.web.RequestHandler):
     """Base of the ``/api/v1`` handlers."""
 
+    #: the ``WWW-Authenticate`` challenge of a 401: what credential to send
+    challenge = 'Bearer realm="tornchat"'
+
     def initialize(self, context: ApiContext) -> None:
         self.context = context
         self._cors()
@@ -151,7 +154,7 @@ class ApiHandler(tornado.web.RequestHandler):
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
         elif status_code == 401:
-            self.set_header("WWW-Authenticate", 'Bearer realm="tornchat"')
+            self.set_header("WWW-Authenticate", self.challenge)
         self.set_status(status_code)
         self.finish(orjson.dumps({"code": code, "error": message}))
 

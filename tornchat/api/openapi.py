@@ -109,7 +109,8 @@ def _schemas() -> dict[str, Any]:
         "Disconnected": {
             "type": "object", "additionalProperties": False, "required": ["closed"],
             "properties": {"closed": {"type": "integer", "minimum": 0,
-                                      "description": "live connections that were closed"}}},
+                                      "description": "live connections of the user when the disconnect "
+                                                     "was sent (cluster-wide with Redis)"}}},
         "ReadResult": {
             "type": "object", "additionalProperties": False,
             "required": ["lastReadSeq", "unreadCount"],

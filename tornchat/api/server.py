@@ -21,6 +21,8 @@ from tornchat.errors import InvalidMessage, InvalidRequest, Unauthorized
 
 
 class ServerApiHandler(ApiHandler):
+    challenge = 'ApiKey header="X-API-Key"'
+
     def prepare(self) -> None:
         key = self.context.settings.api_key
         if not key:

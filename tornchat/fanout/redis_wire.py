@@ -23,9 +23,14 @@ split at the first ``|`` and parse the rest: a key they do not know is
 ignored by them, while a new segment would make every message from an
 upgraded worker malformed to them. A field is also the cheapest: the
 receiver parses the JSON anyway, so checking the version costs one key
-lookup. A receiver accepts :data:`ENVELOPE_VERSION` and an envelope without
-``"v"`` (an older worker's: version 1, the same fields); it refuses any other
-(:class:`UnknownVersion`) rather than misread it. A future version must stay
+lookup. A receiver accepts every version up to :data:`ENVELOPE_VERSION` and
+an envelope without ``"v"`` (an older worker's: version 1, the same fields);
+it refuses any newer one (:class:`UnknownVersion`) rather than misread it.
+The encoder writes the oldest version that can carry a delivery: 1 for
+everything version-1 workers handle right (messages, typing, read positions,
+which they write to the users as any frame), 2 for a server-API disconnect,
+which a version-1 worker would write as a frame and never close: it refuses
+version 2 instead (:func:`version_of`). A future version must stay
 a JSON object carrying ``"v"``, so that this code can tell; a field that
 readers may ignore needs no new version.
 
@@ -40,7 +45,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from tornchat.fanout.bus import Delivery
+from tornchat.fanout.bus import DISCONNECT, Delivery
 
 CHANNEL_PREFIX = "chat:"
 PATTERN = CHANNEL_PREFIX + "*"
@@ -51,8 +56,8 @@ HELLO_CHANNEL_BYTES = HELLO_CHANNEL.encode()
 #: + the acknowledging worker's id, published on the newcomer's probe channel
 ACK_PREFIX = b"hello-ack:"
 
-#: the envelope version this code writes and reads
-ENVELOPE_VERSION = 1
+#: the newest envelope version this code writes and reads
+ENVELOPE_VERSION = 2
 #: the version of an envelope without ``"v"``: what workers sent before versioning
 LEGACY_VERSION = 1
 
@@ -103,10 +108,15 @@ def origin_of(worker_id: str) -> str:
     return worker_id + "|"
 
 
+def version_of(delivery: Delivery) -> int:
+    """The oldest envelope version whose readers handle ``delivery`` right."""
+    return 2 if delivery.kind == DISCONNECT else LEGACY_VERSION
+
+
 def encode(origin: str, delivery: Delivery) -> str:
     """The envelope of ``delivery``; ``origin`` is the sender's :func:`origin_of`."""
     return origin + orjson.dumps({
-        "v": ENVELOPE_VERSION, "kind": delivery.kind,
+        "v": version_of(delivery), "kind": delivery.kind,
         "conversation_id": delivery.conversation_id, "user_ids": delivery.user_ids,
         "frame": delivery.frame, "exclude_connection": delivery.exclude_connection,
         "seq": delivery.seq, "published_at": delivery.published_at,
@@ -116,17 +126,17 @@ def encode(origin: str, delivery: Delivery) -> str:
 def decode(payload: bytes) -> Delivery:
     """The delivery in an envelope from another worker.
 
-    Raises :class:`UnknownVersion` for a version other than
-    :data:`ENVELOPE_VERSION`, and ``ValueError``, ``TypeError`` or ``KeyError``
+    Raises :class:`UnknownVersion` for a version past :data:`ENVELOPE_VERSION`
+    (or below 1), and ``ValueError``, ``TypeError`` or ``KeyError``
     for a malformed envelope.
     """
     fields: Any = orjson.loads(payload.partition(b"|")[2])
     if not isinstance(fields, dict):
         raise TypeError("bus envelope is not a JSON object")
     version = fields.get("v", LEGACY_VERSION)
-    if version != ENVELOPE_VERSION:
-        if type(version) is not int:
-            raise TypeError(f"bus envelope version is not an integer: {version!r}")
+    if type(version) is not int:
+        raise TypeError(f"bus envelope version is not an integer: {version!r}")
+    if not LEGACY_VERSION <= version <= ENVELOPE_VERSION:
         raise UnknownVersion(version)
     return Delivery(fields["kind"], fields["conversation_id"], tuple(fields["user_ids"]),
                     fields["frame"], fields.get("exclude_connection"), fields.get("seq"),

@@ -10,10 +10,14 @@ conversation and ``seq``, so a connection can tell a repeat from a new one
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+_DISCONNECT_MEMORY = 1000  # users remembered before old entries are pruned
+_DISCONNECT_WINDOW = 60.0  # seconds an authentication may take, at the most
 
 
 class Connection(Protocol):
@@ -34,6 +38,8 @@ class ConnectionRegistry:
     def __init__(self) -> None:
         self._by_user: dict[str, dict[str, Connection]] = {}
         self._count = 0
+        #: user -> when its sessions were last ended by the server API (monotonic)
+        self._disconnected: dict[str, float] = {}
 
     def add(self, connection: Connection) -> None:
         assert connection.user_id is not None
@@ -62,6 +68,12 @@ class ConnectionRegistry:
 
     def disconnect(self, user_ids: Iterable[str], frame: str) -> int:
         """End every live connection of ``user_ids``; returns how many."""
+        now = time.monotonic()
+        if len(self._disconnected) > _DISCONNECT_MEMORY:
+            self._disconnected = {user: at for user, at in self._disconnected.items()
+                                  if now - at < _DISCONNECT_WINDOW}
+        for user_id in user_ids:
+            self._disconnected[user_id] = now
         connections = [connection for user_id in user_ids
                        for connection in self.connections_of(user_id)]
         for connection in connections:
@@ -71,6 +83,12 @@ class ConnectionRegistry:
                 log.warning("disconnecting a connection failed", exc_info=True,
                             extra={"connectionId": connection.connection_id})
         return len(connections)
+
+    def disconnected_since(self, user_id: str, moment: float) -> bool:
+        """Were the user's sessions ended after ``moment`` (monotonic)? A session
+        that was still authenticating then must not survive it."""
+        at = self._disconnected.get(user_id)
+        return at is not None and at >= moment
 
     def deliver(self, user_ids: Iterable[str], frame: str, exclude: str | None = None,
                 conversation_id: str = "", seq: int | None = None) -> int:

@@ -112,6 +112,8 @@ class ChatSocketHandler(WebSocketHandler):
         task and no coroutine chain per message. The rest (auth, typing, a
         first send to a conversation) runs as a coroutine.
         """
+        if self._closed:  # ended by the server (auth error, expiry, disconnect): ignored
+            return None
         ids: _Ids = (None, None)
         try:
             if not self._bucket.take():  # first: every frame counts, even bad ones
@@ -190,6 +192,7 @@ class ChatSocketHandler(WebSocketHandler):
         assert isinstance(frame, protocol.Auth)
         self._cancel_timer()
         identity = self.context.verifier.identify(frame.token)
+        expires_at = to_iso(from_epoch(identity.expires_at))
         await self.context.sessions.authenticate(self, identity)
         if self._closed:
             return
@@ -198,8 +201,7 @@ class ChatSocketHandler(WebSocketHandler):
         self._delivery_log().hold_all()
         self._timer = IOLoop.current().call_later(self.context.settings.sync_hold,
                                                   self._release_held)
-        self.send(protocol.auth_success(user_id, self.connection_id, request_id,
-                                        to_iso(from_epoch(identity.expires_at))))
+        self.send(protocol.auth_success(user_id, self.connection_id, request_id, expires_at))
         log.info("connection authenticated", extra=self._log_context())
 
     def _send_message(self, frame: protocol.SendMessage, ids: _Ids) -> Awaitable[None]:
@@ -221,20 +223,31 @@ class ChatSocketHandler(WebSocketHandler):
             raise InvalidToken(exc.reason) from None
         if identity.user_id != self.user_id:
             raise Forbidden("The token is for another user")
+        answer = protocol.refresh_success(to_iso(from_epoch(identity.expires_at)), request_id)
         self.context.sessions.refresh(self, identity.expires_at)
-        self.send(protocol.refresh_success(to_iso(from_epoch(identity.expires_at)),
-                                           request_id))
+        self.send(answer)
 
     def disconnect(self, frame: str) -> None:
         """The server API ended this user's sessions (close 4003)."""
-        if not self._closed:
-            self.send(frame)
-            self.close(CLOSE_DISCONNECTED, "Disconnected by server")
+        log.info("disconnected by the server API", extra=self._log_context())
+        self._end(frame, CLOSE_DISCONNECTED, "Disconnected by server")
 
     def expire(self) -> None:
         """Called by the expiry wheel at the token's ``exp``."""
-        if not self._closed:
-            self._reject(AuthError("Token expired"))
+        log.info("token expired; closing", extra=self._log_context())
+        self._end(protocol.auth_error("Token expired"), 4001, "Token expired")
+
+    def _end(self, frame: str, code: int, reason: str) -> None:
+        """Send the last frame and close; from now on the session is gone:
+        frames still arriving are ignored (nothing is stored under an expired
+        token or after a disconnect) and its slot is free at once."""
+        if self._closed:
+            return
+        self.send(frame)
+        self.close(code, reason)
+        self._closed = True
+        self._cancel_timer()
+        self.context.sessions.closed(self)
 
     async def _mark_read(self, frame: protocol.MarkRead, request_id: str | None) -> None:
         assert self.user_id is not None
@@ -362,8 +375,7 @@ class ChatSocketHandler(WebSocketHandler):
 
     def _reject(self, exc: AuthError, request_id: str | None = None) -> None:
         log.info("authentication failed: %s", exc.reason, extra=self._log_context())
-        self.send(protocol.auth_error(exc.reason, request_id))
-        self.close(exc.close_code, exc.reason)
+        self._end(protocol.auth_error(exc.reason, request_id), exc.close_code, exc.reason)
 
     def _on_auth_timeout(self) -> None:
         self._timer = None

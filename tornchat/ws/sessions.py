@@ -10,13 +10,14 @@ one place and kept in another. IOLoop thread only.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Protocol
 
 from tornado.ioloop import IOLoop
 
 from tornchat.auth import Identity
-from tornchat.errors import TooManyConnections
+from tornchat.errors import DisconnectedByServer, TooManyConnections
 from tornchat.fanout.registry import Connection, ConnectionRegistry
 from tornchat.fanout.slots import ConnectionSlots
 from tornchat.metrics import Metrics
@@ -84,11 +85,15 @@ class Sessions:
         that closed while its slot was being taken gives the slot back.
         """
         user_id = identity.user_id
+        started = time.monotonic()
         if not await self._slots.acquire(user_id, session.connection_id):
             raise TooManyConnections()
         if session not in self._open:
             await self._slots.release(user_id, session.connection_id)
             return
+        if self.registry.disconnected_since(user_id, started):  # during the claim
+            await self._slots.release(user_id, session.connection_id)
+            raise DisconnectedByServer()
         session.user_id = user_id
         session.expires_at = identity.expires_at
         self.registry.add(session)
