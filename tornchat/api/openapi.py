@@ -108,9 +108,10 @@ def _schemas() -> dict[str, Any]:
             "properties": {"message": _ref("Message")}},
         "Disconnected": {
             "type": "object", "additionalProperties": False, "required": ["closed"],
-            "properties": {"closed": {"type": "integer", "minimum": 0,
-                                      "description": "live connections of the user when the disconnect "
-                                                     "was sent (cluster-wide with Redis)"}}},
+            "properties": {"closed": {
+                "type": "integer", "minimum": 0,
+                "description": "live connections of the user when the disconnect was sent "
+                               "(cluster-wide with Redis)"}}},
         "ReadResult": {
             "type": "object", "additionalProperties": False,
             "required": ["lastReadSeq", "unreadCount"],
