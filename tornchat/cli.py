@@ -86,7 +86,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from tornchat.server.logsetup import configure_logging
 
     settings = _settings(args)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return serve(settings)
 
 

@@ -25,6 +25,7 @@ from tornchat.errors import ConfigError
 DEV_SECRET = "tornchat-development-secret-do-not-use-in-production"
 MIN_PRODUCTION_SECRET_BYTES = 32
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("auto", "json", "text")
 BUS_MODES = ("pattern", "routed")
 
 
@@ -48,6 +49,9 @@ class Settings:
     redis_url: str = _setting("", "REDIS_URL", "redis://host:6379/0; empty = in-memory bus")
     kafka_broker: str = _setting("", "KAFKA_BROKER", "host:9092; empty = events stay in outbox")
     log_level: str = _setting("info", "LOG_LEVEL", "debug, info, warning, error")
+    log_format: str = _setting(
+        "auto", "TORNCHAT_LOG_FORMAT",
+        "json, text, or auto: text when stderr is a terminal, else JSON")
     processes: int = _setting(1, "TORNCHAT_PROCESSES", "worker processes; 0 = one per CPU")
     auth_timeout: float = _setting(5.0, "TORNCHAT_AUTH_TIMEOUT", "seconds to send the auth frame")
     heartbeat_interval: float = _setting(
@@ -216,6 +220,8 @@ def _validate(s: Settings) -> None:
              f"must be development or production, got {s.env!r}")
     _require(s.log_level.lower() in LOG_LEVELS, "LOG_LEVEL",
              f"must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}")
+    _require(s.log_format in LOG_FORMATS, "TORNCHAT_LOG_FORMAT",
+             f"must be one of {', '.join(LOG_FORMATS)}, got {s.log_format!r}")
     _validate_database_url(s.database_url)
     if s.redis_url:
         _require(urlsplit(s.redis_url).scheme in ("redis", "rediss", "unix"), "REDIS_URL",

@@ -107,3 +107,35 @@ def test_more_than_one_process_without_redis_is_a_clear_error(tmp_path):
     result = run_cli("serve", "--processes", "2", cwd=str(tmp_path))
     assert result.returncode == 2
     assert "REDIS_URL" in result.stderr
+
+
+def test_logs_are_json_for_machines_and_one_readable_line_on_a_terminal():
+    import io
+    import json
+    import logging
+
+    from tornchat.server.logsetup import configure_logging
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        for stream, log_format in ((io.StringIO(), "auto"), (Terminal(), "json")):
+            configure_logging("info", log_format, stream)
+            logging.getLogger("tornchat.test").info("hello", extra={"userId": "alice"})
+            record = json.loads(stream.getvalue())
+            assert (record["logger"], record["message"], record["userId"]) == (
+                "tornchat.test", "hello", "alice")
+        for log_format in ("auto", "text"):
+            stream = Terminal()
+            configure_logging("info", log_format, stream)
+            logging.getLogger("tornchat.test").warning("slow down", extra={"connectionId": "c1"})
+            line = stream.getvalue().rstrip("\n")
+            assert "\n" not in line and line.endswith("slow down  connectionId=c1"), line
+            assert " WARNING tornchat.test  " in line
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
