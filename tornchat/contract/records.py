@@ -49,6 +49,11 @@ class StoredMessage:
         return tuple(user for user in self.participants if user != self.sender_id)
 
 
+def unread(last_seq: int, last_read_seq: int) -> int:
+    """``unreadCount``: one subtraction (never below 0)."""
+    return max(0, last_seq - last_read_seq)
+
+
 @dataclass(frozen=True)
 class ConversationView:
     """One conversation as one participant sees it (the ``CONVERSATION`` shape)."""
@@ -63,7 +68,7 @@ class ConversationView:
 
     @property
     def unread_count(self) -> int:
-        return max(0, self.last_seq - self.last_read_seq)
+        return unread(self.last_seq, self.last_read_seq)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -107,7 +112,7 @@ class ReadPosition:
 
     @property
     def unread_count(self) -> int:
-        return max(0, self.last_seq - self.last_read_seq)
+        return unread(self.last_seq, self.last_read_seq)
 
     def to_wire(self) -> dict[str, Any]:
         """The ``read`` frame's data, as every participant sees it."""
@@ -141,5 +146,5 @@ class SyncWindow:
     def to_wire(self) -> dict[str, Any]:
         return {"id": self.conversation_id, "lastSeq": self.last_seq,
                 "lastReadSeq": self.last_read_seq,
-                "unreadCount": max(0, self.last_seq - self.last_read_seq),
+                "unreadCount": unread(self.last_seq, self.last_read_seq),
                 "complete": self.complete, "missingBeforeSeq": self.missing_before_seq}

@@ -59,10 +59,11 @@ def _ids_or_none(message: str | bytes) -> tuple[str | None, str | None]:
         data = protocol.decode_object(message)
     except ChatError:
         return None, None
-    request_id = data.get("requestId")
-    return (protocol.client_message_id_of(data),
-            request_id if isinstance(request_id, str) and 0 < len(request_id)
-            <= protocol.MAX_REQUEST_ID_LENGTH and request_id.isprintable() else None)
+    try:
+        request_id = protocol.request_id_of(data)
+    except ChatError:
+        request_id = None
+    return protocol.client_message_id_of(data), request_id
 
 
 class ChatSocketHandler(WebSocketHandler):
