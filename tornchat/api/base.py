@@ -45,6 +45,8 @@ class ApiContext:
     """What an API handler may use of the process."""
 
     settings: Settings
+    #: the frame bounds, the same object the socket checks against
+    limits: protocol.Limits
     verifier: TokenVerifier
     service: ChatService
 

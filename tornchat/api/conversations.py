@@ -7,8 +7,6 @@ position, what history a range means) live in the service and the store.
 
 from __future__ import annotations
 
-from typing import Any
-
 from tornchat.api.base import ApiHandler
 from tornchat.contract import protocol
 from tornchat.errors import InvalidRequest
@@ -32,21 +30,11 @@ class ConversationsHandler(ApiHandler):
 
     async def post(self) -> None:
         user_id = self.user_id()
-        recipients = self._recipients(self.json_body())
+        # checked like a send's (an InvalidMessage answers 400 invalid_request)
+        recipients = protocol.parse_recipients(self.json_body().get("recipientIds"),
+                                               self.context.limits)
         view, created = await self.context.service.open_conversation(user_id, recipients)
         self.send_json(view.to_wire(), 201 if created else 200)
-
-    def _recipients(self, body: dict[str, Any]) -> tuple[str, ...]:
-        recipients = body.get("recipientIds")
-        limit = self.context.settings.max_recipients
-        if not isinstance(recipients, list) or not recipients:
-            raise InvalidRequest("'recipientIds' must be a non-empty list of user ids")
-        if len(recipients) > limit:
-            raise InvalidRequest(f"'recipientIds' has more than {limit} entries")
-        if not all(protocol.is_id(item) for item in recipients):
-            raise InvalidRequest(f"Every entry of 'recipientIds' must be a string of 1 to "
-                                 f"{protocol.MAX_ID_LENGTH} printable characters")
-        return tuple(recipients)
 
 
 class ConversationHandler(ApiHandler):

@@ -17,7 +17,7 @@ import tornado.web
 
 from tornchat.api.base import ApiHandler
 from tornchat.contract import protocol
-from tornchat.errors import InvalidMessage, InvalidRequest, Unauthorized
+from tornchat.errors import InvalidRequest, Unauthorized
 
 
 class ServerApiHandler(ApiHandler):
@@ -44,18 +44,12 @@ class ServerMessagesHandler(ServerApiHandler):
             raise InvalidRequest(f"'senderId' must be a user id of 1 to "
                                  f"{protocol.MAX_ID_LENGTH} printable characters")
         assert isinstance(sender_id, str)
-        try:
-            request = protocol.parse_client_frame({**body, "type": "send_message"},
-                                                  self._limits())
-        except InvalidMessage as exc:
-            raise InvalidRequest(exc.message) from None
+        # the socket's send_message schema (an InvalidMessage answers 400 invalid_request)
+        request = protocol.parse_client_frame({**body, "type": "send_message"},
+                                              self.context.limits)
         assert isinstance(request, protocol.SendMessage)
         message = await self.context.service.post_as(sender_id, request)
         self.send_json({"message": message.to_wire()}, 200 if message.duplicate else 201)
-
-    def _limits(self) -> protocol.Limits:
-        settings = self.context.settings
-        return protocol.Limits(settings.max_message_length, settings.max_recipients)
 
 
 class ServerDisconnectHandler(ServerApiHandler):

@@ -226,7 +226,13 @@ def _parse_send(data: dict[str, Any], limits: Limits) -> SendMessage:
         return SendMessage(content=content, conversation_id=_id_field(data, "conversationId"),
                            client_message_id=client_message_id)
 
-    recipients = data["recipientIds"]
+    return SendMessage(content=content,
+                       recipient_ids=parse_recipients(data["recipientIds"], limits),
+                       client_message_id=client_message_id)
+
+
+def parse_recipients(recipients: object, limits: Limits) -> tuple[str, ...]:
+    """A ``recipientIds`` value (of a send, or of the HTTP find-or-create)."""
     if not isinstance(recipients, list) or not recipients:
         raise InvalidMessage("Field 'recipientIds' must be a non-empty list of user ids")
     if len(recipients) > limits.max_recipients:
@@ -235,8 +241,7 @@ def _parse_send(data: dict[str, Any], limits: Limits) -> SendMessage:
     if not all(is_id(item) for item in recipients):
         raise InvalidMessage(f"Every entry of 'recipientIds' must be a string of 1 to "
                              f"{MAX_ID_LENGTH} printable characters")
-    return SendMessage(content=content, recipient_ids=tuple(recipients),
-                       client_message_id=client_message_id)
+    return tuple(recipients)
 
 
 def encode(frame: dict[str, Any]) -> str:

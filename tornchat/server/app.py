@@ -87,13 +87,12 @@ class ChatApplication:
         self.sessions = Sessions(self.registry, slots, self.metrics)
         self.heartbeat = Heartbeat(self.sessions, slots, settings.heartbeat_interval)
         verifier = TokenVerifier(settings.access_token_secret)
+        limits = protocol.Limits(settings.max_message_length, settings.max_recipients,
+                                 settings.sync_max_conversations)
         self.socket_context = SocketContext(
-            settings=settings,
-            limits=protocol.Limits(settings.max_message_length, settings.max_recipients,
-                                   settings.sync_max_conversations),
-            verifier=verifier, service=self.service, sessions=self.sessions,
-            frames=FrameCache())
-        self.api_context = ApiContext(settings=settings, verifier=verifier,
+            settings=settings, limits=limits, verifier=verifier, service=self.service,
+            sessions=self.sessions, frames=FrameCache())
+        self.api_context = ApiContext(settings=settings, limits=limits, verifier=verifier,
                                       service=self.service)
         self._openapi = encoded_document()
         self._server: HTTPServer | None = None

@@ -136,7 +136,9 @@ class ConversationReads:
         """A contiguous, ascending page of history (bounds exclusive)."""
         with self._store.session():
             self._store.member_participants(conversation_id, user_id)
-            last_seq = self._last_seqs([conversation_id])[conversation_id]
+            [(last_seq,)] = self._database.execute_sql(
+                f"SELECT last_seq FROM conversation WHERE id = {self._param}",
+                (conversation_id,)).fetchall()
             low, high = history_range(last_seq, limit, before, after)
             messages = self._ranges([(conversation_id, low, high)]).get(conversation_id, [])
         # an empty range (bounds next to each other, or beyond the ends) still
@@ -152,7 +154,7 @@ class ConversationReads:
         for the conversations it may not read."""
         ids = [conversation_id for conversation_id, _ in known]
         p = self._param
-        windows: list[SyncWindow] = []
+        readable: list[tuple[str, int, int, int]] = []  # (id, known, last_seq, last_read)
         errors: list[tuple[str, str]] = []
         with self._store.session():
             positions: dict[str, tuple[int, int | None]] = {}
@@ -164,32 +166,21 @@ class ConversationReads:
                         f"AND p.user_id = {p} WHERE c.id IN ({marks})",
                         [user_id, *chunk]).fetchall():
                     positions[cid] = (last_seq, last_read)
-            wanted: list[tuple[str, int, int]] = []
             for conversation_id, seq in known:
-                found = positions.get(conversation_id)
-                if found is None:
+                last_seq, last_read = positions.get(conversation_id, (0, None))
+                if conversation_id not in positions:
                     errors.append((conversation_id, NotFound.code))
-                elif found[1] is None:
+                elif last_read is None:
                     errors.append((conversation_id, Forbidden.code))
-                elif found[0] > seq:
-                    wanted.append((conversation_id, max(seq + 1, found[0] - max_replay + 1),
-                                   found[0]))
-            replay = self._ranges(wanted)
-            for conversation_id, seq in known:
-                found = positions.get(conversation_id)
-                if found is None or found[1] is None:
-                    continue
-                windows.append(SyncWindow(
-                    conversation_id=conversation_id, known_seq=seq,
-                    messages=tuple(replay.get(conversation_id, ())), last_seq=found[0],
-                    last_read_seq=found[1]))
+                else:
+                    readable.append((conversation_id, seq, last_seq, last_read))
+            replay = self._ranges([(cid, max(seq + 1, last - max_replay + 1), last)
+                                   for cid, seq, last, _ in readable])
+        windows = [SyncWindow(conversation_id=cid, known_seq=seq,
+                              messages=tuple(replay.get(cid, ())), last_seq=last,
+                              last_read_seq=last_read)
+                   for cid, seq, last, last_read in readable]
         return windows, errors
-
-    def _last_seqs(self, conversation_ids: Sequence[str]) -> dict[str, int]:
-        marks = ", ".join([self._param] * len(conversation_ids))
-        return dict(self._database.execute_sql(
-            f"SELECT id, last_seq FROM conversation WHERE id IN ({marks})",
-            list(conversation_ids)).fetchall())
 
     def _ranges(self, ranges: Sequence[tuple[str, int, int]]
                 ) -> dict[str, list[StoredMessage]]:

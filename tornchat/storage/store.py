@@ -132,18 +132,11 @@ class ChatStore:
             return self._load_participants(conversation_id)
 
     def _load_participants(self, conversation_id: str) -> tuple[str, ...]:
-        cached = self._participants.get(conversation_id)
-        if cached is not None:
-            return cached
-        Participant = self.models.Participant
-        rows = (Participant.select(Participant.user_id)
-                .where(Participant.conversation == conversation_id)
-                .tuples())
-        # sorted here, by code point: a database collation may order otherwise
-        users = tuple(sorted(user for (user,) in rows))
-        if not users:
+        """:meth:`participants_of_many` for one; NotFound if it does not exist."""
+        users = (self._participants.get(conversation_id)
+                 or self.participants_of_many([conversation_id]).get(conversation_id))
+        if users is None:
             raise NotFound(f"Conversation {conversation_id!r} does not exist")
-        self._participants.put(conversation_id, users)
         return users
 
     def participants_of_many(self, conversation_ids: list[str]) -> dict[str, tuple[str, ...]]:
@@ -160,6 +153,7 @@ class ChatStore:
                     f"WHERE conversation_id IN ({marks})", missing):
                 loaded.setdefault(cid, []).append(user)
             for cid, members in loaded.items():
+                # sorted here, by code point: a database collation may order otherwise
                 found[cid] = tuple(sorted(members))
                 self._participants.put(cid, found[cid])
         return found

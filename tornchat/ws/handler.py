@@ -198,7 +198,7 @@ class ChatSocketHandler(WebSocketHandler):
         if self._closed:
             return
         user_id = identity.user_id
-        # live messages wait for the first frame (a sync), or _FIRST_FRAME_WAIT
+        # live messages wait for the first frame (a sync), or TORNCHAT_SYNC_HOLD
         self._delivery_log().hold_all()
         self._timer = IOLoop.current().call_later(self.context.settings.sync_hold,
                                                   self._release_held)
@@ -281,8 +281,7 @@ class ChatSocketHandler(WebSocketHandler):
                 [window.to_wire() for window in windows],
                 [{"id": cid, "code": code} for cid, code in errors], request_id))
         finally:  # the held live messages it did not get, also after a failed read
-            self._send_all([held for conversation_id, seq, held in delivered.end()
-                            if delivered.admit(conversation_id, seq)] + done)
+            self._send_all(delivered.unseen(delivered.end()) + done)
 
     def deliver_message(self, frame: str, conversation_id: str, seq: int) -> bool:
         """A live ``new_message``: written unless this connection had it, or
@@ -303,9 +302,7 @@ class ChatSocketHandler(WebSocketHandler):
             return
         syncing = ([conversation_id for conversation_id, _ in first.known]
                    if isinstance(first, protocol.Sync) else [])
-        for conversation_id, seq, frame in delivered.release_all(syncing):
-            if delivered.admit(conversation_id, seq):
-                self.send(frame)
+        self._send_all(delivered.unseen(delivered.release_all(syncing)))
         if not delivered:  # nothing came meanwhile: an idle connection keeps no log
             del self._delivered
 

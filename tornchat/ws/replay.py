@@ -75,6 +75,12 @@ class DeliveryLog:
         _insert(spans, seq)
         return True
 
+    def unseen(self, held: Iterable[tuple[str, int, str]]) -> list[str]:
+        """The frames of ``held`` (conversation, seq, frame) not written before,
+        recorded as written now."""
+        return [frame for conversation_id, seq, frame in held
+                if self.admit(conversation_id, seq)]
+
     def hold(self, conversation_id: str, seq: int, frame: str) -> bool:
         """Keep a live message back if a sync of its conversation is replaying
         (or the connection's first frame is awaited)."""
