@@ -82,6 +82,10 @@ class Settings:
     sync_hold: float = _setting(
         0.25, "TORNCHAT_SYNC_HOLD", "seconds live messages wait after auth for a first-frame sync"
     )
+    presence_grace: float = _setting(
+        10.0, "TORNCHAT_PRESENCE_GRACE",
+        "seconds a user stays online after their last connection ends (0 to 3600)"
+    )
     rate_limit_per_second: float = _setting(
         20.0, "TORNCHAT_RATE_LIMIT_PER_SECOND", "sustained frames per second per connection"
     )
@@ -239,6 +243,8 @@ def _validate(s: Settings) -> None:
              f"must be one of {', '.join(BUS_MODES)}, got {s.bus_mode!r}")
     _require(s.order_hold >= 0, "TORNCHAT_ORDER_HOLD", "must be 0 or more")
     _require(0 <= s.sync_hold <= 10, "TORNCHAT_SYNC_HOLD", "must be from 0 to 10 seconds")
+    _require(0 <= s.presence_grace <= 3600, "TORNCHAT_PRESENCE_GRACE",
+             "must be from 0 to 3600 seconds")
     for name in ("auth_timeout", "heartbeat_interval", "shutdown_timeout", "rate_limit_per_second",
                  "redis_probe_interval"):
         _require(getattr(s, name) > 0, env_of[name], "must be greater than 0")

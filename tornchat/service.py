@@ -1,5 +1,6 @@
 """The chat rules: who may send where, store then publish then acknowledge,
-typing, what a user may read back, and read positions.
+typing, what a user may read back, read positions, and whose presence a
+user may see (those who share a conversation with them).
 
 :meth:`ChatService.send` is the one owner of the send path: it stores the
 message (the group-commit writer), publishes it to the bus only after the
@@ -21,20 +22,24 @@ import asyncio
 import functools
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import TypeVar
 
 from tornchat.contract import protocol
 from tornchat.contract.records import (
+    UNKNOWN,
     ConversationView,
     MessagePage,
+    PresenceStatus,
     ReadPosition,
     StoredMessage,
     SyncWindow,
 )
 from tornchat.errors import InvalidMessage, Unavailable
 from tornchat.fanout.bus import DISCONNECT, MESSAGE, READ, TYPING, Bus, Delivery
+from tornchat.fanout.presence import Presence
+from tornchat.fanout.registry import Connection
 from tornchat.fanout.slots import ConnectionSlots
 from tornchat.metrics import Metrics
 from tornchat.storage.reads import ConversationReads
@@ -52,9 +57,10 @@ Reply = Callable[[StoredMessage | Exception], None]
 class ChatService:
     def __init__(self, store: ChatStore, bus: Bus, executor: Executor,
                  writer: GroupCommitWriter, metrics: Metrics, slots: ConnectionSlots,
-                 event_source: str = "chat-service") -> None:
+                 presence: Presence, event_source: str = "chat-service") -> None:
         self._store = store
         self._slots = slots
+        self._presence = presence
         self._reads = ConversationReads(store)
         self._positions = ReadPositions(store, event_source)
         self._bus = bus
@@ -225,6 +231,38 @@ class ChatService:
             user_ids=others,
             frame=protocol.typing(conversation_id, user_id),
         ))
+
+    # -- presence --------------------------------------------------------
+
+    async def watch_presence(self, user_id: str, connection: Connection,
+                             user_ids: tuple[str, ...]) -> list[PresenceStatus]:
+        """Subscribe a connection to users' presence, answering each one's
+        status; who shares no conversation with the caller is ``unknown``,
+        decided here once for the subscription and never watched."""
+        return await self._visible(user_id, user_ids,
+                                   functools.partial(self._presence.watch, connection))
+
+    def unwatch_presence(self, connection: Connection, user_ids: tuple[str, ...]) -> None:
+        self._presence.unwatch(connection, user_ids)
+
+    def forget_presence(self, connection: Connection) -> None:
+        """The connection ended (or did while it subscribed): it watches no one."""
+        self._presence.forget(connection)
+
+    async def presence_of(self, user_id: str, user_ids: tuple[str, ...]
+                          ) -> list[PresenceStatus]:
+        """The users' statuses now, by the same rule as a subscription (HTTP)."""
+        return await self._visible(user_id, user_ids, self._presence.lookup)
+
+    async def _visible(self, user_id: str, user_ids: tuple[str, ...],
+                       read: Callable[[list[str]], Awaitable[list[PresenceStatus]]]
+                       ) -> list[PresenceStatus]:
+        """``read``'s statuses of the users the caller shares a conversation
+        with, ``unknown`` for the rest, in the order asked."""
+        contacts = await self._run(self._reads.contacts, user_id, user_ids)
+        allowed = [user for user in user_ids if user in contacts]
+        found = {status.user_id: status for status in (await read(allowed) if allowed else [])}
+        return [found.get(user) or PresenceStatus(user, UNKNOWN) for user in user_ids]
 
     # -- reading back ----------------------------------------------------
 

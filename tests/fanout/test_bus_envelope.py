@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from harness.redis_server import private_redis
-from tornchat.fanout.bus import DISCONNECT, MESSAGE, TYPING, Delivery
+from tornchat.fanout.bus import DISCONNECT, MESSAGE, PRESENCE, TYPING, Delivery
 from tornchat.fanout.redis_bus import RedisBus, new_worker_id
 from tornchat.fanout.redis_wire import (
     CHANNEL_PREFIX,
@@ -51,8 +51,11 @@ def test_the_encoder_writes_the_oldest_version_that_carries_the_delivery_first()
     disconnect = Delivery(kind=DISCONNECT, conversation_id="", user_ids=("bob",),
                           frame="{}")
     body = encode(origin_of("w1"), disconnect).partition("|")[2]
-    assert orjson.loads(body)["v"] == ENVELOPE_VERSION == 2  # they would not close
+    assert orjson.loads(body)["v"] == 2  # they would not close
     assert decode(encode(origin_of("w1"), disconnect).encode()) == disconnect
+    presence = Delivery(kind=PRESENCE, conversation_id="", user_ids=("bob",), frame="{}")
+    body = encode(origin_of("w1"), presence).partition("|")[2]
+    assert orjson.loads(body)["v"] == ENVELOPE_VERSION == 3  # they would write it to bob
 
 
 def test_an_envelope_decodes_to_the_delivery_it_carries():

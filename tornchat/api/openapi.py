@@ -21,7 +21,7 @@ from tornchat.api.conversations import (
     MAX_HISTORY_LIMIT,
     MAX_LIST_LIMIT,
 )
-from tornchat.contract.protocol import MAX_ID_LENGTH
+from tornchat.contract.protocol import MAX_ID_LENGTH, MAX_PRESENCE_USERS_PER_REQUEST
 
 _SEQ: Mapping[str, Any] = MappingProxyType({"type": "integer", "minimum": 0})
 _ID: Mapping[str, Any] = MappingProxyType(
@@ -46,7 +46,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
                403: "forbidden: the caller is not a participant",
                404: "not_found: no such conversation (on /api/v1/server: the server API "
                     "is off)",
-               503: "unavailable: storage is down; nothing changed, retry later"}
+               503: "unavailable: storage (or, for presence, Redis) is down; nothing "
+                    "changed, retry later"}
     return {str(status): _json(_ref("Error"), meaning[status]) for status in statuses}
 
 
@@ -112,6 +113,22 @@ def _schemas() -> dict[str, Any]:
                 "type": "integer", "minimum": 0,
                 "description": "live connections of the user when the disconnect was sent "
                                "(cluster-wide with Redis)"}}},
+        "Presence": {
+            "type": "object", "additionalProperties": False,
+            "required": ["userId", "status", "lastSeenAt"],
+            "properties": {
+                "userId": {"type": "string"},
+                "status": {"type": "string", "enum": ["online", "offline", "unknown"],
+                           "description": "unknown: the user shares no conversation with "
+                                          "the caller"},
+                "lastSeenAt": {"oneOf": [_TIME, {"type": "null"}],
+                               "description": "offline: when the last connection ended, "
+                                              "if known; else null"}}},
+        "PresenceList": {
+            "type": "object", "additionalProperties": False, "required": ["presence"],
+            "properties": {"presence": {"type": "array", "items": _ref("Presence"),
+                                        "description": "in the order asked, repeats "
+                                                       "dropped"}}},
         "ReadResult": {
             "type": "object", "additionalProperties": False,
             "required": ["lastReadSeq", "unreadCount"],
@@ -170,6 +187,18 @@ def _paths() -> dict[str, Any]:
                     "application/json": {"schema": _ref("MarkRead")}}},
                 "responses": {"200": _json(_ref("ReadResult"), "the position after the call"),
                               **_errors(400, 401, 403, 404, 503)}}},
+        "/api/v1/presence": {
+            "get": {
+                "operationId": "getPresence",
+                "summary": "Who of userIds is online; unknown for users who share no "
+                           "conversation with the caller",
+                "parameters": [{
+                    "name": "userIds", "in": "query", "required": True,
+                    "description": f"comma-separated user ids, 1 to "
+                                   f"{MAX_PRESENCE_USERS_PER_REQUEST}",
+                    "schema": {"type": "string", "minLength": 1}}],
+                "responses": {"200": _json(_ref("PresenceList"), "one entry per user"),
+                              **_errors(400, 401, 503)}}},
         "/api/v1/server/messages": {
         "post": {
             "operationId": "serverPostMessage", "security": [{"apiKey": []}],
@@ -203,8 +232,8 @@ def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "tornchat HTTP API", "version": __version__,
-                 "description": "Conversations, history and read positions of a tornchat "
-                                "server, and the server API for backends. Real-time "
+                 "description": "Conversations, history, read positions and presence of a "
+                                "tornchat server, and the server API for backends. Real-time "
                                 "traffic is the WebSocket at /api/v1/chat."},
         "paths": _paths(),
         "components": {"schemas": _schemas(), "securitySchemes": {

@@ -66,7 +66,23 @@ class MarkRead:
     seq: int
 
 
-ClientFrame = Auth | SendMessage | Typing | Ping | Sync | MarkRead | Refresh
+@dataclass(frozen=True)
+class PresenceSubscribe:
+    """Watch users' presence (PROTOCOL §13)."""
+
+    user_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PresenceUnsubscribe:
+    user_ids: tuple[str, ...]
+
+
+ClientFrame = (Auth | SendMessage | Typing | Ping | Sync | MarkRead | Refresh
+               | PresenceSubscribe | PresenceUnsubscribe)
+
+#: user ids one ``presence_subscribe`` (or a presence lookup over HTTP) may name
+MAX_PRESENCE_USERS_PER_REQUEST = 100
 
 
 @dataclass(frozen=True)
@@ -118,6 +134,10 @@ def parse_client_frame(data: dict[str, Any], limits: Limits) -> ClientFrame:
     if kind == "mark_read":
         return MarkRead(conversation_id=_id_field(data, "conversationId"),
                         seq=_seq_field(data, "seq"))
+    if kind == "presence_subscribe":
+        return PresenceSubscribe(parse_user_ids(data.get("userIds")))
+    if kind == "presence_unsubscribe":
+        return PresenceUnsubscribe(parse_user_ids(data.get("userIds")))
     raise InvalidMessage(f"Unknown message type {kind!r}")
 
 
@@ -244,6 +264,20 @@ def parse_recipients(recipients: object, limits: Limits) -> tuple[str, ...]:
     return tuple(recipients)
 
 
+def parse_user_ids(user_ids: object) -> tuple[str, ...]:
+    """A presence request's ``userIds``: 1 to 100 user ids, repeats dropped
+    (first occurrence kept, so answers come in the order asked)."""
+    if not isinstance(user_ids, list) or not user_ids:
+        raise InvalidMessage("Field 'userIds' must be a non-empty list of user ids")
+    if len(user_ids) > MAX_PRESENCE_USERS_PER_REQUEST:
+        raise InvalidMessage(f"Field 'userIds' has more than "
+                             f"{MAX_PRESENCE_USERS_PER_REQUEST} entries")
+    if not all(is_id(item) for item in user_ids):
+        raise InvalidMessage(f"Every entry of 'userIds' must be a string of 1 to "
+                             f"{MAX_ID_LENGTH} printable characters")
+    return tuple(dict.fromkeys(user_ids))
+
+
 def encode(frame: dict[str, Any]) -> str:
     """Serialise a server frame compactly (orjson: no spaces, UTF-8 unescaped).
 
@@ -324,3 +358,8 @@ def sync_done(conversations: list[dict[str, Any]], errors: list[dict[str, str]],
 
 def server_shutdown(reconnect_after_ms: int) -> str:
     return encode({"type": "server_shutdown", "data": {"reconnectAfterMs": reconnect_after_ms}})
+
+
+def presence(data: dict[str, Any], request_id: str | None = None) -> str:
+    """``presence``: a watched user's status, at subscription or on a change."""
+    return _answer({"type": "presence", "data": data}, request_id)

@@ -148,3 +148,24 @@ class SyncWindow:
                 "lastReadSeq": self.last_read_seq,
                 "unreadCount": unread(self.last_seq, self.last_read_seq),
                 "complete": self.complete, "missingBeforeSeq": self.missing_before_seq}
+
+
+ONLINE, OFFLINE, UNKNOWN = "online", "offline", "unknown"
+
+
+@dataclass(frozen=True)
+class PresenceStatus:
+    """One user's presence (PROTOCOL §13). ``last_seen_at`` (ISO) is when
+    their last connection ended: set for ``offline`` when known, never for
+    ``online`` or ``unknown``."""
+
+    user_id: str
+    status: str
+    last_seen_at: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"userId": self.user_id, "status": self.status, "lastSeenAt": self.last_seen_at}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> PresenceStatus:
+        return cls(data["userId"], data["status"], data.get("lastSeenAt"))

@@ -25,3 +25,8 @@ def to_iso(moment: datetime) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment.isoformat(timespec="milliseconds") + "Z"
+
+
+def iso_from_ms(epoch_ms: int) -> str:
+    """:func:`to_iso` of epoch milliseconds (Redis ``TIME``-based stamps)."""
+    return to_iso(from_epoch(epoch_ms / 1000))

@@ -23,6 +23,7 @@ MESSAGE = "message"
 TYPING = "typing"
 READ = "read"  # a read position moved: kept through an outage, unlike typing
 DISCONNECT = "disconnect"  # the server API ends a user's sessions: frame, then close 4003
+PRESENCE = "presence"  # a user's presence changed: for the connections watching them
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,10 @@ class Delivery:
     ``exclude_connection`` is the sending connection (it gets ``message_sent``
     instead); ``seq`` orders messages at the receiver; ``published_at`` (epoch
     seconds) measures send-to-deliver latency. Between processes it travels in
-    the envelope of :mod:`tornchat.fanout.redis_wire`.
+    the envelope of :mod:`tornchat.fanout.redis_wire`. ``to_workers`` names
+    the worker processes that want it (a presence change goes only to the
+    workers watching that user); None means every worker that holds a
+    connection of ``user_ids``. It is an address, not part of the envelope.
     """
 
     kind: str
@@ -42,6 +46,7 @@ class Delivery:
     exclude_connection: str | None = None
     seq: int | None = None
     published_at: float = field(default_factory=time.time)
+    to_workers: tuple[str, ...] | None = None
 
 
 DeliverCallback = Callable[[Delivery], None]

@@ -7,16 +7,18 @@ and docs/scaling.md). Written frames and send-to-deliver latency are counted
 in :class:`~tornchat.metrics.Metrics`.
 
 IOLoop thread only: the bus calls :meth:`Dispatcher.deliver` on the loop, and
-the hold timer of the sequencer is an IOLoop timeout.
+the hold timer of the sequencer is an IOLoop timeout. A presence change goes to the watchers of
+:mod:`tornchat.fanout.presence`, a server-API disconnect to the registry.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from tornado.ioloop import IOLoop
 
-from tornchat.fanout.bus import DISCONNECT, MESSAGE, Delivery
+from tornchat.fanout.bus import DISCONNECT, MESSAGE, PRESENCE, Delivery
 from tornchat.fanout.registry import ConnectionRegistry
 from tornchat.fanout.sequencer import Sequencer
 from tornchat.metrics import Metrics
@@ -24,8 +26,10 @@ from tornchat.metrics import Metrics
 
 class Dispatcher:
     def __init__(self, registry: ConnectionRegistry, hold_seconds: float = 0.05,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None,
+                 presence: Callable[[Delivery], None] | None = None) -> None:
         self._registry = registry
+        self._presence = presence
         self._metrics = metrics
         self._sequencer: Sequencer[Delivery] = Sequencer(hold_seconds)
         self._timer: object | None = None
@@ -34,6 +38,9 @@ class Dispatcher:
     def deliver(self, delivery: Delivery) -> None:
         if delivery.kind == DISCONNECT:
             self._registry.disconnect(delivery.user_ids, delivery.frame)
+        elif delivery.kind == PRESENCE:
+            if self._presence is not None:
+                self._presence(delivery)
         elif delivery.kind == MESSAGE and delivery.seq is not None:
             self._write_all(self._sequencer.offer(delivery.conversation_id, delivery.seq,
                                                   delivery))

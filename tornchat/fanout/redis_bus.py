@@ -16,7 +16,9 @@ peers). ``routed``: a Lua script looks up which workers hold the recipients'
 connections (the connection-slot sets) and publishes once to each worker's
 own channel ``chat-worker:{workerId}``; a worker receives only what it
 delivers, for one extra Redis-side lookup per message. docs/scaling.md
-measures both.
+measures both. In both modes each worker also listens on its own channel,
+where deliveries addressed to it (``Delivery.to_workers``: presence changes)
+arrive.
 
 The publishing worker delivers to its own connections at once
 (``call_soon``) and ignores its own echo, so local delivery needs no Redis
@@ -130,11 +132,10 @@ class RedisBus(Bus):
 
     async def start(self, deliver: DeliverCallback) -> None:
         self._deliver = deliver
-        channels = [self._probe_channel]
+        # the worker's own channel in both modes: presence changes come on it
+        channels = [self._probe_channel, WORKER_CHANNEL_PREFIX + self.worker_id]
         patterns: list[str] = []
-        if self.mode == ROUTED_MODE:
-            channels.append(WORKER_CHANNEL_PREFIX + self.worker_id)
-        else:
+        if self.mode == PATTERN_MODE:
             patterns.append(PATTERN)
             channels.append(HELLO_CHANNEL)
         self._listener = Listener(self._url, channels, patterns, IOLoop.current(),
@@ -155,10 +156,14 @@ class RedisBus(Bus):
 
     def publish_nowait(self, delivery: Delivery) -> None:
         """Deliver locally now; queue for the other workers (if there are any).
-        Never waits for Redis."""
-        if self._deliver is not None:
+        Never waits for Redis. A delivery with ``to_workers`` goes to those only."""
+        addressed = delivery.to_workers
+        if self._deliver is not None and (addressed is None or self.worker_id in addressed):
             asyncio.get_running_loop().call_soon(self._deliver, delivery)
-        if self._peers.alone:
+        if addressed is not None:
+            if not any(worker != self.worker_id for worker in addressed):
+                return
+        elif self._peers.alone:
             return
         if len(self._outbox) == self._outbox.maxlen:
             log.error("bus outbox full; dropping the oldest delivery",
@@ -238,6 +243,11 @@ class RedisBus(Bus):
             if self.mode == ROUTED_MODE:
                 pipe = self._redis.pipeline(transaction=False)
                 for delivery in batch:
+                    if delivery.to_workers is not None:
+                        payload = encode(self._origin, delivery)
+                        for channel in self._addressed(delivery):
+                            pipe.publish(channel, payload)
+                        continue
                     await self._routed(keys=[slot_key(user) for user in delivery.user_ids],
                                        args=[WORKER_CHANNEL_PREFIX,
                                              encode(self._origin, delivery),
@@ -246,8 +256,11 @@ class RedisBus(Bus):
             else:
                 args: list[str] = []
                 for delivery in batch:
-                    args.append(CHANNEL_PREFIX + delivery.conversation_id)
-                    args.append(encode(self._origin, delivery))
+                    payload = encode(self._origin, delivery)
+                    for channel in (self._addressed(delivery) if delivery.to_workers is not None
+                                    else (CHANNEL_PREFIX + delivery.conversation_id,)):
+                        args.append(channel)
+                        args.append(payload)
                 await self._publish_many(args=args)
         except RedisError as exc:
             if not self._failing:
@@ -260,6 +273,11 @@ class RedisBus(Bus):
             log.info("Redis publish works again; kept deliveries published")
         self._metrics.pubsub_out.inc(len(batch))
         return True
+
+    def _addressed(self, delivery: Delivery) -> list[str]:
+        """The own channels of the other workers a delivery is addressed to."""
+        return [WORKER_CHANNEL_PREFIX + worker for worker in delivery.to_workers or ()
+                if worker != self.worker_id]
 
     # -- peers (pattern mode) ---------------------------------------------
 

@@ -30,7 +30,10 @@ The encoder writes the oldest version that can carry a delivery: 1 for
 everything version-1 workers handle right (messages, typing, read positions,
 which they write to the users as any frame), 2 for a server-API disconnect,
 which a version-1 worker would write as a frame and never close: it refuses
-version 2 instead (:func:`version_of`). A future version must stay
+version 2 instead (:func:`version_of`); 3 for a presence change, which a
+version-2 worker would write to the watched user's own connections (such a
+worker never registers as a watcher, so it should never get one; the
+version makes sure). A future version must stay
 a JSON object carrying ``"v"``, so that this code can tell; a field that
 readers may ignore needs no new version.
 
@@ -45,7 +48,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from tornchat.fanout.bus import DISCONNECT, Delivery
+from tornchat.fanout.bus import DISCONNECT, PRESENCE, Delivery
 
 CHANNEL_PREFIX = "chat:"
 PATTERN = CHANNEL_PREFIX + "*"
@@ -57,7 +60,7 @@ HELLO_CHANNEL_BYTES = HELLO_CHANNEL.encode()
 ACK_PREFIX = b"hello-ack:"
 
 #: the newest envelope version this code writes and reads
-ENVELOPE_VERSION = 2
+ENVELOPE_VERSION = 3
 #: the version of an envelope without ``"v"``: what workers sent before versioning
 LEGACY_VERSION = 1
 
@@ -110,6 +113,8 @@ def origin_of(worker_id: str) -> str:
 
 def version_of(delivery: Delivery) -> int:
     """The oldest envelope version whose readers handle ``delivery`` right."""
+    if delivery.kind == PRESENCE:
+        return 3
     return 2 if delivery.kind == DISCONNECT else LEGACY_VERSION
 
 

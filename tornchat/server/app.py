@@ -27,12 +27,14 @@ from tornchat.api.conversations import (
     ReadHandler,
 )
 from tornchat.api.openapi import OpenApiHandler, encoded_document
+from tornchat.api.presence import PresenceHandler
 from tornchat.api.server import ServerDisconnectHandler, ServerMessagesHandler
 from tornchat.auth import TokenVerifier
 from tornchat.config import Settings
 from tornchat.contract import protocol
 from tornchat.fanout.bus import Bus
 from tornchat.fanout.dispatch import Dispatcher
+from tornchat.fanout.presence import InMemoryPresence, Presence
 from tornchat.fanout.registry import ConnectionRegistry
 from tornchat.fanout.slots import ConnectionSlots
 from tornchat.metrics import Metrics
@@ -69,22 +71,24 @@ RECONNECT_AFTER_MS = 5000
 class ChatApplication:
     def __init__(self, settings: Settings, store: ChatStore, bus: Bus,
                  slots: ConnectionSlots, relay: EventRelay | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, presence: Presence | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.relay = relay
         self.store = store
         self.bus = bus
         self.slots = slots
+        self.presence = presence or InMemoryPresence(slots, bus, settings.presence_grace)
         self.executor = ThreadPoolExecutor(
             max_workers=store.dialect.reader_threads(settings.db_pool_size),
             thread_name_prefix="tornchat-db")
         self.registry = ConnectionRegistry()
-        self.dispatcher = Dispatcher(self.registry, settings.order_hold, self.metrics)
+        self.dispatcher = Dispatcher(self.registry, settings.order_hold, self.metrics,
+                                     presence=self.presence.changed)
         self.writer = GroupCommitWriter(store)
         self.service = ChatService(store, bus, self.executor, self.writer, self.metrics, slots,
-                                   event_source=settings.event_source)
-        self.sessions = Sessions(self.registry, slots, self.metrics)
+                                   self.presence, event_source=settings.event_source)
+        self.sessions = Sessions(self.registry, slots, self.presence, self.metrics)
         self.heartbeat = Heartbeat(self.sessions, slots, settings.heartbeat_interval)
         verifier = TokenVerifier(settings.access_token_secret)
         limits = protocol.Limits(settings.max_message_length, settings.max_recipients,
@@ -110,6 +114,7 @@ class ChatApplication:
                 (r"/api/v1/conversations/([^/]+)", ConversationHandler, api),
                 (r"/api/v1/conversations/([^/]+)/messages", MessagesHandler, api),
                 (r"/api/v1/conversations/([^/]+)/read", ReadHandler, api),
+                (r"/api/v1/presence", PresenceHandler, api),
                 (r"/api/v1/server/messages", ServerMessagesHandler, api),
                 (r"/api/v1/server/users/([^/]+)/disconnect", ServerDisconnectHandler, api),
                 (r"/api/v1/.*", NotFoundHandler, api),
@@ -123,6 +128,7 @@ class ChatApplication:
         """Start listening (on ``sockets`` if given, else host:port)."""
         self.writer.start()
         await self.bus.start(self.dispatcher.deliver)
+        await self.presence.start()
         if self.relay is not None:
             await self.relay.start()
         self._server = HTTPServer(self.make_web_app(), xheaders=True)
@@ -200,6 +206,7 @@ class ChatApplication:
         self.sessions.expiry.stop()
         if self._server is not None:
             self._server.stop()
+        await self.presence.stop()
         await self.bus.stop()
         await self.slots.close()
         await asyncio.to_thread(self.writer.stop, self.settings.shutdown_timeout)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from tornchat.config import Settings
 from tornchat.events.relay import build_relay
 from tornchat.fanout.bus import Bus, InMemoryBus
+from tornchat.fanout.presence import InMemoryPresence, Presence
 from tornchat.fanout.redis_bus import RedisBus, new_worker_id
+from tornchat.fanout.redis_presence import RedisPresence
 from tornchat.fanout.redis_slots import RedisSlots
 from tornchat.fanout.slots import ConnectionSlots, InMemorySlots
 from tornchat.metrics import Metrics
@@ -38,6 +40,15 @@ def build_slots(settings: Settings, worker_id: str) -> ConnectionSlots:
                       ttl=SLOT_TTL_HEARTBEATS * settings.heartbeat_interval)
 
 
+def build_presence(settings: Settings, worker_id: str, bus: Bus,
+                   slots: ConnectionSlots) -> Presence:
+    if not settings.redis_url:
+        return InMemoryPresence(slots, bus, settings.presence_grace)
+    return RedisPresence(settings.redis_url, worker_id, bus, grace=settings.presence_grace,
+                         slot_ttl=SLOT_TTL_HEARTBEATS * settings.heartbeat_interval,
+                         rewatch_interval=settings.heartbeat_interval)
+
+
 def build_application(settings: Settings) -> ChatApplication:
     store = ChatStore(open_database(settings.database_url, settings.db_pool_size),
                       event_source=settings.event_source)
@@ -46,4 +57,5 @@ def build_application(settings: Settings) -> ChatApplication:
     bus = build_bus(settings, metrics, worker_id)
     slots = build_slots(settings, worker_id)
     return ChatApplication(settings, store, bus, slots, metrics=metrics,
-                           relay=build_relay(settings, metrics.registry))
+                           relay=build_relay(settings, metrics.registry),
+                           presence=build_presence(settings, worker_id, bus, slots))

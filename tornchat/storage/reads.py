@@ -129,6 +129,24 @@ class ConversationReads:
                 last_seq=last_seq, last_read_seq=last_read_seq, last_message=last))
         return views
 
+    # -- contacts --------------------------------------------------------
+
+    def contacts(self, user_id: str, candidates: Sequence[str]) -> set[str]:
+        """Those of ``candidates`` who share at least one conversation with
+        the user (who may see each other's presence): one query, from the
+        user's own ``participant`` rows to the others' by conversation."""
+        if not candidates:
+            return set()
+        p = self._param
+        marks = ", ".join([p] * len(candidates))
+        with self._store.session():
+            rows = self._database.execute_sql(
+                "SELECT DISTINCT other.user_id FROM participant AS mine "
+                "JOIN participant AS other ON other.conversation_id = mine.conversation_id "
+                f"WHERE mine.user_id = {p} AND other.user_id IN ({marks})",
+                [user_id, *candidates]).fetchall()
+        return {row[0] for row in rows}
+
     # -- messages --------------------------------------------------------
 
     def messages(self, user_id: str, conversation_id: str, limit: int,

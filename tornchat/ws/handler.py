@@ -185,6 +185,10 @@ class ChatSocketHandler(WebSocketHandler):
             return self._guarded(self._sync(frame, ids[1]), ids)
         elif isinstance(frame, protocol.Refresh):
             self._refresh(frame, ids[1])
+        elif isinstance(frame, protocol.PresenceSubscribe):
+            return self._guarded(self._watch_presence(frame, ids[1]), ids)
+        elif isinstance(frame, protocol.PresenceUnsubscribe):
+            service.unwatch_presence(self, frame.user_ids)
         elif isinstance(frame, protocol.Auth):
             raise AlreadyAuthenticated("Connection is already authenticated")
         return None
@@ -227,6 +231,17 @@ class ChatSocketHandler(WebSocketHandler):
         answer = protocol.refresh_success(to_iso(from_epoch(identity.expires_at)), request_id)
         self.context.sessions.refresh(self, identity.expires_at)
         self.send(answer)
+
+    async def _watch_presence(self, frame: protocol.PresenceSubscribe,
+                              request_id: str | None) -> None:
+        """One ``presence`` per user at once (with the ``requestId``); changes follow."""
+        assert self.user_id is not None
+        service = self.context.service
+        statuses = await service.watch_presence(self.user_id, self, frame.user_ids)
+        if self._closed:  # it ended while the subscription was read
+            service.forget_presence(self)
+            return
+        self._send_all([protocol.presence(status.to_wire(), request_id) for status in statuses])
 
     def disconnect(self, frame: str) -> None:
         """The server API ended this user's sessions (close 4003)."""

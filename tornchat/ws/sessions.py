@@ -2,7 +2,8 @@
 
 A session is open from the upgrade on and authenticated once its user holds
 one of the user's connection slots; only then is it in the fan-out registry
-and the ``tornchat_connections`` gauge. :class:`Sessions` is the one owner of
+and the ``tornchat_connections`` gauge, and does its user count as online
+(:mod:`tornchat.fanout.presence`). :class:`Sessions` is the one owner of
 those transitions, so a connection is never counted twice nor forgotten in
 one place and kept in another. IOLoop thread only.
 """
@@ -18,6 +19,7 @@ from tornado.ioloop import IOLoop
 
 from tornchat.auth import Identity
 from tornchat.errors import DisconnectedByServer, TooManyConnections
+from tornchat.fanout.presence import Presence
 from tornchat.fanout.registry import Connection, ConnectionRegistry
 from tornchat.fanout.slots import ConnectionSlots
 from tornchat.metrics import Metrics
@@ -49,8 +51,9 @@ class Session(Connection, Protocol):
 
 class Sessions:
     def __init__(self, registry: ConnectionRegistry, slots: ConnectionSlots,
-                 metrics: Metrics) -> None:
+                 presence: Presence, metrics: Metrics) -> None:
         self.registry = registry
+        self._presence = presence
         #: ends sessions at their token's ``exp`` (start/stop with the app)
         self.expiry = ExpiryWheel()
         self._slots = slots
@@ -99,6 +102,7 @@ class Sessions:
         self.registry.add(session)
         self.expiry.add(session)
         self._metrics.connections.inc()
+        await self._presence.connected(user_id)
 
     def refresh(self, session: Session, expires_at: float) -> None:
         """A refreshed token: the session lasts until its new ``exp``."""
@@ -112,7 +116,13 @@ class Sessions:
             assert session.user_id is not None
             self.expiry.discard(session)
             self._metrics.connections.dec()
-            IOLoop.current().add_callback(self._slots.release, session.user_id,
+            self._presence.forget(session)
+            IOLoop.current().add_callback(self._release, session.user_id,
                                           session.connection_id)
             log.info("connection closed", extra={"connectionId": session.connection_id,
                                                  "userId": session.user_id})
+
+    async def _release(self, user_id: str, connection_id: str) -> None:
+        """Give the slot back, then let presence see whether it was the last."""
+        await self._slots.release(user_id, connection_id)
+        await self._presence.disconnected(user_id)

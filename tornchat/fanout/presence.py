@@ -1,0 +1,204 @@
+"""Presence (PROTOCOL §13): who is online, and telling the users who watch.
+
+A user is online while they hold a live connection slot anywhere
+(:mod:`tornchat.fanout.slots`) and for ``grace`` seconds after the last one
+ends, so a reconnect does not flap. Nothing is stored in the database.
+
+:class:`Presence` holds what every backend shares: subscriptions (through
+the local :class:`~tornchat.fanout.watchers.PresenceWatchers`), announcing a
+change on the bus (a :data:`~tornchat.fanout.bus.PRESENCE` delivery, only to
+the workers that watch the user), and one maintenance task that ends
+expired graces (``sweep``) and re-reads every watched user now and then, so a
+change lost on the way (pub/sub is at-most-once) heals within
+``rewatch_interval``. A backend supplies the cluster-wide state:
+:class:`InMemoryPresence` for one process (no ``REDIS_URL``),
+:class:`~tornchat.fanout.redis_presence.RedisPresence` for a cluster.
+
+Thread rule: IOLoop thread only.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from tornchat.contract import protocol
+from tornchat.contract.records import OFFLINE, ONLINE, PresenceStatus
+from tornchat.contract.timefmt import iso_from_ms
+from tornchat.fanout.bus import PRESENCE, Bus, Delivery
+from tornchat.fanout.registry import Connection
+from tornchat.fanout.slots import ConnectionSlots
+from tornchat.fanout.watchers import PresenceWatchers
+
+log = logging.getLogger(__name__)
+
+_LOOKUP_BATCH = 500  # users per backend call of the re-read
+
+
+class Presence(abc.ABC):
+    def __init__(self, bus: Bus, grace: float, rewatch_interval: float) -> None:
+        self.watchers = PresenceWatchers()
+        self.grace = grace
+        self._bus = bus
+        self._sweep_interval = max(0.05, min(1.0, grace / 4))
+        self._rewatch_interval = rewatch_interval
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what a backend supplies -------------------------------------------
+
+    @abc.abstractmethod
+    async def connected(self, user_id: str) -> None:
+        """The user now holds a live slot (called after it was taken)."""
+
+    @abc.abstractmethod
+    async def disconnected(self, user_id: str) -> None:
+        """One of the user's slots was given back; the grace starts if it was the last."""
+
+    @abc.abstractmethod
+    async def lookup(self, user_ids: Sequence[str], watch: bool = False
+                     ) -> list[PresenceStatus]:
+        """The users' statuses now (``watch``: and tell this worker of their
+        changes from now on). Raises Unavailable when the state cannot be read."""
+
+    @abc.abstractmethod
+    async def sweep(self) -> None:
+        """End the graces and the dead workers' presence that are due, and
+        announce each user who went offline."""
+
+    # -- shared ------------------------------------------------------------
+
+    def announce(self, status: PresenceStatus, workers: tuple[str, ...] | None) -> None:
+        """Publish a change to the workers watching the user (None: this process)."""
+        if workers is not None and not workers:
+            return
+        self._bus.publish_nowait(Delivery(
+            kind=PRESENCE, conversation_id="", user_ids=(status.user_id,),
+            frame=protocol.presence(status.to_wire()), to_workers=workers))
+
+    def changed(self, delivery: Delivery) -> None:
+        """A change from the bus, for this worker's watchers."""
+        self.watchers.changed(PresenceStatus.from_wire(protocol.decode_object(
+            delivery.frame)["data"]))
+
+    async def watch(self, connection: Connection, user_ids: Sequence[str]
+                    ) -> list[PresenceStatus]:
+        """Subscribe ``connection`` to ``user_ids`` and return their statuses.
+
+        Users watched here already are answered from the watchers' last
+        status; the others are read (and registered) in one backend call. A
+        change arriving while that call runs wins over its answer. All or
+        nothing: over the cap, or when the state cannot be read, nothing
+        changes and the error is raised.
+        """
+        watchers = self.watchers
+        answered = {user: status for user in user_ids
+                    if (status := watchers.latest(user)) is not None}
+        fresh = [user for user in user_ids if user not in answered]
+        watchers.add(connection, user_ids)
+        if fresh:
+            before = {user: watchers.changes(user) for user in fresh}
+            try:
+                found = await self.lookup(fresh, watch=True)
+            except Exception:
+                watchers.remove(connection, fresh)
+                raise
+            for status in found:
+                if watchers.changes(status.user_id) == before[status.user_id]:
+                    watchers.changed(status, exclude=connection.connection_id)
+            answered.update((status.user_id, status) for status in found)
+        return [watchers.latest(user) or answered[user] for user in user_ids]
+
+    def unwatch(self, connection: Connection, user_ids: Sequence[str]) -> None:
+        self.watchers.remove(connection, user_ids)
+
+    def forget(self, connection: Connection) -> None:
+        """The connection ended."""
+        self.watchers.drop(connection)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._maintain())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _maintain(self) -> None:
+        next_rewatch = time.monotonic() + self._rewatch_interval
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            try:
+                await self.sweep()
+                if time.monotonic() >= next_rewatch:
+                    next_rewatch = time.monotonic() + self._rewatch_interval
+                    await self.rewatch()
+            except Exception as exc:  # Redis away: the next round tries again
+                log.warning("presence maintenance failed: %s", exc)
+
+    async def rewatch(self) -> None:
+        """Re-read every user watched here, renewing the registration, and
+        tell the watchers what differs from what they were told."""
+        users = self.watchers.users()
+        for start in range(0, len(users), _LOOKUP_BATCH):
+            for status in await self.lookup(users[start:start + _LOOKUP_BATCH], watch=True):
+                self.watchers.changed(status)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class InMemoryPresence(Presence):
+    """Presence of one process: the slots it counts are this process's own."""
+
+    def __init__(self, slots: ConnectionSlots, bus: Bus, grace: float,
+                 last_seen_capacity: int = 100_000) -> None:
+        super().__init__(bus, grace, rewatch_interval=3600.0)
+        self._slots = slots
+        self._online: set[str] = set()
+        self._left: dict[str, int] = {}  # user -> when the grace began (epoch ms)
+        self._seen: OrderedDict[str, int] = OrderedDict()  # offline user -> last seen
+        self._seen_capacity = last_seen_capacity
+
+    async def connected(self, user_id: str) -> None:
+        self._left.pop(user_id, None)
+        if user_id not in self._online:
+            self._online.add(user_id)
+            self.announce(PresenceStatus(user_id, ONLINE), None)
+
+    async def disconnected(self, user_id: str) -> None:
+        if user_id in self._online and await self._slots.count(user_id) == 0:
+            self._left.setdefault(user_id, _now_ms())
+
+    async def lookup(self, user_ids: Sequence[str], watch: bool = False
+                     ) -> list[PresenceStatus]:
+        return [self._status(user) for user in user_ids]
+
+    def _status(self, user_id: str) -> PresenceStatus:
+        if user_id in self._online:
+            return PresenceStatus(user_id, ONLINE)
+        seen = self._seen.get(user_id)
+        return PresenceStatus(user_id, OFFLINE, None if seen is None else iso_from_ms(seen))
+
+    async def sweep(self) -> None:
+        due = _now_ms() - int(self.grace * 1000)
+        for user_id, left in list(self._left.items()):
+            if left > due:
+                continue
+            del self._left[user_id]
+            if await self._slots.count(user_id):
+                continue
+            self._online.discard(user_id)
+            self._seen[user_id] = left
+            self._seen.move_to_end(user_id)
+            if len(self._seen) > self._seen_capacity:
+                self._seen.popitem(last=False)
+            self.announce(self._status(user_id), None)

@@ -1,0 +1,203 @@
+"""Cluster-wide presence in Redis, built on the connection slots.
+
+Whether a user is connected is what their slot set ``tornchat:conns:{user}``
+(:mod:`tornchat.fanout.redis_slots`) already knows: members that have not
+expired. Presence adds three keys, all in Redis, nothing in the database:
+
+- ``tornchat:presence:{user}``, a hash: ``state`` (``online``/``offline``:
+  what watchers were last told), ``left`` (while a grace runs: when the last
+  connection ended) and ``seen`` (once offline: the ``lastSeenAt``). It
+  expires :data:`LAST_SEEN_RETENTION` after its last change.
+- ``tornchat:presence:watch:{user}``, a sorted set of the worker ids that
+  watch the user, scored by when the registration expires (renewed by each
+  worker's re-read, every heartbeat interval). A change is published only to
+  these workers, on their own channel ``chat-worker:{id}``: a presence change
+  costs one PUBLISH per watching worker, not one per worker in the cluster.
+- ``tornchat:presence:due``, one sorted set of users to re-check and when:
+  a user who just connected is due when their slot would expire, one whose
+  last connection ended is due when the grace ends. Every worker's sweep
+  (:meth:`RedisPresence.sweep`, a few times a second) takes what is due in
+  one script: a user with live slots is pushed back to their latest slot
+  expiry; one without goes offline, once, in that atomic step, whichever
+  worker gets there first. A SIGKILLed worker's users therefore go offline
+  when their slots expire, with nothing of that worker's needed.
+
+Every transition runs in a Lua script reading ``TIME`` (host clocks never
+matter) and returns the live watchers, whom the caller tells through the
+bus. Thread rule: IOLoop thread only (asyncio Redis client).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from tornchat.contract.records import OFFLINE, ONLINE, PresenceStatus
+from tornchat.contract.timefmt import iso_from_ms
+from tornchat.errors import Unavailable
+from tornchat.fanout.bus import Bus
+from tornchat.fanout.presence import Presence
+from tornchat.fanout.redis_slots import KEY_PREFIX as SLOT_PREFIX
+from tornchat.fanout.redis_slots import slot_key
+from tornchat.fanout.redis_wire import redis_client
+
+log = logging.getLogger(__name__)
+
+STATE_PREFIX = "tornchat:presence:"
+WATCH_PREFIX = "tornchat:presence:watch:"
+DUE_KEY = "tornchat:presence:due"
+#: how long an offline user's ``lastSeenAt`` is remembered
+LAST_SEEN_RETENTION = 30 * 24 * 3600
+_SWEEP_BATCH = 200  # users one sweep call re-checks at most
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: slots, state, watch, due; ARGV: user, slot ttl ms, retention ms
+# -> the live watchers if the user was not online (they must be told), else {}
+_CONNECTED = _NOW + """
+redis.call('ZADD', KEYS[4], 'GT', now + tonumber(ARGV[2]), ARGV[1])
+redis.call('HDEL', KEYS[2], 'left')
+if redis.call('HGET', KEYS[2], 'state') == 'online' then return {} end
+redis.call('HSET', KEYS[2], 'state', 'online')
+redis.call('HDEL', KEYS[2], 'seen')
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf')
+"""
+
+# KEYS: slots, state, due; ARGV: user, grace ms -> 1 if the grace began
+_DISCONNECTED = _NOW + """
+if redis.call('ZCOUNT', KEYS[1], now, '+inf') > 0 then return 0 end
+if redis.call('HGET', KEYS[2], 'state') ~= 'online' then return 0 end
+if not redis.call('HGET', KEYS[2], 'left') then
+  redis.call('HSET', KEYS[2], 'left', now)
+end
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+
+# KEYS: due; ARGV: batch, slot prefix, state prefix, watch prefix, retention ms
+# -> {user, seen ms, {watchers}} per user who went offline now
+_SWEEP = _NOW + """
+local out = {}
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, user in ipairs(due) do
+  local slots = ARGV[2] .. user
+  if redis.call('ZCOUNT', slots, now, '+inf') > 0 then
+    local top = redis.call('ZRANGE', slots, -1, -1, 'WITHSCORES')
+    redis.call('ZADD', KEYS[1], top[2], user)
+  else
+    redis.call('ZREM', KEYS[1], user)
+    local state = ARGV[3] .. user
+    if redis.call('HGET', state, 'state') == 'online' then
+      local seen = redis.call('HGET', state, 'left') or tostring(now)
+      redis.call('HSET', state, 'state', 'offline', 'seen', seen)
+      redis.call('HDEL', state, 'left')
+      redis.call('PEXPIRE', state, ARGV[5])
+      local watchers = redis.call('ZRANGEBYSCORE', ARGV[4] .. user, now, '+inf')
+      table.insert(out, {user, seen, watchers})
+    end
+  end
+end
+return out
+"""
+
+# KEYS: per user its slots, state and watch keys, in threes;
+# ARGV: worker id ('' = do not register), registration ttl ms
+# -> per user {online 1/0, seen ms or false}
+_LOOKUP = _NOW + """
+local out = {}
+local ttl = tonumber(ARGV[2])
+for i = 1, #KEYS, 3 do
+  local live = redis.call('ZCOUNT', KEYS[i], now, '+inf') > 0
+  local state = redis.call('HMGET', KEYS[i + 1], 'state', 'seen')
+  if ARGV[1] ~= '' then
+    redis.call('ZADD', KEYS[i + 2], now + ttl, ARGV[1])
+    redis.call('ZREMRANGEBYSCORE', KEYS[i + 2], '-inf', now)
+    redis.call('PEXPIRE', KEYS[i + 2], ttl)
+  end
+  if live or state[1] == 'online' then
+    table.insert(out, {1, false})
+  else
+    table.insert(out, {0, state[2]})
+  end
+end
+return out
+"""
+
+
+def state_key(user_id: str) -> str:
+    return STATE_PREFIX + user_id
+
+
+def watch_key(user_id: str) -> str:
+    return WATCH_PREFIX + user_id
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisPresence(Presence):
+    def __init__(self, url: str, worker_id: str, bus: Bus, *, grace: float, slot_ttl: float,
+                 rewatch_interval: float, timeout: float = 2.0) -> None:
+        super().__init__(bus, grace, rewatch_interval)
+        self._redis = redis_client(url, timeout)
+        self._worker_id = worker_id
+        self._slot_ttl_ms = max(1000, int(slot_ttl * 1000))
+        self._grace_ms = int(grace * 1000)
+        #: a registration outlives two missed re-reads
+        self._watch_ttl_ms = max(1000, int(rewatch_interval * 2.5 * 1000))
+        self._retention_ms = LAST_SEEN_RETENTION * 1000
+        self._connected = self._redis.register_script(_CONNECTED)
+        self._disconnected = self._redis.register_script(_DISCONNECTED)
+        self._sweep = self._redis.register_script(_SWEEP)
+        self._lookup = self._redis.register_script(_LOOKUP)
+
+    async def connected(self, user_id: str) -> None:
+        try:
+            watchers = await self._connected(
+                keys=[slot_key(user_id), state_key(user_id), watch_key(user_id), DUE_KEY],
+                args=[user_id, self._slot_ttl_ms, self._retention_ms])
+        except RedisError as exc:  # the next sweep or re-read sets it right
+            log.warning("could not record presence: %s", exc, extra={"userId": user_id})
+            return
+        if watchers:
+            self.announce(PresenceStatus(user_id, ONLINE), tuple(map(_text, watchers)))
+
+    async def disconnected(self, user_id: str) -> None:
+        try:
+            await self._disconnected(keys=[slot_key(user_id), state_key(user_id), DUE_KEY],
+                                     args=[user_id, self._grace_ms])
+        except RedisError as exc:  # the slot expires; the sweep then ends presence
+            log.warning("could not record a presence departure: %s", exc,
+                        extra={"userId": user_id})
+
+    async def lookup(self, user_ids: Sequence[str], watch: bool = False
+                     ) -> list[PresenceStatus]:
+        keys = [key for user in user_ids
+                for key in (slot_key(user), state_key(user), watch_key(user))]
+        try:
+            rows = await self._lookup(keys=keys, args=[self._worker_id if watch else "",
+                                                       self._watch_ttl_ms])
+        except RedisError as exc:
+            raise Unavailable("Presence is unavailable right now; retry later") from exc
+        return [PresenceStatus(user, ONLINE) if online else
+                PresenceStatus(user, OFFLINE, iso_from_ms(int(seen)) if seen else None)
+                for user, (online, seen) in zip(user_ids, rows, strict=True)]
+
+    async def sweep(self) -> None:
+        gone = await self._sweep(keys=[DUE_KEY], args=[
+            _SWEEP_BATCH, SLOT_PREFIX, STATE_PREFIX, WATCH_PREFIX, self._retention_ms])
+        for user, seen, watchers in gone:
+            status = PresenceStatus(_text(user), OFFLINE, iso_from_ms(int(seen)))
+            self.announce(status, tuple(map(_text, watchers)))
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self._redis.aclose()
