@@ -211,12 +211,12 @@ class ChatService:
 
     async def disconnect(self, user_id: str) -> int:
         """End every live connection of the user, cluster-wide (close 4003);
-        returns how many live connections the connection slots knew of when
-        it was sent (cluster-wide with Redis, this worker's without)."""
+        returns how many live connections the connection slots knew of just
+        before it was sent (cluster-wide with Redis, this worker's without)."""
+        live = await self._slots.count(user_id)  # first: the closes free the slots
         self._bus.publish_nowait(Delivery(
             kind=DISCONNECT, conversation_id="", user_ids=(user_id,),
             frame=protocol.auth_error("Disconnected by server")))
-        live = await self._slots.count(user_id)  # the closes are still on their way
         log.info("server API disconnect", extra={"userId": user_id, "closed": live})
         return live
 

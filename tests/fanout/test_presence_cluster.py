@@ -122,13 +122,16 @@ async def test_users_of_a_sigkilled_worker_go_offline_when_their_slots_expire(cl
             return True
         return False
 
-    victim_pid = workers_of(b)[0]
-    kill(victim_pid)
-    killed_at = time.monotonic()
-    await asyncio.sleep(0.5)
-    gone = [victim for victim, client in zip(victims, clients, strict=True)
-            if await dropped(client)]
-    assert gone, "none of the six connections was on the killed worker"
+    gone: list[str] = []
+    for victim_pid in workers_of(b):  # the six may all sit on one worker: kill until some drop
+        kill(victim_pid)
+        killed_at = time.monotonic()
+        await asyncio.sleep(0.5)
+        gone = [victim for victim, client in zip(victims, clients, strict=True)
+                if await dropped(client)]
+        if gone:
+            break
+    assert gone, "no connection dropped when the workers were killed"
     offline: list[str] = []
     while len(offline) < len(gone):
         user, status = await _next_status(watcher, SLOT_TTL + 5)
@@ -136,7 +139,7 @@ async def test_users_of_a_sigkilled_worker_go_offline_when_their_slots_expire(cl
         offline.append(user)
     took = time.monotonic() - killed_at
     assert took < SLOT_TTL + 3, f"offline {took:.1f}s after the kill"
-    await watcher.nothing_within(0.5)  # the others stay online
+    await watcher.nothing_within(0.5)  # the others (on the surviving worker) stay online
     for client in clients:
         client.close()
     watcher.close()

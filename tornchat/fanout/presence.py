@@ -125,15 +125,17 @@ class Presence(abc.ABC):
             self._task = asyncio.create_task(self._maintain())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # a Redis client may turn the cancellation into an error the loop
+            # would survive: the loop also ends because _task is None now
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 1.0)
 
     async def _maintain(self) -> None:
         next_rewatch = time.monotonic() + self._rewatch_interval
-        while True:
+        while self._task is not None:
             await asyncio.sleep(self._sweep_interval)
             try:
                 await self.sweep()

@@ -91,18 +91,20 @@ class Sessions:
         started = time.monotonic()
         if not await self._slots.acquire(user_id, session.connection_id):
             raise TooManyConnections()
+        await self._presence.connected(user_id)
+        # nothing awaited from here on: once registered, deliveries may reach
+        # the session, and the caller must answer auth_success first
         if session not in self._open:
-            await self._slots.release(user_id, session.connection_id)
+            await self._release(user_id, session.connection_id)
             return
         if self.registry.disconnected_since(user_id, started):  # during the claim
-            await self._slots.release(user_id, session.connection_id)
+            await self._release(user_id, session.connection_id)
             raise DisconnectedByServer()
         session.user_id = user_id
         session.expires_at = identity.expires_at
         self.registry.add(session)
         self.expiry.add(session)
         self._metrics.connections.inc()
-        await self._presence.connected(user_id)
 
     def refresh(self, session: Session, expires_at: float) -> None:
         """A refreshed token: the session lasts until its new ``exp``."""
