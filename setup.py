@@ -39,6 +39,8 @@ setup(
             "mypy>=1.10",
             "import-linter>=2.0",
             "schemathesis>=4.0,<5",  # tests/api/test_openapi.py drives its CLI
+            "hypothesis>=6.100",  # tests/ws/test_rfc6455.py: random frame sequences
+            "wsproto>=1.2,<2",  # ... checked against wsproto as the reference parser
         ],
         "loadtest": [
             "locust>=2.20",
