@@ -70,6 +70,10 @@ class Settings:
         65536, "TORNCHAT_MAX_FRAME_BYTES", "largest inbound frame; bigger closes with 1009"
     )
     max_recipients: int = _setting(100, "TORNCHAT_MAX_RECIPIENTS", "recipientIds per message")
+    max_outbound_bytes: int = _setting(
+        1048576, "TORNCHAT_MAX_OUTBOUND_BYTES",
+        "unsent bytes a connection may queue; more closes it with 4008 (slow consumer)"
+    )
     sync_max_conversations: int = _setting(
         200, "TORNCHAT_SYNC_MAX_CONVERSATIONS", "conversations one sync may list"
     )
@@ -243,6 +247,8 @@ def _validate(s: Settings) -> None:
              f"must be one of {', '.join(BUS_MODES)}, got {s.bus_mode!r}")
     _require(s.order_hold >= 0, "TORNCHAT_ORDER_HOLD", "must be 0 or more")
     _require(0 <= s.sync_hold <= 10, "TORNCHAT_SYNC_HOLD", "must be from 0 to 10 seconds")
+    _require(s.max_outbound_bytes >= 65536, "TORNCHAT_MAX_OUTBOUND_BYTES",
+             "must be at least 65536 (64 KiB)")
     _require(0 <= s.presence_grace <= 3600, "TORNCHAT_PRESENCE_GRACE",
              "must be from 0 to 3600 seconds")
     for name in ("auth_timeout", "heartbeat_interval", "shutdown_timeout", "rate_limit_per_second",

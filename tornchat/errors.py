@@ -115,3 +115,10 @@ class TooManyConnections(AuthError):
 
     def __init__(self) -> None:
         super().__init__("Too many connections")
+
+
+class SlowConsumer(TornchatError):
+    """A connection's unsent outbound bytes would pass ``TORNCHAT_MAX_OUTBOUND_BYTES``
+    (PROTOCOL §14): it is closed with 4008."""
+
+    close_code = 4008

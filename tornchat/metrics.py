@@ -68,6 +68,9 @@ class Metrics:
         self.bus_up = Gauge(
             "tornchat_bus_up", "1 while the bus subscriber is connected (minimum over "
             "workers)", registry=r, multiprocess_mode="livemin")
+        self.slow_consumers = Counter(
+            "tornchat_slow_consumers_closed", "Connections closed with 4008 because they "
+            "did not read their frames (TORNCHAT_MAX_OUTBOUND_BYTES)", registry=r)
         self.delivery_latency = Histogram(
             "tornchat_delivery_latency_seconds", "From publishing a message to writing it to "
             "local receivers' sockets (send-to-deliver)", buckets=LATENCY_BUCKETS, registry=r)

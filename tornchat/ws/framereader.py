@@ -52,7 +52,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, cast
 
-from tornado.iostream import StreamClosedError
+from tornado.iostream import StreamBufferFullError, StreamClosedError
 from tornado.util import _websocket_mask  # Tornado's (C-accelerated) unmasking
 from tornado.websocket import WebSocketProtocol13
 
@@ -212,6 +212,8 @@ class LeanWebSocketProtocol(WebSocketProtocol13):
         except UnicodeDecodeError:
             self._fail_connection(INVALID_DATA, "text message is not valid UTF-8")
             return
+        except StreamBufferFullError:  # a pong that does not fit: the client does not read
+            self._slow_consumer()  # and read on, for the client's close
         if handled is not None:  # one message at a time: the next once on_message is done
             handled.add_done_callback(lambda _: self._next_frame(buffered, pos))
         else:  # a control frame or a fragment: next frame on the next loop turn, so
@@ -249,6 +251,19 @@ class LeanWebSocketProtocol(WebSocketProtocol13):
         self.client_terminated = True
         self.close(code)  # with the client terminated, this also closes TCP
         self._finish()
+
+    def _slow_consumer(self) -> None:
+        ending = getattr(self.handler, "slow_consumer", None)
+        if ending is not None:
+            ending()
+        else:
+            self._abort_and_finish()
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Tornado's, but a close frame always fits in the outbound bound."""
+        if self.stream is not None:
+            self.stream.max_write_buffer_size = None
+        super().close(code, reason)
 
     def _fail_connection(self, code: int, why: str) -> None:
         """RFC 6455 section 7.1.7: a close frame with ``code``, then the TCP

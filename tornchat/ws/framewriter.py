@@ -7,8 +7,8 @@ pay that ten times. Here a frame is built once per fan-out
 on the stream; whatever the socket does not take goes through
 ``IOStream.write``, which buffers it in order or closes the stream.
 
-Relies on Tornado internals (``WebSocketProtocol.stream``, ``IOStream.socket``
-and ``writing()``), measured in docs/performance.md and fenced by
+Relies on Tornado internals (``WebSocketProtocol.stream``, ``IOStream.socket``,
+``writing()`` and ``_write_buffer``), measured in docs/performance.md and fenced by
 ``tests/ws/test_tornado_internals.py``. Thread rule: IOLoop thread only.
 """
 
@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import struct
 
-from tornado.iostream import IOStream, StreamClosedError
+from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from tornado.websocket import WebSocketProtocol
+
+from tornchat.errors import SlowConsumer
 
 _FIN_TEXT = 0x81
 #: FIN + ping, no payload, unmasked (server to client)
@@ -75,15 +77,42 @@ async def drained(connection: WebSocketProtocol | None) -> None:
         return
 
 
-def write_frame(connection: WebSocketProtocol | None, data: bytes) -> bool:
-    """Write the frame bytes ``data``; False if the socket is closed. Never raises."""
+def limit_outbound(connection: WebSocketProtocol | None, limit: int | None) -> None:
+    """Bound the bytes queued for the socket and not yet sent (None: no bound).
+
+    Tornado's own ``max_write_buffer_size``: a write that would pass it
+    raises ``StreamBufferFullError`` before anything is queued, so the queue
+    holds whole frames and never more than the bound.
+    """
+    stream = None if connection is None else connection.stream
+    if stream is not None:
+        stream.max_write_buffer_size = limit
+
+
+def write_frame(connection: WebSocketProtocol | None, data: bytes, limit: int | None = None,
+                exempt: bool = False) -> bool:
+    """Write the frame bytes ``data``; False if the socket is closed.
+
+    ``limit`` bounds the unsent bytes (``TORNCHAT_MAX_OUTBOUND_BYTES``): a
+    write that would pass it raises :class:`~tornchat.errors.SlowConsumer`
+    and queues nothing. An ``exempt`` write (a reply, a sync's replay, the
+    messages held back during one: all bounded where they are made) is
+    queued whatever the queue holds, and what it queued is allowed on top of
+    ``limit`` until the socket has taken everything; the bound is back to
+    ``limit`` from the next write that finds nothing queued.
+    """
     if connection is None or connection.is_closing():
         return False
     stream = connection.stream
     if stream is None:
         return False
     try:
-        if type(stream) is IOStream and not stream.writing() and stream.socket is not None:
+        idle = not stream.writing()
+        if idle:
+            stream.max_write_buffer_size = limit  # drained: any allowance is spent
+        if exempt:
+            stream.max_write_buffer_size = None
+        if idle and type(stream) is IOStream and stream.socket is not None:
             try:
                 sent = stream.socket.send(data)
             except OSError:  # EAGAIN, or a dead socket that IOStream will close
@@ -94,4 +123,10 @@ def write_frame(connection: WebSocketProtocol | None, data: bytes) -> bool:
         stream.write(data)  # its Future already consumes its own exception
     except StreamClosedError:
         return False
+    except StreamBufferFullError:
+        raise SlowConsumer(f"{len(stream._write_buffer)} bytes unsent, {len(data)} more") \
+            from None
+    finally:
+        if exempt and limit is not None:
+            stream.max_write_buffer_size = len(stream._write_buffer) + limit
     return True

@@ -34,11 +34,18 @@ from tornchat.errors import (
     InvalidMessage,
     InvalidToken,
     RateLimited,
+    SlowConsumer,
     Unavailable,
 )
 from tornchat.ws.context import SocketContext
 from tornchat.ws.framereader import lean_protocol
-from tornchat.ws.framewriter import PING_FRAME, drained, text_frame, write_frame
+from tornchat.ws.framewriter import (
+    PING_FRAME,
+    drained,
+    limit_outbound,
+    text_frame,
+    write_frame,
+)
 from tornchat.ws.leanconn import forget_request_headers, lighten_stream
 from tornchat.ws.ratelimit import TokenBucket
 from tornchat.ws.replay import DeliveryLog
@@ -64,6 +71,21 @@ def _ids_or_none(message: str | bytes) -> tuple[str | None, str | None]:
     except ChatError:
         request_id = None
     return protocol.client_message_id_of(data), request_id
+
+
+def _by_size(frames: list[str], budget: int) -> list[list[str]]:
+    """``frames`` in runs of about ``budget`` characters: a replay is written a
+    run at a time, each once the socket took the last, so a long sync stays
+    within the outbound bound of a client that reads."""
+    runs: list[list[str]] = []
+    size = budget
+    for frame in frames:
+        if size + len(frame) > budget:
+            runs.append([])
+            size = 0
+        runs[-1].append(frame)
+        size += len(frame)
+    return runs
 
 
 class ChatSocketHandler(WebSocketHandler):
@@ -260,10 +282,31 @@ class ChatSocketHandler(WebSocketHandler):
         if self._closed:
             return
         self.send(frame)
-        self.close(code, reason)
+        self._close_now(code, reason)
+
+    def _close_now(self, code: int, reason: str) -> None:
+        if self._closed:
+            return
         self._closed = True
+        self.close(code, reason)
         self._cancel_timer()
         self.context.sessions.closed(self)
+
+    def slow_consumer(self, exc: SlowConsumer | None = None) -> None:
+        """The client stopped reading (PROTOCOL §14): close with 4008. What is
+        queued stays queued for the close handshake's few seconds, nothing
+        more is; the slot is free at once."""
+        if self._closed:
+            return
+        log.warning("slow consumer: closing with 4008", extra={
+            **self._log_context(), "unsent": str(exc) if exc else "pong"})
+        self.context.sessions.slow_consumer(self)
+        self._close_now(SlowConsumer.close_code, "Slow consumer")
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Tornado's, but a close frame always fits, whatever is queued."""
+        limit_outbound(self.ws_connection, None)
+        super().close(code, reason)
 
     async def _mark_read(self, frame: protocol.MarkRead, request_id: str | None) -> None:
         assert self.user_id is not None
@@ -288,10 +331,14 @@ class ChatSocketHandler(WebSocketHandler):
                     self.context.settings.sync_max_replay)
                 windows += part
                 errors += failed
-                self._send_all([protocol.new_message(message.to_wire())
-                                for window in part for message in window.messages
-                                if delivered.admit(message.conversation_id, message.seq)])
-                await drained(self.ws_connection)
+                replay = [protocol.new_message(message.to_wire())
+                          for window in part for message in window.messages
+                          if delivered.admit(message.conversation_id, message.seq)]
+                for chunk in _by_size(replay, self.context.settings.max_outbound_bytes // 4):
+                    self._send_all(chunk)  # what the socket takes, then the next
+                    await drained(self.ws_connection)
+                if self._closed:
+                    return
             done.append(protocol.sync_done(
                 [window.to_wire() for window in windows],
                 [{"id": cid, "code": code} for cid, code in errors], request_id))
@@ -364,20 +411,35 @@ class ChatSocketHandler(WebSocketHandler):
         """
         if self._closed:
             return False
-        return write_frame(self.ws_connection, self.context.frames.get(frame))
+        try:
+            return write_frame(self.ws_connection, self.context.frames.get(frame),
+                               self.context.settings.max_outbound_bytes)
+        except SlowConsumer as exc:
+            self.slow_consumer(exc)
+            return False
 
     def _send_all(self, frames: list[str]) -> bool:
         """Several text frames in one write (a sync's replay: one system call,
         not one per message)."""
         if self._closed or not frames:
             return False
-        return write_frame(self.ws_connection, b"".join(map(text_frame, frames)))
+        try:
+            return write_frame(self.ws_connection, b"".join(map(text_frame, frames)),
+                               self.context.settings.max_outbound_bytes, exempt=True)
+        except SlowConsumer as exc:
+            self.slow_consumer(exc)
+            return False
 
     def send_ping(self) -> bool:
         """The heartbeat's ping, as prebuilt bytes."""
         if self._closed:
             return False
-        return write_frame(self.ws_connection, PING_FRAME)
+        try:
+            return write_frame(self.ws_connection, PING_FRAME,
+                               self.context.settings.max_outbound_bytes)
+        except SlowConsumer as exc:
+            self.slow_consumer(exc)
+            return False
 
     def terminate(self) -> None:
         """Drop a dead connection at once: no close handshake, no waiting."""

@@ -111,6 +111,10 @@ class Sessions:
         if session in self._open:
             self.expiry.move(session, expires_at)
 
+    def slow_consumer(self, session: Session) -> None:
+        """Count a session closed for not reading (``tornchat_slow_consumers_closed``)."""
+        self._metrics.slow_consumers.inc()
+
     def closed(self, session: Session) -> None:
         """Idempotent cleanup of everything a session is in."""
         self._open.discard(session)
