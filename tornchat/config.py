@@ -60,6 +60,11 @@ class Settings:
     shutdown_timeout: float = _setting(
         5.0, "TORNCHAT_SHUTDOWN_TIMEOUT", "seconds to drain before a forced exit"
     )
+    max_pending_connections: int = _setting(
+        1000, "TORNCHAT_MAX_PENDING_CONNECTIONS",
+        "WebSocket connections per worker that have not authenticated yet; more are "
+        "refused with 503 before the upgrade"
+    )
     max_connections_per_user: int = _setting(
         5, "TORNCHAT_MAX_CONNECTIONS_PER_USER", "live connections a user may hold"
     )
@@ -254,9 +259,9 @@ def _validate(s: Settings) -> None:
     for name in ("auth_timeout", "heartbeat_interval", "shutdown_timeout", "rate_limit_per_second",
                  "redis_probe_interval"):
         _require(getattr(s, name) > 0, env_of[name], "must be greater than 0")
-    for name in ("max_connections_per_user", "max_message_length", "max_frame_bytes",
-                 "max_recipients", "rate_limit_burst", "db_pool_size", "bus_backlog",
-                 "sync_max_conversations", "sync_max_replay"):
+    for name in ("max_connections_per_user", "max_pending_connections", "max_message_length",
+                 "max_frame_bytes", "max_recipients", "rate_limit_burst", "db_pool_size",
+                 "bus_backlog", "sync_max_conversations", "sync_max_replay"):
         _require(getattr(s, name) >= 1, env_of[name], "must be at least 1")
     _require(s.api_key == s.api_key.strip(), "TORNCHAT_API_KEY",
              "must not start or end with white space (HTTP headers cannot carry it)")

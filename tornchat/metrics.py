@@ -68,6 +68,13 @@ class Metrics:
         self.bus_up = Gauge(
             "tornchat_bus_up", "1 while the bus subscriber is connected (minimum over "
             "workers)", registry=r, multiprocess_mode="livemin")
+        self.refused_pending = Counter(
+            "tornchat_connections_refused_pending", "WebSocket upgrades refused with 503 "
+            "because TORNCHAT_MAX_PENDING_CONNECTIONS connections had not authenticated yet",
+            registry=r)
+        self.accept_pauses = Counter(
+            "tornchat_accept_pauses", "Times a worker stopped accepting TCP connections "
+            "because TORNCHAT_MAX_PENDING_CONNECTIONS had not authenticated yet", registry=r)
         self.slow_consumers = Counter(
             "tornchat_slow_consumers_closed", "Connections closed with 4008 because they "
             "did not read their frames (TORNCHAT_MAX_OUTBOUND_BYTES)", registry=r)

@@ -15,6 +15,7 @@ import pytest
 import tornado.util
 from tornado.httputil import HTTPHeaders
 from tornado.iostream import IOStream
+from tornado.tcpserver import TCPServer
 from tornado.web import RequestHandler
 from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
@@ -33,6 +34,7 @@ CLASS_ATTRIBUTES = [
     (IOStream, "writing", "framewriter: direct socket write only when nothing is queued"),
     (IOStream, "read_bytes", "framereader: partial reads"),
     (tornado.util, "_websocket_mask", "framereader: C-accelerated unmasking"),
+    (TCPServer, "_handle_connection", "acceptgate: accepting again after a pause"),
 ]
 
 #: attributes set per instance (checked on a live, authenticated connection)
@@ -80,3 +82,11 @@ async def test_a_live_connection_has_every_instance_attribute_tornchat_touches(s
     assert not missing, f"Tornado {tornado.version} lacks what tornchat relies on: {missing}"
     assert type(protocol).__name__ == "LeanWebSocketProtocol", "the lean reader is not in use"
     client.close()
+
+
+def test_a_server_still_keeps_its_sockets_and_accept_handlers_by_descriptor(server):
+    http_server = server.app._server
+    assert set(http_server._sockets) == set(http_server._handlers), (
+        "TCPServer no longer keeps _sockets and _handlers by fd: server.acceptgate pauses "
+        "and resumes accepting through them")
+    assert all(callable(remove) for remove in http_server._handlers.values())

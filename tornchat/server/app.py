@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import tornado.web
 from tornado.httpserver import HTTPServer
+from tornado.log import access_log
 
 from tornchat.api.base import ApiContext, NotFoundHandler
 from tornchat.api.conversations import (
@@ -38,6 +39,7 @@ from tornchat.fanout.presence import InMemoryPresence, Presence
 from tornchat.fanout.registry import ConnectionRegistry
 from tornchat.fanout.slots import ConnectionSlots
 from tornchat.metrics import Metrics
+from tornchat.server.acceptgate import AcceptGate
 from tornchat.server.http import HealthHandler, MetricsHandler
 from tornchat.service import ChatService
 from tornchat.storage.store import ChatStore
@@ -66,6 +68,19 @@ class EventRelay(Protocol):
 
 
 RECONNECT_AFTER_MS = 5000
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's access log line, except for upgrades refused because too many
+    connections wait to authenticate: a flood would write one error line
+    each; they are counted (``tornchat_connections_refused_pending``) and
+    summed up in a warning every ten seconds instead."""
+    status = handler.get_status()
+    if status == 503 and isinstance(handler, ChatSocketHandler):
+        return
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),
+                   1000.0 * handler.request.request_time())
 
 
 class ChatApplication:
@@ -122,6 +137,7 @@ class ChatApplication:
                 (r"/metrics", MetricsHandler, {"metrics": self.metrics}),
             ],
             websocket_max_message_size=self.settings.max_frame_bytes,
+            log_function=log_request,
         )
 
     async def start(self, sockets: list[Any] | None = None) -> HTTPServer:
@@ -136,6 +152,8 @@ class ChatApplication:
             self._server.add_sockets(sockets)
         else:
             self._server.listen(self.settings.port, self.settings.host)
+        self.sessions.pending_watch = AcceptGate(
+            self._server, self.settings.max_pending_connections, self.metrics)
         self.heartbeat.start()
         self.sessions.expiry.start()
         return self._server

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, cast
 
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
@@ -110,6 +110,19 @@ class ChatSocketHandler(WebSocketHandler):
 
     def check_origin(self, origin: str) -> bool:
         return self.context.origin_allowed(origin, self.request.host)
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        """The upgrade, unless too many connections have not authenticated yet:
+        then 503 with ``Retry-After`` before anything is kept for this one."""
+        sessions = self.context.sessions
+        if not sessions.admit(self.context.settings.max_pending_connections):
+            self.set_status(503)
+            self.set_header("Retry-After", "1")
+            await self.finish("Too many connections waiting to authenticate; retry shortly\n")
+            if self.request.connection is not None:  # no keep-alive: the socket goes too
+                cast(Any, self.request.connection).close()
+            return
+        await super().get(*args, **kwargs)
 
     def get_websocket_protocol(self) -> WebSocketProtocol | None:
         """Tornado's protocol, reading frames with callbacks once open
@@ -454,6 +467,10 @@ class ChatSocketHandler(WebSocketHandler):
 
     def _on_auth_timeout(self) -> None:
         self._timer = None
+        if self.user_id is None and not self._closed:
+            self.context.sessions.auth_timed_out(self)
+
+    def auth_timed_out(self) -> None:
         if self.user_id is None and not self._closed:
             self._reject(AuthError("Authentication timeout"))
 

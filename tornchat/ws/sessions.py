@@ -10,6 +10,7 @@ one place and kept in another. IOLoop thread only.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Iterator
@@ -26,6 +27,9 @@ from tornchat.metrics import Metrics
 from tornchat.ws.expiry import ExpiryWheel
 
 log = logging.getLogger(__name__)
+
+_REFUSAL_LOG_INTERVAL = 10.0  # seconds between warnings about refused upgrades
+_CLOSES_PER_TURN = 32  # sessions closed for an auth timeout per event-loop turn
 
 
 class Session(Connection, Protocol):
@@ -48,6 +52,14 @@ class Session(Connection, Protocol):
     def expire(self) -> None:
         """The token ran out: ``auth_error`` and close 4001."""
 
+    def auth_timed_out(self) -> None:
+        """No ``auth`` in time: ``auth_error`` and close 4001 (if still unauthenticated)."""
+
+
+class PendingWatch(Protocol):
+    def pending(self, count: int) -> None:
+        """``count`` sessions now wait to authenticate."""
+
 
 class Sessions:
     def __init__(self, registry: ConnectionRegistry, slots: ConnectionSlots,
@@ -61,6 +73,11 @@ class Sessions:
         self._open: set[Session] = set()
         #: False once the process drains: new upgrades are turned away
         self.accepting = True
+        #: told how many wait to authenticate whenever that changes (the accept gate)
+        self.pending_watch: PendingWatch | None = None
+        self._timed_out: collections.deque[Session] = collections.deque()
+        self._refused = 0  # upgrades refused since the last warning
+        self._refusal_logged = -_REFUSAL_LOG_INTERVAL
 
     def __len__(self) -> int:
         """Authenticated sessions (those that count on ``/health``)."""
@@ -77,8 +94,53 @@ class Sessions:
     def open_count(self) -> int:
         return len(self._open)
 
+    def admit(self, max_pending: int) -> bool:
+        """May one more connection upgrade? Not while ``max_pending`` open
+        sessions have yet to authenticate (a flood of sockets that never send
+        ``auth`` must not crowd out the users); a refusal is counted, and
+        logged at most every ten seconds."""
+        if self.pending < max_pending:
+            return True
+        self._metrics.refused_pending.inc()
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged >= _REFUSAL_LOG_INTERVAL:
+            log.warning("refusing WebSocket upgrades: too many connections not authenticated",
+                        extra={"pending": self.pending,
+                               "limit": max_pending, "refusedSinceLastLog": self._refused})
+            self._refusal_logged = now
+            self._refused = 0
+        return False
+
+    @property
+    def pending(self) -> int:
+        """Open sessions that have not authenticated yet."""
+        return len(self._open) - len(self.registry)
+
+    def auth_timed_out(self, session: Session) -> None:
+        """``session`` sent no ``auth`` in time. Closed a few per loop turn:
+        the deadlines of a burst of connections (a flood that never
+        authenticates) fall due together, and closing a thousand in one turn
+        held every other connection's messages up for about 100 ms."""
+        self._timed_out.append(session)
+        if len(self._timed_out) == 1:
+            IOLoop.current().add_callback(self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        for _ in range(min(_CLOSES_PER_TURN, len(self._timed_out))):
+            session = self._timed_out.popleft()
+            if session in self._open:
+                session.auth_timed_out()
+        if self._timed_out:
+            IOLoop.current().add_callback(self._close_timed_out)
+
+    def _pending_changed(self) -> None:
+        if self.pending_watch is not None:
+            self.pending_watch.pending(self.pending)
+
     def opened(self, session: Session) -> None:
         self._open.add(session)
+        self._pending_changed()
 
     async def authenticate(self, session: Session, identity: Identity) -> None:
         """Take a slot for the user and register the session for fan-out,
@@ -105,6 +167,7 @@ class Sessions:
         self.registry.add(session)
         self.expiry.add(session)
         self._metrics.connections.inc()
+        self._pending_changed()
 
     def refresh(self, session: Session, expires_at: float) -> None:
         """A refreshed token: the session lasts until its new ``exp``."""
@@ -117,6 +180,7 @@ class Sessions:
 
     def closed(self, session: Session) -> None:
         """Idempotent cleanup of everything a session is in."""
+        was_open = session in self._open
         self._open.discard(session)
         if self.registry.remove(session):
             assert session.user_id is not None
@@ -127,6 +191,8 @@ class Sessions:
                                           session.connection_id)
             log.info("connection closed", extra={"connectionId": session.connection_id,
                                                  "userId": session.user_id})
+        if was_open:
+            self._pending_changed()
 
     async def _release(self, user_id: str, connection_id: str) -> None:
         """Give the slot back, then let presence see whether it was the last."""

@@ -1,0 +1,134 @@
+"""One chat group under a fixed send rate, measured: what the A/B
+benchmarks (``slow_bench``, ``flood_bench``) share.
+
+A fresh group of ``members`` users (one sender, the rest readers on raw
+sockets) in one conversation; the sender sends ``rate`` messages a second of
+``size`` bytes, open loop, for ``seconds``, each carrying its send time, and
+every reader records send-to-receive latency. The server's RSS is sampled
+while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psutil
+
+from harness.rawws import RawWebSocket
+from harness.server import TEST_SECRET, ServerProcess
+from tornchat.auth import mint_token
+
+Result = dict[str, float | str]
+
+
+@dataclass(frozen=True)
+class GroupLoad:
+    members: int
+    rate: float
+    size: int
+    seconds: float
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> GroupLoad:
+        return cls(args.members, args.rate, args.size, args.seconds)
+
+
+def add_load_arguments(parser: argparse.ArgumentParser, size: int) -> None:
+    parser.add_argument("--rounds", type=int, default=3, help="A/B pairs")
+    parser.add_argument("--members", type=int, default=10, help="group size, sender included")
+    parser.add_argument("--rate", type=float, default=200.0, help="messages per second")
+    parser.add_argument("--size", type=int, default=size, help="bytes of content")
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of each run")
+
+
+async def authed(port: int, user: str) -> RawWebSocket:
+    client = await RawWebSocket.connect(f"ws://127.0.0.1:{port}/api/v1/chat")
+    client.send_text(json.dumps({"type": "auth", "token": mint_token(TEST_SECRET, user)}))
+    reply = json.loads(await client.recv(10))
+    assert reply["type"] == "auth_success", reply
+    return client
+
+
+def metric(server: ServerProcess, name: str) -> float:
+    """A counter's value from the server's /metrics (0 if absent)."""
+    with urllib.request.urlopen(server.http_url + "/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def new_users(count: int) -> list[str]:
+    tag = uuid.uuid4().hex[:6]
+    return [f"group-{tag}-{n}" for n in range(count)]
+
+
+async def run_group(server: ServerProcess, load: GroupLoad, users: Sequence[str],
+                    extra_recipients: Sequence[str] = ()) -> Result:
+    """Send to ``users[1:]`` (and ``extra_recipients``, who are not measured)."""
+    sender = await authed(server.port, users[0])
+    latencies: list[float] = []
+    slow_at: list[float] = []
+    wall_start = time.time()
+
+    def on_text(text: str) -> None:
+        if text.startswith('{"type":"new_message"'):
+            sent = float(json.loads(text)["data"]["content"].split(" ", 1)[0])
+            latencies.append(time.time() - sent)
+            if latencies[-1] > 0.02:
+                slow_at.append(round(sent - wall_start, 1))
+
+    readers = [await authed(server.port, user) for user in users[1:]]
+    sender.send_text(json.dumps({"type": "send_message", "content": "0 hello",
+                                 "recipientIds": [*users[1:], *extra_recipients]}))
+    conversation_id = json.loads(await sender.recv(10))["data"]["conversationId"]
+    await asyncio.sleep(0.5)  # past the hold after auth
+    for reader in readers:
+        reader.on_text = on_text
+    sender.on_text = lambda _text: None
+    process = psutil.Process(server.proc.pid if server.proc else 0)
+    rss_before = peak = process.memory_info().rss
+    padding = "x" * load.size
+    interval = 1.0 / load.rate
+    start = time.monotonic()
+    sent = 0
+    while (elapsed := time.monotonic() - start) < load.seconds:
+        while sent < int(elapsed / interval) + 1:
+            sender.send_text(json.dumps({"type": "send_message",
+                                         "conversationId": conversation_id,
+                                         "content": f"{time.time():.6f} {padding}"}))
+            sent += 1
+        if sent % 50 == 0:
+            peak = max(peak, process.memory_info().rss)
+        await asyncio.sleep(max(0.0, start + sent * interval - time.monotonic()))
+    await asyncio.sleep(1.0)
+    for client in (sender, *readers):
+        client.close()
+    return {
+        "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"),
+        "p99_ms": statistics.quantiles(latencies, n=100)[98] * 1000
+        if len(latencies) > 100 else float("nan"),
+        "delivered": f"{len(latencies)}/{sent * len(readers)}",
+        "rss_mb": peak / 2 ** 20, "rss_growth_mb": (peak - rss_before) / 2 ** 20,
+        "slow_at": str(sorted(set(slow_at)))}
+
+
+def show(result: Result) -> None:
+    print("  ".join(f"{key}={value:.2f}" if isinstance(value, float) else f"{key}={value}"
+                    for key, value in result.items()), flush=True)
+
+
+def compare(quiet: Sequence[Result], loud: Sequence[Result]) -> None:
+    """Medians of A and B and their ratio, for p50 and p99."""
+    for name in ("p50_ms", "p99_ms"):
+        a = statistics.median(float(r[name]) for r in quiet)
+        b = statistics.median(float(r[name]) for r in loud)
+        print(f"median {name}: A {a:.2f}  B {b:.2f}  B/A {b / a:.2f}")

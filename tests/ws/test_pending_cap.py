@@ -1,0 +1,87 @@
+"""Connection floods: at most TORNCHAT_MAX_PENDING_CONNECTIONS sockets per
+worker may wait to authenticate. At the cap the worker stops accepting (new
+connections wait in the kernel's queue); one that was accepted anyway gets
+503 before the upgrade; authenticated users are not touched; the worker
+accepts again once the waiting ones authenticate or time out."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from harness.rawws import upgrade_request
+from harness.wsclient import WsClient, authed
+from tornchat.auth import mint_token
+
+CAP = 3
+
+
+@pytest.fixture
+def server(io_loop, start_server):
+    return io_loop.run_sync(lambda: start_server(max_pending_connections=CAP))
+
+
+async def _upgrade(server) -> tuple[socket.socket, asyncio.Future[bytes]]:
+    """Send an upgrade request; the future is the server's answer (headers),
+    plus everything up to EOF after a 503."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", server.port))
+    await loop.sock_sendall(sock, upgrade_request("127.0.0.1", server.port, "/api/v1/chat"))
+
+    async def answer() -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await loop.sock_recv(sock, 4096)
+        if b" 503 " in data.split(b"\r\n", 1)[0]:
+            while more := await loop.sock_recv(sock, 4096):
+                data += more
+        return data
+
+    return sock, asyncio.ensure_future(answer())
+
+
+async def test_at_the_cap_the_worker_stops_accepting_until_there_is_room(server):
+    chatting = await authed(server.url, server.secret, "alice")
+    waiting = [await WsClient.connect(server.url) for _ in range(CAP)]
+    gate = server.app.sessions.pending_watch
+    assert gate.paused
+    assert server.app.metrics.accept_pauses._value.get() == 1
+
+    sock, answer = await _upgrade(server)
+    await asyncio.sleep(0.3)
+    assert not answer.done()  # queued by the kernel, not taken
+    assert await chatting.request({"type": "ping"}) == {"type": "pong"}
+
+    for index, client in enumerate(waiting[:2]):  # below nine tenths of the cap
+        reply = await client.request({"type": "auth",
+                                      "token": mint_token(server.secret, f"user-{index}")})
+        assert reply["type"] == "auth_success"
+    assert (await asyncio.wait_for(answer, 5)).startswith(b"HTTP/1.1 101 ")
+    assert not gate.paused
+    sock.close()
+
+
+async def test_one_accepted_past_the_cap_gets_503_and_is_closed(server):
+    server.app.sessions.pending_watch = None  # no gate: as if accepted in the same turn
+    waiting = [await WsClient.connect(server.url) for _ in range(CAP)]
+    sock, answer = await _upgrade(server)
+    refused = await asyncio.wait_for(answer, 5)  # complete: the server closed after it
+    assert refused.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in refused
+    assert server.app.metrics.refused_pending._value.get() == 1
+    sock.close()
+    for client in waiting:
+        client.close()
+
+
+async def test_the_waiting_ones_time_out_and_free_their_places(io_loop, start_server):
+    server = await start_server(max_pending_connections=2, auth_timeout=0.3)
+    waiting = [await WsClient.connect(server.url) for _ in range(2)]
+    assert server.app.sessions.pending_watch.paused
+    for client in waiting:
+        assert await client.wait_closed() == 4001
+    client = await authed(server.url, server.secret, "carol")
+    assert await client.request({"type": "ping"}) == {"type": "pong"}

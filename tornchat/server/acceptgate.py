@@ -1,0 +1,96 @@
+"""Take TCP connections a few at a time, and none while too many wait to authenticate.
+
+A flood of sockets that upgrade and never send ``auth`` costs a worker an
+HTTP parse and an upgrade each. Refusing the excess with a 503
+(:meth:`~tornchat.ws.handler.ChatSocketHandler.get`) still costs the parse.
+Measured (docs/performance.md, "Connection floods"): 20,000 such refusals
+in a few seconds took the authenticated users' p50 from 1 ms to 765 ms on
+this 2-core machine. So the gate does two things:
+
+- while ``TORNCHAT_MAX_PENDING_CONNECTIONS`` sessions of a worker wait to
+  authenticate, the worker takes its listening sockets off the event loop.
+  New connections wait in the kernel's accept queue, at no cost to this
+  worker; other workers sharing the socket take them. The worker starts
+  again once the waiting ones have authenticated or timed out, below nine
+  tenths of the cap;
+- it accepts at most :data:`ACCEPTS_PER_TURN` connections per turn of the
+  event loop, where Tornado's own handler takes up to 128. A burst of new
+  connections then reaches the worker spread over many turns, between the
+  users' messages, instead of as one long stretch of upgrades.
+
+Relies on ``TCPServer._sockets``, ``_handlers`` and ``_handle_connection``
+(fenced by tests/ws/test_tornado_internals.py): the gate takes over the
+accept handlers Tornado installed, and ``HTTPServer.stop`` still removes
+them. IOLoop thread only.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import socket
+
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+
+from tornchat.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+#: connections accepted per event-loop turn and listening socket
+ACCEPTS_PER_TURN = 8
+
+
+class AcceptGate:
+    def __init__(self, server: HTTPServer, cap: int, metrics: Metrics) -> None:
+        self._server = server
+        self._cap = cap
+        self._reopen_below = max(1, cap * 9 // 10)
+        self._metrics = metrics
+        self.paused = False
+        self._stop_accepting()
+        self._start_accepting()
+
+    def pending(self, count: int) -> None:
+        """``count`` sessions now wait to authenticate."""
+        if not self.paused and count >= self._cap:
+            self._stop_accepting()
+            self.paused = True
+            self._metrics.accept_pauses.inc()
+            log.warning("not accepting connections: too many wait to authenticate",
+                        extra={"pending": count, "limit": self._cap})
+        elif self.paused and count < self._reopen_below:
+            self.paused = False
+            self._start_accepting()
+            log.info("accepting connections again", extra={"pending": count})
+
+    def _stop_accepting(self) -> None:
+        handlers = self._server._handlers
+        for remove in handlers.values():
+            remove()
+        handlers.clear()
+
+    def _start_accepting(self) -> None:
+        server = self._server
+        if server._stopped:
+            return
+        loop = IOLoop.current()
+        for fd, sock in server._sockets.items():
+            loop.add_handler(fd, functools.partial(self._accept, sock), IOLoop.READ)
+            server._handlers[fd] = functools.partial(loop.remove_handler, fd)
+
+    def _accept(self, sock: socket.socket, fd: int, events: int) -> None:
+        for _ in range(ACCEPTS_PER_TURN):
+            try:
+                connection, address = sock.accept()
+            except BlockingIOError:
+                return
+            except ConnectionAbortedError:  # gone before we took it
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    log.error("cannot accept connections: out of file descriptors")
+                    return
+                raise
+            self._server._handle_connection(connection, address)
