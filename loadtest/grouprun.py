@@ -5,7 +5,8 @@ A fresh group of ``members`` users (one sender, the rest readers on raw
 sockets) in one conversation; the sender sends ``rate`` messages a second of
 ``size`` bytes, open loop, for ``seconds``, each carrying its send time, and
 every reader records send-to-receive latency. The server's RSS is sampled
-while it runs.
+while it runs, and ``late_at`` lists the seconds into the run at which some
+message took over 20 ms (where to look for a cause).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ async def run_group(server: ServerProcess, load: GroupLoad, users: Sequence[str]
     """Send to ``users[1:]`` (and ``extra_recipients``, who are not measured)."""
     sender = await authed(server.port, users[0])
     latencies: list[float] = []
-    slow_at: list[float] = []
+    late_at: list[float] = []
     wall_start = time.time()
 
     def on_text(text: str) -> None:
@@ -84,7 +85,7 @@ async def run_group(server: ServerProcess, load: GroupLoad, users: Sequence[str]
             sent = float(json.loads(text)["data"]["content"].split(" ", 1)[0])
             latencies.append(time.time() - sent)
             if latencies[-1] > 0.02:
-                slow_at.append(round(sent - wall_start, 1))
+                late_at.append(round(sent - wall_start, 1))
 
     readers = [await authed(server.port, user) for user in users[1:]]
     sender.send_text(json.dumps({"type": "send_message", "content": "0 hello",
@@ -118,7 +119,7 @@ async def run_group(server: ServerProcess, load: GroupLoad, users: Sequence[str]
         if len(latencies) > 100 else float("nan"),
         "delivered": f"{len(latencies)}/{sent * len(readers)}",
         "rss_mb": peak / 2 ** 20, "rss_growth_mb": (peak - rss_before) / 2 ** 20,
-        "slow_at": str(sorted(set(slow_at)))}
+        "late_at": str(sorted(set(late_at)))}
 
 
 def show(result: Result) -> None:
