@@ -279,6 +279,10 @@ CASES: dict[str, tuple[list[bytes], list[tuple[str, object]], object]] = {
         [frame(CLOSE, close_payload(1000)), frame(TEXT, ping_text("j"))], [], 1000),
     # limits
     "9.1 a message over the maximum": ([frame(TEXT, b"x" * TOO_BIG)], [], 1009),
+    "9.3 a ping between fragments does not count towards the message": (
+        [frame(TEXT, b'{"type":"ping","requestId":"k","pad":"' + b"x" * 3900, fin=False),
+         frame(PING, b"p" * 125), frame(CONT, b'"}'), frame(CLOSE, close_payload(1000))],
+        [("pong", b"p" * 125), ("text", "k")], 1000),
     "9.2 fragments adding up to over the maximum": (
         [frame(TEXT, b"x" * 3000, fin=False), frame(CONT, b"x" * 1200)], [], 1009),
 }

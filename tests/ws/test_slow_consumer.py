@@ -11,10 +11,13 @@ import socket
 import struct
 
 import pytest
+from tornado.iostream import IOStream
 
 from harness.rawws import client_frame, upgrade_request
 from harness.wsclient import authed
 from tornchat.auth import mint_token
+from tornchat.errors import SlowConsumer
+from tornchat.ws.framewriter import write_frame
 
 LIMIT = 1048576  # the default: 17 messages of 60 KB
 CONTENT = "x" * 60000  # large messages: the kernel's socket buffers (up to 4 MB) fill first
@@ -139,3 +142,38 @@ async def test_a_client_that_reads_gets_a_sync_far_larger_than_the_bound(server)
     assert server.app.metrics.slow_consumers._value.get() == 0
     sender.close()
     bob.close()
+
+
+class _Connection:
+    """What write_frame needs of a WebSocket connection: its stream."""
+
+    def __init__(self, stream: IOStream) -> None:
+        self.stream = stream
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def test_answers_cannot_raise_the_bound_again_and_again():
+    """An answer (an exempt write) may pass the bound once, but not while
+    more than the bound is queued already: a client that stops reading and
+    keeps asking cannot grow the queue by a bound per request."""
+    server_side, client_side = socket.socketpair()
+    client_side.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    connection = _Connection(IOStream(server_side))
+    limit, frame = 65536, b"x" * 8192
+    try:
+        with pytest.raises(SlowConsumer):
+            for _ in range(1000):  # live frames until the bound refuses one
+                write_frame(connection, frame, limit)
+        write_frame(connection, frame, limit, exempt=True)  # an answer: queued once more
+        queued = len(connection.stream._write_buffer)
+        with pytest.raises(SlowConsumer):
+            for _ in range(100):
+                write_frame(connection, frame, limit, exempt=True)
+                write_frame(connection, frame, limit)
+        assert len(connection.stream._write_buffer) <= 2 * limit + len(frame)
+        assert queued <= limit + len(frame)
+    finally:
+        connection.stream.close()
+        client_side.close()

@@ -99,13 +99,13 @@ class Presence(abc.ABC):
         answered = {user: status for user in user_ids
                     if (status := watchers.latest(user)) is not None}
         fresh = [user for user in user_ids if user not in answered]
-        watchers.add(connection, user_ids)
+        added = watchers.add(connection, user_ids)
         if fresh:
             before = {user: watchers.changes(user) for user in fresh}
             try:
                 found = await self.lookup(fresh, watch=True)
             except Exception:
-                watchers.remove(connection, fresh)
+                watchers.remove(connection, added)
                 raise
             for status in found:
                 if watchers.changes(status.user_id) == before[status.user_id]:
@@ -148,10 +148,15 @@ class Presence(abc.ABC):
     async def rewatch(self) -> None:
         """Re-read every user watched here, renewing the registration, and
         tell the watchers what differs from what they were told."""
-        users = self.watchers.users()
+        watchers = self.watchers
+        users = watchers.users()
         for start in range(0, len(users), _LOOKUP_BATCH):
-            for status in await self.lookup(users[start:start + _LOOKUP_BATCH], watch=True):
-                self.watchers.changed(status)
+            batch = users[start:start + _LOOKUP_BATCH]
+            before = {user: watchers.changes(user) for user in batch}
+            for status in await self.lookup(batch, watch=True):
+                # a change that came while this read ran is newer than the read
+                if watchers.changes(status.user_id) == before[status.user_id]:
+                    watchers.changed(status)
 
 
 def _now_ms() -> int:

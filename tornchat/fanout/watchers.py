@@ -49,9 +49,10 @@ class PresenceWatchers:
     def changes(self, user_id: str) -> int:
         return self._changes.get(user_id, 0)
 
-    def add(self, connection: Connection, user_ids: Iterable[str]) -> None:
+    def add(self, connection: Connection, user_ids: Iterable[str]) -> list[str]:
         """Watch ``user_ids`` for ``connection``; all or none: InvalidMessage
-        if the connection would watch more than the cap."""
+        if the connection would watch more than the cap. Returns those it did
+        not watch before."""
         watched = self._by_connection.get(connection.connection_id, set())
         new = [user for user in user_ids if user not in watched]
         if len(watched) + len(new) > self._per_connection:
@@ -59,11 +60,12 @@ class PresenceWatchers:
                 f"A connection may watch at most {self._per_connection} users' presence; "
                 f"it watches {len(watched)} and this asks for {len(new)} more")
         if not new:
-            return
+            return new
         self._by_connection[connection.connection_id] = watched
         for user in new:
             watched.add(user)
             self._by_user.setdefault(user, {})[connection.connection_id] = connection
+        return new
 
     def remove(self, connection: Connection, user_ids: Iterable[str]) -> None:
         watched = self._by_connection.get(connection.connection_id)

@@ -68,6 +68,7 @@ class EventRelay(Protocol):
 
 
 RECONNECT_AFTER_MS = 5000
+IDLE_HTTP_TIMEOUT = 30.0  # seconds an HTTP connection may sit without a complete request
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
@@ -147,7 +148,11 @@ class ChatApplication:
         await self.presence.start()
         if self.relay is not None:
             await self.relay.start()
-        self._server = HTTPServer(self.make_web_app(), xheaders=True)
+        # a socket that never completes its request is dropped after 30 s, not
+        # Tornado's default hour (connections that never upgrade are not pending)
+        self._server = HTTPServer(self.make_web_app(), xheaders=True,
+                                  idle_connection_timeout=IDLE_HTTP_TIMEOUT,
+                                  body_timeout=IDLE_HTTP_TIMEOUT)
         if sockets is not None:
             self._server.add_sockets(sockets)
         else:

@@ -139,8 +139,10 @@ class LeanWebSocketProtocol(WebSocketProtocol13):
         elif length == 127:
             length = _U64.unpack_from(buffered, pos + 2)[0]
         fragments = self._fragmented_message_buffer
-        if length + (len(fragments) if fragments is not None else 0) > \
-                self.params.max_message_size:
+        size = length  # a message's size is its fragments' sum; a control frame's its own
+        if not header & _CONTROL and fragments is not None:
+            size += len(fragments)
+        if size > self.params.max_message_size:
             self._fail_connection(MESSAGE_TOO_BIG, "message too big")
             return
         end = start + 4 + length  # masked: _header_problem made sure

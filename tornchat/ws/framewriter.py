@@ -96,10 +96,12 @@ def write_frame(connection: WebSocketProtocol | None, data: bytes, limit: int | 
     ``limit`` bounds the unsent bytes (``TORNCHAT_MAX_OUTBOUND_BYTES``): a
     write that would pass it raises :class:`~tornchat.errors.SlowConsumer`
     and queues nothing. An ``exempt`` write (a reply, a sync's replay, the
-    messages held back during one: all bounded where they are made) is
-    queued whatever the queue holds, and what it queued is allowed on top of
-    ``limit`` until the socket has taken everything; the bound is back to
-    ``limit`` from the next write that finds nothing queued.
+    messages held back during one: all bounded where they are made) may pass
+    it, as long as no more than ``limit`` was queued before it, and what it
+    queued is allowed on top of ``limit`` until the socket has taken
+    everything; the bound is back to ``limit`` from the next write that
+    finds nothing queued. So the queue never holds more than twice ``limit``
+    plus one exempt write, however a client interleaves requests.
     """
     if connection is None or connection.is_closing():
         return False
@@ -111,6 +113,8 @@ def write_frame(connection: WebSocketProtocol | None, data: bytes, limit: int | 
         if idle:
             stream.max_write_buffer_size = limit  # drained: any allowance is spent
         if exempt:
+            if limit is not None and len(stream._write_buffer) > limit:
+                raise StreamBufferFullError("behind by more than the bound already")
             stream.max_write_buffer_size = None
         if idle and type(stream) is IOStream and stream.socket is not None:
             try:

@@ -272,11 +272,14 @@ class ChatSocketHandler(WebSocketHandler):
         """One ``presence`` per user at once (with the ``requestId``); changes follow."""
         assert self.user_id is not None
         service = self.context.service
-        statuses = await service.watch_presence(self.user_id, self, frame.user_ids)
-        if self._closed:  # it ended while the subscription was read
-            service.forget_presence(self)
-            return
-        self._send_all([protocol.presence(status.to_wire(), request_id) for status in statuses])
+        try:
+            statuses = await service.watch_presence(self.user_id, self, frame.user_ids)
+        finally:
+            if self._closed:  # it ended while the subscription was read
+                service.forget_presence(self)
+        if not self._closed:
+            self._send_all([protocol.presence(status.to_wire(), request_id)
+                            for status in statuses])
 
     def disconnect(self, frame: str) -> None:
         """The server API ended this user's sessions (close 4003)."""
@@ -456,6 +459,7 @@ class ChatSocketHandler(WebSocketHandler):
 
     def terminate(self) -> None:
         """Drop a dead connection at once: no close handshake, no waiting."""
+        self._closed = True
         self.context.sessions.closed(self)
         connection = self.ws_connection
         if connection is not None and connection.stream is not None:

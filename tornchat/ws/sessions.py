@@ -127,12 +127,20 @@ class Sessions:
             IOLoop.current().add_callback(self._close_timed_out)
 
     def _close_timed_out(self) -> None:
-        for _ in range(min(_CLOSES_PER_TURN, len(self._timed_out))):
-            session = self._timed_out.popleft()
-            if session in self._open:
-                session.auth_timed_out()
-        if self._timed_out:
-            IOLoop.current().add_callback(self._close_timed_out)
+        try:
+            for _ in range(min(_CLOSES_PER_TURN, len(self._timed_out))):
+                session = self._timed_out.popleft()
+                if session in self._open:
+                    try:
+                        session.auth_timed_out()
+                    except Exception:  # one bad socket must not stop the others
+                        log.warning("closing a session after its auth timeout failed",
+                                    exc_info=True,
+                                    extra={"connectionId": session.connection_id})
+                        session.terminate()
+        finally:
+            if self._timed_out:
+                IOLoop.current().add_callback(self._close_timed_out)
 
     def _pending_changed(self) -> None:
         if self.pending_watch is not None:
@@ -153,6 +161,9 @@ class Sessions:
         started = time.monotonic()
         if not await self._slots.acquire(user_id, session.connection_id):
             raise TooManyConnections()
+        if self.registry.disconnected_since(user_id, started):  # during the claim
+            await self._slots.release(user_id, session.connection_id)
+            raise DisconnectedByServer()
         await self._presence.connected(user_id)
         # nothing awaited from here on: once registered, deliveries may reach
         # the session, and the caller must answer auth_success first
@@ -182,11 +193,11 @@ class Sessions:
         """Idempotent cleanup of everything a session is in."""
         was_open = session in self._open
         self._open.discard(session)
+        self._presence.forget(session)  # also a subscription that was still being read
         if self.registry.remove(session):
             assert session.user_id is not None
             self.expiry.discard(session)
             self._metrics.connections.dec()
-            self._presence.forget(session)
             IOLoop.current().add_callback(self._release, session.user_id,
                                           session.connection_id)
             log.info("connection closed", extra={"connectionId": session.connection_id,
