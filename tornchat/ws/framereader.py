@@ -45,7 +45,6 @@ Thread rule: IOLoop thread only, like the rest of the handler.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import logging
 import struct
@@ -299,22 +298,34 @@ class LeanWebSocketProtocol(WebSocketProtocol13):
     def _deliver(self, future: Any, then: Callable[[bytes], None]) -> None:
         """Hand the read bytes on. Whatever goes wrong ends this connection
         (and runs ``on_close``) but never escapes into the event loop, where it
-        would only be logged and leave the connection registered."""
-        try:
-            data = future.result()
-        except (StreamClosedError, asyncio.CancelledError):
+        would only be logged and leave the connection registered.
+
+        A failed read is looked at with ``exception()``, not re-raised with
+        ``result()``: raising it would give the exception a traceback through
+        this frame, which holds the future, which holds the exception, a
+        reference cycle per closed connection (44 objects) that only the
+        cyclic collector frees; a flood of closed connections made its passes
+        take 40-55 ms each.
+        """
+        if future.cancelled():
             self._abort_and_finish()
             return
-        except Exception:
-            self._fail()
+        error = future.exception()
+        if error is not None:
+            if isinstance(error, StreamClosedError):
+                self._abort_and_finish()
+            else:
+                self._fail(error)
             return
+        data = future.result()
         try:
             then(data)
         except Exception:
             self._fail()
 
-    def _fail(self) -> None:
-        log.exception("error while reading WebSocket frames; closing the connection")
+    def _fail(self, error: BaseException | None = None) -> None:
+        log.error("error while reading WebSocket frames; closing the connection",
+                  exc_info=error or True)
         self._abort_and_finish()
 
     def _abort_and_finish(self) -> None:
