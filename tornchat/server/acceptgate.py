@@ -16,7 +16,11 @@ this 2-core machine. So the gate does two things:
 - it accepts at most :data:`ACCEPTS_PER_TURN` connections per turn of the
   event loop, where Tornado's own handler takes up to 128. A burst of new
   connections then reaches the worker spread over many turns, between the
-  users' messages, instead of as one long stretch of upgrades.
+  users' messages, instead of as one long stretch of upgrades;
+- while more than a quarter of the cap waits (which real clients, who
+  authenticate within milliseconds, do not cause), it takes new connections
+  at :data:`CROWDED_ACCEPTS_PER_SECOND`, so a flood's upgrades are spread
+  over time instead of saturating the worker in bursts.
 
 Relies on ``TCPServer._sockets``, ``_handlers`` and ``_handle_connection``
 (fenced by tests/ws/test_tornado_internals.py): the gate takes over the
@@ -30,6 +34,7 @@ import errno
 import functools
 import logging
 import socket
+import time
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
@@ -40,6 +45,10 @@ log = logging.getLogger(__name__)
 
 #: connections accepted per event-loop turn and listening socket
 ACCEPTS_PER_TURN = 8
+#: while more than a quarter of the cap waits to authenticate (a flood, not a
+#: reconnect storm: real clients authenticate within milliseconds), new
+#: connections are taken at this rate per worker, in bursts of ACCEPTS_PER_TURN
+CROWDED_ACCEPTS_PER_SECOND = 200.0
 
 
 class AcceptGate:
@@ -47,13 +56,19 @@ class AcceptGate:
         self._server = server
         self._cap = cap
         self._reopen_below = max(1, cap * 9 // 10)
+        self._crowded_above = cap // 4
         self._metrics = metrics
         self.paused = False
+        self._crowded = False
+        self._tokens = float(ACCEPTS_PER_TURN)
+        self._refilled = time.monotonic()
+        self._resting: object | None = None  # the timer of a rest while crowded
         self._stop_accepting()
         self._start_accepting()
 
     def pending(self, count: int) -> None:
         """``count`` sessions now wait to authenticate."""
+        self._crowded = count > self._crowded_above
         if not self.paused and count >= self._cap:
             self._stop_accepting()
             self.paused = True
@@ -62,7 +77,8 @@ class AcceptGate:
                         extra={"pending": count, "limit": self._cap})
         elif self.paused and count < self._reopen_below:
             self.paused = False
-            self._start_accepting()
+            if self._resting is None:
+                self._start_accepting()
             log.info("accepting connections again", extra={"pending": count})
 
     def _stop_accepting(self) -> None:
@@ -73,15 +89,46 @@ class AcceptGate:
 
     def _start_accepting(self) -> None:
         server = self._server
-        if server._stopped:
+        if server._stopped or server._handlers:
             return
         loop = IOLoop.current()
         for fd, sock in server._sockets.items():
             loop.add_handler(fd, functools.partial(self._accept, sock), IOLoop.READ)
             server._handlers[fd] = functools.partial(loop.remove_handler, fd)
 
+    def _budget(self) -> int:
+        """Connections this turn may take: ACCEPTS_PER_TURN, or while crowded
+        what the rate has refilled since the last turn."""
+        if not self._crowded:
+            return ACCEPTS_PER_TURN
+        now = time.monotonic()
+        self._tokens = min(float(ACCEPTS_PER_TURN), self._tokens
+                           + (now - self._refilled) * CROWDED_ACCEPTS_PER_SECOND)
+        self._refilled = now
+        return int(self._tokens)
+
+    def _rest(self) -> None:
+        """Crowded and out of budget: stop reading the listening sockets until
+        the rate allows another connection."""
+        if self._resting is not None or self.paused:
+            return
+        self._stop_accepting()
+        self._resting = IOLoop.current().call_later(1.0 / CROWDED_ACCEPTS_PER_SECOND,
+                                                    self._rested)
+
+    def _rested(self) -> None:
+        self._resting = None
+        if not self.paused:
+            self._start_accepting()
+
     def _accept(self, sock: socket.socket, fd: int, events: int) -> None:
-        for _ in range(ACCEPTS_PER_TURN):
+        budget = self._budget()
+        if budget < 1:
+            self._rest()
+            return
+        for _ in range(budget):
+            if self._crowded:
+                self._tokens -= 1
             try:
                 connection, address = sock.accept()
             except BlockingIOError:
