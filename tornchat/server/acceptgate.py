@@ -18,9 +18,10 @@ this 2-core machine. So the gate does two things:
   connections then reaches the worker spread over many turns, between the
   users' messages, instead of as one long stretch of upgrades;
 - while more than a quarter of the cap waits (which real clients, who
-  authenticate within milliseconds, do not cause), it takes new connections
-  at :data:`CROWDED_ACCEPTS_PER_SECOND`, so a flood's upgrades are spread
-  over time instead of saturating the worker in bursts.
+  authenticate within milliseconds, do not cause), and for
+  :data:`CROWDED_FOR` seconds after, it takes new connections at
+  :data:`CROWDED_ACCEPTS_PER_SECOND`, so a flood's upgrades are spread over
+  time instead of saturating the worker in bursts.
 
 Relies on ``TCPServer._sockets``, ``_handlers`` and ``_handle_connection``
 (fenced by tests/ws/test_tornado_internals.py): the gate takes over the
@@ -49,6 +50,9 @@ ACCEPTS_PER_TURN = 8
 #: reconnect storm: real clients authenticate within milliseconds), new
 #: connections are taken at this rate per worker, in bursts of ACCEPTS_PER_TURN
 CROWDED_ACCEPTS_PER_SECOND = 200.0
+#: seconds the slow rate outlasts the crowd: a flood's sessions time out
+#: together, and the next wave must not come in at full speed right after
+CROWDED_FOR = 10.0
 
 
 class AcceptGate:
@@ -59,7 +63,7 @@ class AcceptGate:
         self._crowded_above = cap // 4
         self._metrics = metrics
         self.paused = False
-        self._crowded = False
+        self._crowded_until = 0.0
         self._tokens = float(ACCEPTS_PER_TURN)
         self._refilled = time.monotonic()
         self._resting: object | None = None  # the timer of a rest while crowded
@@ -68,7 +72,8 @@ class AcceptGate:
 
     def pending(self, count: int) -> None:
         """``count`` sessions now wait to authenticate."""
-        self._crowded = count > self._crowded_above
+        if count > self._crowded_above:
+            self._crowded_until = time.monotonic() + CROWDED_FOR
         if not self.paused and count >= self._cap:
             self._stop_accepting()
             self.paused = True
@@ -99,9 +104,9 @@ class AcceptGate:
     def _budget(self) -> int:
         """Connections this turn may take: ACCEPTS_PER_TURN, or while crowded
         what the rate has refilled since the last turn."""
-        if not self._crowded:
-            return ACCEPTS_PER_TURN
         now = time.monotonic()
+        if now >= self._crowded_until:
+            return ACCEPTS_PER_TURN
         self._tokens = min(float(ACCEPTS_PER_TURN), self._tokens
                            + (now - self._refilled) * CROWDED_ACCEPTS_PER_SECOND)
         self._refilled = now
@@ -126,8 +131,9 @@ class AcceptGate:
         if budget < 1:
             self._rest()
             return
+        crowded = time.monotonic() < self._crowded_until
         for _ in range(budget):
-            if self._crowded:
+            if crowded:
                 self._tokens -= 1
             try:
                 connection, address = sock.accept()
