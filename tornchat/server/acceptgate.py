@@ -18,10 +18,13 @@ this 2-core machine. So the gate does two things:
   connections then reaches the worker spread over many turns, between the
   users' messages, instead of as one long stretch of upgrades;
 - while more than a quarter of the cap waits (which real clients, who
-  authenticate within milliseconds, do not cause), and for
-  :data:`CROWDED_FOR` seconds after, it takes new connections at
+  authenticate within milliseconds, do not cause), or a quarter of the cap
+  was accepted within a quarter of a second, and for :data:`CROWDED_FOR`
+  seconds after, it takes new connections at
   :data:`CROWDED_ACCEPTS_PER_SECOND`, so a flood's upgrades are spread over
-  time instead of saturating the worker in bursts.
+  time instead of saturating the worker in bursts. (A reconnect storm of
+  more than 1,000 connections a second to one worker is slowed the same
+  way; its clients wait in the kernel's queue.)
 
 Relies on ``TCPServer._sockets``, ``_handlers`` and ``_handle_connection``
 (fenced by tests/ws/test_tornado_internals.py): the gate takes over the
@@ -53,6 +56,7 @@ CROWDED_ACCEPTS_PER_SECOND = 200.0
 #: seconds the slow rate outlasts the crowd: a flood's sessions time out
 #: together, and the next wave must not come in at full speed right after
 CROWDED_FOR = 10.0
+_WINDOW = 0.25  # seconds over which accepted connections are counted towards the crowd
 
 
 class AcceptGate:
@@ -64,6 +68,7 @@ class AcceptGate:
         self._metrics = metrics
         self.paused = False
         self._crowded_until = 0.0
+        self._window_start, self._window_accepts = 0.0, 0  # accepts in the last _WINDOW
         self._tokens = float(ACCEPTS_PER_TURN)
         self._refilled = time.monotonic()
         self._resting: object | None = None  # the timer of a rest while crowded
@@ -100,6 +105,17 @@ class AcceptGate:
         for fd, sock in server._sockets.items():
             loop.add_handler(fd, functools.partial(self._accept, sock), IOLoop.READ)
             server._handlers[fd] = functools.partial(loop.remove_handler, fd)
+
+    def _count_accept(self) -> None:
+        """Accepted connections count towards the crowd until their upgrade
+        counts them as pending: a queue of thousands taken at full speed is
+        a crowd before a single one has upgraded."""
+        now = time.monotonic()
+        if now - self._window_start >= _WINDOW:
+            self._window_start, self._window_accepts = now, 0
+        self._window_accepts += 1
+        if self._window_accepts > self._crowded_above:
+            self._crowded_until = now + CROWDED_FOR
 
     def _budget(self) -> int:
         """Connections this turn may take: ACCEPTS_PER_TURN, or while crowded
@@ -147,3 +163,4 @@ class AcceptGate:
                     return
                 raise
             self._server._handle_connection(connection, address)
+            self._count_accept()
