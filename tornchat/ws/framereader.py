@@ -261,7 +261,9 @@ class LeanWebSocketProtocol(WebSocketProtocol13):
             self._abort_and_finish()
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
-        """Tornado's, but a close frame always fits in the outbound bound."""
+        """Tornado's, but a close frame always fits in the outbound bound
+        (the one place a close is written, whoever closes: the handler's
+        ``close`` comes here too)."""
         if self.stream is not None:
             self.stream.max_write_buffer_size = None
         super().close(code, reason)

@@ -77,18 +77,6 @@ async def drained(connection: WebSocketProtocol | None) -> None:
         return
 
 
-def limit_outbound(connection: WebSocketProtocol | None, limit: int | None) -> None:
-    """Bound the bytes queued for the socket and not yet sent (None: no bound).
-
-    Tornado's own ``max_write_buffer_size``: a write that would pass it
-    raises ``StreamBufferFullError`` before anything is queued, so the queue
-    holds whole frames and never more than the bound.
-    """
-    stream = None if connection is None else connection.stream
-    if stream is not None:
-        stream.max_write_buffer_size = limit
-
-
 def write_frame(connection: WebSocketProtocol | None, data: bytes, limit: int | None = None,
                 exempt: bool = False) -> bool:
     """Write the frame bytes ``data``; False if the socket is closed.

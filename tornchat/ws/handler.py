@@ -39,13 +39,7 @@ from tornchat.errors import (
 )
 from tornchat.ws.context import SocketContext
 from tornchat.ws.framereader import lean_protocol
-from tornchat.ws.framewriter import (
-    PING_FRAME,
-    drained,
-    limit_outbound,
-    text_frame,
-    write_frame,
-)
+from tornchat.ws.framewriter import PING_FRAME, drained, text_frame, write_frame
 from tornchat.ws.leanconn import forget_request_headers, lighten_stream
 from tornchat.ws.ratelimit import TokenBucket
 from tornchat.ws.replay import DeliveryLog
@@ -319,11 +313,6 @@ class ChatSocketHandler(WebSocketHandler):
         self.context.sessions.slow_consumer(self)
         self._close_now(SlowConsumer.close_code, "Slow consumer")
 
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        """Tornado's, but a close frame always fits, whatever is queued."""
-        limit_outbound(self.ws_connection, None)
-        super().close(code, reason)
-
     async def _mark_read(self, frame: protocol.MarkRead, request_id: str | None) -> None:
         assert self.user_id is not None
         position = await self.context.service.mark_read(
@@ -427,32 +416,28 @@ class ChatSocketHandler(WebSocketHandler):
         """
         if self._closed:
             return False
-        try:
-            return write_frame(self.ws_connection, self.context.frames.get(frame),
-                               self.context.settings.max_outbound_bytes)
-        except SlowConsumer as exc:
-            self.slow_consumer(exc)
-            return False
+        return self._write(self.context.frames.get(frame))
 
     def _send_all(self, frames: list[str]) -> bool:
         """Several text frames in one write (a sync's replay: one system call,
         not one per message)."""
         if self._closed or not frames:
             return False
-        try:
-            return write_frame(self.ws_connection, b"".join(map(text_frame, frames)),
-                               self.context.settings.max_outbound_bytes, exempt=True)
-        except SlowConsumer as exc:
-            self.slow_consumer(exc)
-            return False
+        return self._write(b"".join(map(text_frame, frames)), exempt=True)
 
     def send_ping(self) -> bool:
         """The heartbeat's ping, as prebuilt bytes."""
+        return self._write(PING_FRAME)
+
+    def _write(self, data: bytes, exempt: bool = False) -> bool:
+        """Frame bytes to the socket within the outbound bound (an ``exempt``
+        answer may pass it, :func:`~tornchat.ws.framewriter.write_frame`);
+        over it, the connection ends as a slow consumer. Never raises."""
         if self._closed:
             return False
         try:
-            return write_frame(self.ws_connection, PING_FRAME,
-                               self.context.settings.max_outbound_bytes)
+            return write_frame(self.ws_connection, data,
+                               self.context.settings.max_outbound_bytes, exempt)
         except SlowConsumer as exc:
             self.slow_consumer(exc)
             return False
