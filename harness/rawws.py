@@ -14,6 +14,10 @@ Two clients share the handshake and the framing:
 - :class:`SilentClient`: a deliberately dumb blocking client that never
   answers pings, to play a client that is alive at the TCP level but has
   stopped responding, which a well-behaved client library cannot imitate.
+
+And :func:`unread_client`, an asyncio socket that authenticates and then
+never reads (a slow consumer), and :func:`server_frames`, which splits what
+a server wrote into its frames.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import base64
 import json
 import os
 import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -188,3 +193,43 @@ class SilentClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+async def unread_client(host: str, port: int, token: str,
+                        path: str = "/api/v1/chat") -> socket.socket:
+    """Upgrade and authenticate, then never read again: a tiny receive buffer,
+    so the kernel holds little for it, and no reads once ``auth_success`` came."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, (host, port))
+    await loop.sock_sendall(sock, upgrade_request(host, port, path))
+    await loop.sock_sendall(sock, client_frame(json.dumps(
+        {"type": "auth", "token": token}).encode()))
+    head = b""
+    while b"auth_success" not in head:
+        head += await asyncio.wait_for(loop.sock_recv(sock, 1024), 10)
+    return sock
+
+
+def server_frames(data: bytes) -> tuple[list[tuple[int, bool, bytes]], bytes]:
+    """The whole frames in ``data`` as (opcode, masked, payload), and the bytes
+    after the last whole one. For server output: unfragmented, unmasked
+    frames are what a server writes (``masked`` says if one was not)."""
+    frames: list[tuple[int, bool, bytes]] = []
+    pos = 0
+    while pos + 2 <= len(data):
+        opcode, size, masked = data[pos] & 0x0F, data[pos + 1] & 0x7F, bool(data[pos + 1] & 0x80)
+        start = pos + 2 + (2 if size == 126 else 8 if size == 127 else 0) + (4 if masked else 0)
+        if start > len(data):
+            break
+        if size == 126:
+            size = struct.unpack_from("!H", data, pos + 2)[0]
+        elif size == 127:
+            size = struct.unpack_from("!Q", data, pos + 2)[0]
+        if start + size > len(data):
+            break
+        frames.append((opcode, masked, data[start:start + size]))
+        pos = start + size
+    return frames, data[pos:]

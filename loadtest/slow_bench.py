@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import socket
 import tempfile
 
-from harness.rawws import client_frame, upgrade_request
+from harness.rawws import unread_client
 from harness.server import TEST_SECRET, ServerProcess
 from loadtest.grouprun import (
     GroupLoad,
@@ -44,26 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def stalled_client(port: int, user: str) -> socket.socket:
-    """Authenticated, then never read again."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    await loop.sock_sendall(sock, upgrade_request("127.0.0.1", port, "/api/v1/chat"))
-    await loop.sock_sendall(sock, client_frame(json.dumps(
-        {"type": "auth", "token": mint_token(TEST_SECRET, user)}).encode()))
-    head = b""
-    while b"auth_success" not in head:
-        head += await asyncio.wait_for(loop.sock_recv(sock, 1024), 10)
-    return sock
-
-
 async def one_run(server: ServerProcess, load: GroupLoad, stall: bool) -> Result:
     users = new_users(load.members)
     stalled_user = users[0] + "-stalled"
-    stalled = await stalled_client(server.port, stalled_user) if stall else None
+    stalled = (await unread_client("127.0.0.1", server.port,
+                                   mint_token(TEST_SECRET, stalled_user)) if stall else None)
     closed_before = metric(server, "tornchat_slow_consumers_closed_total")
     result: Result = {"run": "B (one stalled)" if stall else "A (all read)"}
     result.update(await run_group(server, load, users, [stalled_user] if stall else []))

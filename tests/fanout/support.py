@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 import urllib.request
 import uuid
 
@@ -76,3 +77,32 @@ async def frames_of(client: WsClient, kind: str, count: int,
 def kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+async def dropped_by_server(client: WsClient) -> bool:
+    """Has the server side of ``client`` gone away (a killed worker)?"""
+    try:
+        await client.recv(0.05)
+    except TimeoutError:
+        return False
+    except AssertionError:  # ClosedError: the server side went away
+        return True
+    return False
+
+
+async def kill_until_some_drop(pids: list[int], clients: list[WsClient]
+                               ) -> tuple[list[int], float]:
+    """SIGKILL the workers ``pids`` one by one until some of ``clients`` lose
+    their connection (they may all sit on one worker); the indices of those
+    that did, and when the worker that dropped them was killed."""
+    dropped: list[int] = []
+    killed_at = time.monotonic()
+    for pid in pids:
+        kill(pid)
+        killed_at = time.monotonic()
+        await asyncio.sleep(0.5)
+        dropped = [index for index, client in enumerate(clients)
+                   if await dropped_by_server(client)]
+        if dropped:
+            break
+    return dropped, killed_at

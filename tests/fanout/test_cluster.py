@@ -22,7 +22,7 @@ from tests.fanout.support import (
     connect,
     connect_pipelined,
     frames_of,
-    kill,
+    kill_until_some_drop,
     metric_value,
     metrics_text,
     unique,
@@ -302,22 +302,8 @@ async def test_slot_of_a_sigkilled_worker_expires_and_the_worker_is_replaced(clu
     workers = workers_of(b)
     assert len(workers) == 2
 
-    async def closed(client) -> bool:
-        try:
-            await client.recv(0.05)
-        except TimeoutError:
-            return False
-        except AssertionError:  # ClosedError: the server side went away
-            return True
-        return False
-
-    dropped: list = []
-    for victim in workers:  # the 5 may all sit on one worker: kill until some drop
-        kill(victim)
-        await asyncio.sleep(0.5)
-        dropped = [c for c in clients if await closed(c)]
-        if dropped:
-            break
+    indices, _ = await kill_until_some_drop(workers, clients)
+    dropped = [clients[index] for index in indices]
     survivors = [c for c in clients if c not in dropped]
     killed_at = time.monotonic()
 

@@ -14,7 +14,7 @@ from harness.cluster import start_instances, stop_all, workers_of
 from harness.http import ApiClient
 from harness.server import TEST_SECRET
 from harness.services import fresh_postgres_database, migrated, require_redis
-from tests.fanout.support import authed, kill, unique
+from tests.fanout.support import authed, kill_until_some_drop, unique
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 GRACE = 1.0
@@ -113,24 +113,8 @@ async def test_users_of_a_sigkilled_worker_go_offline_when_their_slots_expire(cl
     clients = [await authed(b, victim) for victim in victims]
     assert await _subscribe(watcher, victims) == dict.fromkeys(victims, "online")
 
-    async def dropped(client) -> bool:
-        try:
-            await client.recv(0.05)
-        except TimeoutError:
-            return False
-        except AssertionError:  # ClosedError: the server side went away
-            return True
-        return False
-
-    gone: list[str] = []
-    for victim_pid in workers_of(b):  # the six may all sit on one worker: kill until some drop
-        kill(victim_pid)
-        killed_at = time.monotonic()
-        await asyncio.sleep(0.5)
-        gone = [victim for victim, client in zip(victims, clients, strict=True)
-                if await dropped(client)]
-        if gone:
-            break
+    indices, killed_at = await kill_until_some_drop(workers_of(b), clients)
+    gone = [victims[index] for index in indices]
     assert gone, "no connection dropped when the workers were killed"
     offline: list[str] = []
     while len(offline) < len(gone):

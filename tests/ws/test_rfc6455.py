@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, ParseFailed
 
-from harness.rawws import upgrade_request
+from harness.rawws import server_frames, upgrade_request
 from harness.server import TEST_SECRET, ServerProcess
 from tornchat.auth import mint_token
 from tornchat.ws.framereader import valid_close_code
@@ -134,16 +134,9 @@ def exchange(server: ServerProcess, chunks: list[bytes], authenticate: bool = Tr
 def parse_server_output(data: bytes, authenticated: bool) -> Outcome:
     """The server's frames (unmasked, unfragmented: what it writes), as events."""
     outcome = Outcome()
-    pos = 0
-    while pos + 2 <= len(data):
-        opcode, size = data[pos] & 0x0F, data[pos + 1] & 0x7F
-        assert not data[pos + 1] & 0x80, "a server frame was masked"
-        pos += 2
-        if size == 126:
-            size, pos = struct.unpack_from("!H", data, pos)[0], pos + 2
-        elif size == 127:
-            size, pos = struct.unpack_from("!Q", data, pos)[0], pos + 8
-        payload, pos = data[pos:pos + size], pos + size
+    frames, rest = server_frames(data)
+    for index, (opcode, masked, payload) in enumerate(frames):
+        assert not masked, "a server frame was masked"
         if opcode == TEXT:
             answer = json.loads(payload)
             if answer["type"] != "auth_success":
@@ -153,7 +146,7 @@ def parse_server_output(data: bytes, authenticated: bool) -> Outcome:
         elif opcode == CLOSE:
             assert len(payload) != 1, "a close frame with a 1-byte payload"
             outcome.close_code = struct.unpack("!H", payload[:2])[0] if payload else None
-            assert pos == len(data), "the server wrote after its close frame"
+            assert index == len(frames) - 1 and not rest, "the server wrote after its close frame"
             break
     return outcome
 

@@ -6,14 +6,13 @@ that reads is never cut off, however long its sync replay."""
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import struct
 
 import pytest
 from tornado.iostream import IOStream
 
-from harness.rawws import client_frame, upgrade_request
+from harness.rawws import server_frames, unread_client
 from harness.wsclient import authed
 from tornchat.auth import mint_token
 from tornchat.errors import SlowConsumer
@@ -31,20 +30,8 @@ def server(io_loop, start_server):
 
 
 async def silent_client(server, user_id: str) -> socket.socket:
-    """Authenticated, then never reads again (a tiny receive buffer, so the
-    kernel holds little for it)."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", server.port))
-    await loop.sock_sendall(sock, upgrade_request("127.0.0.1", server.port, "/api/v1/chat"))
-    await loop.sock_sendall(sock, client_frame(json.dumps(
-        {"type": "auth", "token": mint_token(server.secret, user_id)}).encode()))
-    head = b""
-    while b"auth_success" not in head:
-        head += await asyncio.wait_for(loop.sock_recv(sock, 1024), 5)
-    return sock
+    """Authenticated, then never reads again."""
+    return await unread_client("127.0.0.1", server.port, mint_token(server.secret, user_id))
 
 
 async def read_to_end(sock: socket.socket) -> bytes:
@@ -58,19 +45,10 @@ async def read_to_end(sock: socket.socket) -> bytes:
 
 
 def last_close_code(data: bytes) -> int | None:
-    """The code of the close frame ending ``data`` (server frames, unmasked)."""
-    pos, code = 0, None
-    while pos + 2 <= len(data):
-        opcode, size = data[pos] & 0x0F, data[pos + 1] & 0x7F
-        pos += 2
-        if size == 126:
-            size, pos = struct.unpack_from("!H", data, pos)[0], pos + 2
-        elif size == 127:
-            size, pos = struct.unpack_from("!Q", data, pos)[0], pos + 8
-        if opcode == 0x8:
-            code = struct.unpack_from("!H", data, pos)[0]
-        pos += size
-    return code
+    """The code of the last close frame in what the server wrote."""
+    codes = [struct.unpack_from("!H", payload)[0]
+             for opcode, _, payload in server_frames(data)[0] if opcode == 0x8 and payload]
+    return codes[-1] if codes else None
 
 
 async def _wait_for(condition, timeout: float = 10.0) -> None:
