@@ -163,16 +163,16 @@ class Sessions:
             raise TooManyConnections()
         if self.registry.disconnected_since(user_id, started):  # during the claim
             await self._slots.release(user_id, session.connection_id)
-            raise DisconnectedByServer()
+            raise DisconnectedByServer()  # before presence: never announced online
         await self._presence.connected(user_id)
-        # nothing awaited from here on: once registered, deliveries may reach
-        # the session, and the caller must answer auth_success first
-        if session not in self._open:
+        if session not in self._open:  # closed meanwhile
             await self._release(user_id, session.connection_id)
             return
-        if self.registry.disconnected_since(user_id, started):  # during the claim
+        if self.registry.disconnected_since(user_id, started):  # during the presence call
             await self._release(user_id, session.connection_id)
             raise DisconnectedByServer()
+        # nothing awaited from here on: once registered, deliveries may reach
+        # the session, and the caller must answer auth_success first
         session.user_id = user_id
         session.expires_at = identity.expires_at
         self.registry.add(session)
