@@ -13,7 +13,8 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["tornchat", "tornchat.*", "loadtest", "harness"]),
-    package_data={"tornchat": ["py.typed"]},
+    # web/static/tornchat.js links to clients/js/tornchat.js; the build copies the file
+    package_data={"tornchat": ["py.typed", "web/static/*"]},
     install_requires=[
         # tornchat.ws reaches into Tornado internals (docs/performance.md); this is
         # the range it is tested with, and tests/ws/test_tornado_internals.py names

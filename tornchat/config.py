@@ -27,6 +27,7 @@ MIN_PRODUCTION_SECRET_BYTES = 32
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "json", "text")
 BUS_MODES = ("pattern", "routed")
+DEMO_MODES = ("auto", "1", "0")
 
 
 def _setting(default: Any, env: str, doc: str, secret: bool = False) -> Any:
@@ -41,6 +42,10 @@ class Settings:
     port: int = _setting(4004, "PORT", "TCP port of the HTTP/WebSocket server")
     host: str = _setting("0.0.0.0", "TORNCHAT_HOST", "interface to bind")
     env: str = _setting("development", "TORNCHAT_ENV", "development or production")
+    demo: str = _setting(
+        "auto", "TORNCHAT_DEMO",
+        "the demo chat page at /demo: 1 on, 0 off, auto = on in development only"
+    )
     database_url: str = _setting(
         "sqlite:///tornchat.db", "DATABASE_URL", "sqlite:///path or postgresql://user:pass@host/db"
     )
@@ -142,6 +147,10 @@ class Settings:
         return self.env == "production"
 
     @property
+    def demo_enabled(self) -> bool:
+        return self.demo == "1" or (self.demo == "auto" and not self.is_production)
+
+    @property
     def uses_dev_secret(self) -> bool:
         return self.access_token_secret == DEV_SECRET
 
@@ -231,6 +240,8 @@ def _validate(s: Settings) -> None:
     _require(0 < s.port < 65536, "PORT", f"must be 1-65535, got {s.port}")
     _require(s.env in ("development", "production"), "TORNCHAT_ENV",
              f"must be development or production, got {s.env!r}")
+    _require(s.demo in DEMO_MODES, "TORNCHAT_DEMO",
+             f"must be 1 (on), 0 (off) or auto (on in development), got {s.demo!r}")
     _require(s.log_level.lower() in LOG_LEVELS, "LOG_LEVEL",
              f"must be one of {', '.join(LOG_LEVELS)}, got {s.log_level!r}")
     _require(s.log_format in LOG_FORMATS, "TORNCHAT_LOG_FORMAT",

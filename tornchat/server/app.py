@@ -27,6 +27,7 @@ from tornchat.api.conversations import (
     MessagesHandler,
     ReadHandler,
 )
+from tornchat.api.devtoken import DevTokenHandler
 from tornchat.api.openapi import OpenApiHandler, encoded_document
 from tornchat.api.presence import PresenceHandler
 from tornchat.api.server import ServerDisconnectHandler, ServerMessagesHandler
@@ -44,6 +45,7 @@ from tornchat.server.http import HealthHandler, MetricsHandler
 from tornchat.service import ChatService
 from tornchat.storage.store import ChatStore
 from tornchat.storage.writer import GroupCommitWriter
+from tornchat.web import assets
 from tornchat.ws.context import SocketContext
 from tornchat.ws.framewriter import FrameCache
 from tornchat.ws.handler import ChatSocketHandler
@@ -133,9 +135,11 @@ class ChatApplication:
                 (r"/api/v1/presence", PresenceHandler, api),
                 (r"/api/v1/server/messages", ServerMessagesHandler, api),
                 (r"/api/v1/server/users/([^/]+)/disconnect", ServerDisconnectHandler, api),
+                (r"/api/v1/dev/token", DevTokenHandler, api),
                 (r"/api/v1/.*", NotFoundHandler, api),
                 (r"/health", HealthHandler, {"check": self.health}),
                 (r"/metrics", MetricsHandler, {"metrics": self.metrics}),
+                *assets.routes(self.settings.demo_enabled),
             ],
             websocket_max_message_size=self.settings.max_frame_bytes,
             log_function=log_request,

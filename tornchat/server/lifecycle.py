@@ -55,6 +55,13 @@ def warn_about_settings(settings: Settings) -> None:
         log.warning("ACCESS_TOKEN_SECRET is not set: using the built-in DEVELOPMENT secret. "
                     "Anyone can mint tokens for this server. Set ACCESS_TOKEN_SECRET (32+ "
                     "bytes) and TORNCHAT_ENV=production before exposing it.")
+    if not settings.is_production:
+        log.warning("TORNCHAT_ENV=development: POST /api/v1/dev/token mints a token for any "
+                    "user id. Set TORNCHAT_ENV=production before exposing this server.")
+    if settings.demo_enabled:
+        log.info("demo chat page on http://%s:%d/demo (TORNCHAT_DEMO=0 turns it off)",
+                 "localhost" if settings.host in ("0.0.0.0", "::") else settings.host,
+                 settings.port)
 
 
 def serve(settings: Settings) -> int:

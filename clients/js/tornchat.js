@@ -1,0 +1,761 @@
+// tornchat.js: the browser and Node.js client of a tornchat server (wire
+// contract version 2). One ES module, no runtime dependencies; the server
+// serves this same file at /client/tornchat.js.
+//
+// What it adds to a bare WebSocket, and why:
+// - it stays connected: reconnects with full-jitter exponential backoff, waits
+//   what server_shutdown asks, and stops where retrying cannot help (an
+//   invalid token 4001, a server-side disconnect 4003, too many connections
+//   4029, a protocol error 1002/1007/1009);
+// - it loses nothing and repeats nothing: per conversation it keeps the
+//   highest seq delivered, drops duplicates, holds messages that arrive after
+//   a gap, and fills the gap (sync on every reconnect, HTTP history for what
+//   sync declares missing or a live gap that does not close by itself); every
+//   message reaches the "message" event once, in seq order;
+// - nothing typed is lost: send() queues the message with a clientMessageId
+//   and resends it after every reconnect until message_sent acknowledges it
+//   (the server treats a repeated clientMessageId as the same message);
+// - long sessions: the token is refreshed before it expires.
+//
+// Types: tornchat.d.ts beside this file.
+
+const DEFAULTS = Object.freeze({
+  backoffInitialMs: 500,
+  backoffMaxMs: 30000,
+  refreshLeadMs: 60000,
+  typingThrottleMs: 2000,
+  markReadDebounceMs: 300,
+  gapWaitMs: 400,
+  syncBatch: 200,
+  pingIntervalMs: 25000,
+  pongTimeoutMs: 10000,
+});
+
+const PRESENCE_PER_FRAME = 100; // the server's bound per presence_subscribe
+const HISTORY_PAGE = 200; // the server's largest history page
+
+// 4001 reasons after which a new token may succeed; any other 4001 is final
+const RETRYABLE_AUTH = new Set(["Token expired", "Authentication timeout"]);
+// close codes after which reconnecting cannot help (PROTOCOL close-code table)
+const FINAL_CLOSE = new Set([1002, 1003, 1007, 1008, 1009, 4003, 4029]);
+// error codes that end a send for good; anything else is retried
+const FINAL_SEND_ERRORS = new Set(["invalid_message", "invalid_json", "forbidden", "not_found"]);
+
+/** An error the server answered: a rejected send or a failed HTTP call. */
+export class TornchatError extends Error {
+  constructor(code, message, status) {
+    super(message);
+    this.name = "TornchatError";
+    this.code = code;
+    if (status !== undefined) this.status = status;
+  }
+}
+
+function randomId() {
+  const cryptoApi = globalThis.crypto;
+  if (cryptoApi && typeof cryptoApi.randomUUID === "function") return cryptoApi.randomUUID();
+  const bytes = new Uint8Array(16);
+  if (cryptoApi && typeof cryptoApi.getRandomValues === "function") {
+    cryptoApi.getRandomValues(bytes); // also outside secure contexts, unlike randomUUID
+  } else {
+    for (let i = 0; i < 16; i++) bytes[i] = Math.floor(Math.random() * 256);
+  }
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function defaultUrl() {
+  const location = globalThis.location;
+  if (!location || !location.host) {
+    throw new TypeError("tornchat: pass options.url (ws://host:port/api/v1/chat) outside a browser");
+  }
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/chat`;
+}
+
+function httpBase(wsUrl) {
+  const url = new URL(wsUrl);
+  url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  return url.origin;
+}
+
+/** Per-conversation delivery state: what was delivered, what waits behind a gap. */
+class Track {
+  constructor(last) {
+    this.last = last; // highest seq delivered, all below it delivered too
+    this.held = new Map(); // seq -> {message, recovered}, all > last + 1
+    this.gapTimer = null;
+    this.filling = false;
+    this.fillFailures = 0;
+  }
+
+  lowestHeld() {
+    let low = Infinity;
+    for (const seq of this.held.keys()) if (seq < low) low = seq;
+    return low;
+  }
+}
+
+export class TornchatClient {
+  constructor(options) {
+    if (!options || (typeof options.token !== "string" && typeof options.token !== "function")) {
+      throw new TypeError("tornchat: options.token must be a JWT string or a function returning one");
+    }
+    this._options = { ...DEFAULTS, ...options };
+    this._url = options.url || defaultUrl();
+    this._httpUrl = (options.httpUrl || httpBase(this._url)).replace(/\/+$/, "");
+    this._WebSocket = options.WebSocket || globalThis.WebSocket;
+    this._fetch = options.fetch || globalThis.fetch?.bind(globalThis);
+    if (typeof this._WebSocket !== "function") {
+      throw new TypeError("tornchat: no WebSocket; pass options.WebSocket (e.g. the ws package)");
+    }
+    this._listeners = new Map();
+    this._state = "idle";
+    this._ws = null;
+    this._token = typeof options.token === "string" ? options.token : null;
+    this._userId = null;
+    this._connectionId = null;
+    this._everConnected = false;
+    this._stopped = true;
+    this._attempts = 0;
+    this._requests = 0;
+    this._timers = new Set();
+    this._reconnectTimer = null;
+    this._refreshTimer = null;
+    this._pingTimer = null;
+    this._pongTimer = null;
+    this._tracks = new Map(); // conversationId -> Track
+    this._outbox = new Map(); // clientMessageId -> pending send, in send order
+    this._readsDue = new Map(); // conversationId -> {seq, timer}
+    this._typingSent = new Map(); // conversationId -> time of the last typing frame
+    this._presence = new Set();
+    this._syncing = new Set(); // requestIds of sync frames not yet answered
+    this._syncResult = null;
+    this._closeInfo = null; // what the server said before closing: auth_error, server_shutdown
+    this._connectWaiters = [];
+  }
+
+  // -- public state ----------------------------------------------------------
+
+  get state() { return this._state; }
+  get userId() { return this._userId; }
+  get connectionId() { return this._connectionId; }
+  get pendingSends() { return this._outbox.size; }
+
+  lastSeq(conversationId) {
+    return this._tracks.get(conversationId)?.last;
+  }
+
+  track(conversationId, seq) {
+    if (!Number.isInteger(seq) || seq < 0) throw new TypeError("tornchat: seq must be an integer >= 0");
+    const track = this._tracks.get(conversationId);
+    if (!track) {
+      this._tracks.set(conversationId, new Track(seq));
+    } else if (seq > track.last) {
+      track.last = seq; // the caller shows these already
+      for (const held of [...track.held.keys()]) if (held <= seq) track.held.delete(held);
+      this._release(conversationId, track);
+    }
+  }
+
+  // -- events ----------------------------------------------------------------
+
+  on(event, listener) {
+    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
+    this._listeners.get(event).add(listener);
+    return () => this.off(event, listener);
+  }
+
+  off(event, listener) {
+    this._listeners.get(event)?.delete(listener);
+  }
+
+  _emit(event, data) {
+    for (const listener of [...(this._listeners.get(event) || [])]) {
+      try {
+        listener(data);
+      } catch (err) {
+        // a listener's bug must not break delivery to the others or the client itself
+        setTimeout(() => { throw err; }, 0);
+      }
+    }
+  }
+
+  _setState(state, details = {}) {
+    if (state === this._state) return;
+    const previous = this._state;
+    this._state = state;
+    this._emit("state", { state, previous, ...details });
+  }
+
+  // -- timers (all cleared by close(), so a closed client keeps no process alive)
+
+  _later(ms, fn) {
+    const timer = setTimeout(() => {
+      this._timers.delete(timer);
+      fn();
+    }, ms);
+    this._timers.add(timer);
+    return timer;
+  }
+
+  _cancel(timer) {
+    if (timer) {
+      clearTimeout(timer);
+      this._timers.delete(timer);
+    }
+    return null;
+  }
+
+  // -- connection lifecycle --------------------------------------------------
+
+  connect() {
+    const ready = new Promise((resolve, reject) => this._connectWaiters.push({ resolve, reject }));
+    if (this._stopped) {
+      this._stopped = false;
+      this._attempts = 0;
+      this._open();
+    } else if (this._state === "connected") {
+      this._settleConnect(null);
+    }
+    return ready;
+  }
+
+  close() {
+    this._stopped = true;
+    for (const timer of this._timers) clearTimeout(timer);
+    this._timers.clear();
+    this._reconnectTimer = this._refreshTimer = this._pingTimer = this._pongTimer = null;
+    for (const track of this._tracks.values()) track.gapTimer = null;
+    for (const due of this._readsDue.values()) due.timer = null;
+    const ws = this._ws;
+    this._detach();
+    if (ws) {
+      try { ws.close(1000, "client closed"); } catch { /* already closing */ }
+    }
+    for (const pending of this._outbox.values()) {
+      pending.reject(new TornchatError("closed", "The client was closed before the message was acknowledged"));
+    }
+    this._outbox.clear();
+    this._settleConnect(new TornchatError("closed", "The client was closed"));
+    this._setState("closed", { code: 1000, reason: "client closed" });
+  }
+
+  _settleConnect(error) {
+    const waiters = this._connectWaiters;
+    this._connectWaiters = [];
+    for (const waiter of waiters) (error ? waiter.reject(error) : waiter.resolve());
+  }
+
+  async _open() {
+    this._reconnectTimer = null;
+    this._closeInfo = null;
+    this._setState(this._everConnected ? "reconnecting" : "connecting");
+    let token;
+    try {
+      token = await this._freshToken();
+    } catch (err) {
+      this._emit("error", { code: "token_provider", error: String(err?.message || err) });
+      this._scheduleReconnect(undefined, "token provider failed");
+      return;
+    }
+    if (this._stopped) return;
+    let ws;
+    try {
+      ws = new this._WebSocket(this._url);
+    } catch (err) {
+      this._emit("error", { code: "connect", error: String(err?.message || err) });
+      this._scheduleReconnect(undefined, "could not connect");
+      return;
+    }
+    this._ws = ws;
+    ws.onopen = () => this._frame({ type: "auth", token });
+    ws.onmessage = (event) => this._receive(event.data);
+    ws.onerror = () => {}; // the close event that follows says what happened
+    ws.onclose = (event) => {
+      if (this._ws === ws) this._closed(event.code, event.reason || "");
+    };
+  }
+
+  /** Forget the socket without waiting for its close handshake. */
+  _detach() {
+    const ws = this._ws;
+    this._ws = null;
+    this._connectionId = null;
+    this._refreshTimer = this._cancel(this._refreshTimer);
+    this._pingTimer = this._cancel(this._pingTimer);
+    this._pongTimer = this._cancel(this._pongTimer);
+    this._syncing.clear();
+    if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    for (const pending of this._outbox.values()) pending.inFlight = false;
+  }
+
+  _closed(code, closeReason) {
+    const info = this._closeInfo || {};
+    this._detach();
+    if (this._stopped) return;
+    const reason = info.authError || closeReason;
+    let final = FINAL_CLOSE.has(code);
+    if (code === 4001) {
+      // a new token can only help if the old one ran out, and only a provider gives one
+      final = !RETRYABLE_AUTH.has(reason) || typeof this._options.token !== "function";
+    }
+    if (final) {
+      this._stopped = true;
+      this._settleConnect(new TornchatError(code === 4001 ? "unauthorized" : "closed",
+        reason || `closed with ${code}`));
+      this._setState("closed", { code, reason });
+      return;
+    }
+    let delay;
+    if (code === 1001 && info.reconnectAfterMs !== undefined) {
+      const after = info.reconnectAfterMs;
+      delay = after + Math.random() * after * 0.5; // spread the whole fleet's return
+    }
+    this._scheduleReconnect(delay, reason, code);
+  }
+
+  _scheduleReconnect(delay, reason, code) {
+    if (this._stopped) return;
+    if (delay === undefined) {
+      const cap = Math.min(this._options.backoffMaxMs,
+        this._options.backoffInitialMs * 2 ** Math.min(this._attempts, 30));
+      delay = Math.random() * cap; // full jitter
+    }
+    this._attempts += 1;
+    this._reconnectTimer = this._cancel(this._reconnectTimer);
+    this._reconnectTimer = this._later(delay, () => this._open());
+    const previous = this._state; // every attempt is announced, also while reconnecting
+    this._state = "reconnecting";
+    this._emit("state", { state: "reconnecting", previous, code, reason, retryInMs: Math.round(delay) });
+  }
+
+  async _freshToken() {
+    const provider = this._options.token;
+    this._token = typeof provider === "function" ? await provider() : provider;
+    if (typeof this._token !== "string" || !this._token) {
+      throw new TypeError("the token provider returned no token");
+    }
+    return this._token;
+  }
+
+  // -- frames ----------------------------------------------------------------
+
+  _frame(frame) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== 1) return false;
+    try {
+      ws.send(JSON.stringify(frame));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  _requestId(kind) {
+    this._requests += 1;
+    return `${kind}-${this._requests}`;
+  }
+
+  _receive(raw) {
+    let frame;
+    try {
+      frame = JSON.parse(typeof raw === "string" ? raw : String(raw));
+    } catch {
+      return; // the server only sends JSON text; anything else is not ours to act on
+    }
+    this._pongTimer = this._cancel(this._pongTimer); // anything received proves the link
+    switch (frame.type) {
+      case "auth_success": return this._authenticated(frame.data);
+      case "auth_error": this._closeInfo = { ...this._closeInfo, authError: frame.error }; return;
+      case "server_shutdown":
+        this._closeInfo = { ...this._closeInfo, reconnectAfterMs: frame.data?.reconnectAfterMs };
+        return;
+      case "message_sent": return this._acknowledged(frame);
+      case "new_message": return this._message(frame.data, false);
+      case "sync_done": return this._syncDone(frame);
+      case "read": return this._emit("read", frame.data);
+      case "typing": return this._emit("typing", frame.data);
+      case "presence": return this._emit("presence", frame.data);
+      case "refresh_success": return this._scheduleRefresh(frame.data?.expiresAt);
+      case "error": return this._serverError(frame);
+      default: return undefined; // pong, and frame types newer than this client
+    }
+  }
+
+  _authenticated(data) {
+    const reconnect = this._everConnected;
+    this._everConnected = true;
+    this._attempts = 0;
+    this._userId = data.userId;
+    this._connectionId = data.connectionId;
+    this._setState("connected");
+    this._settleConnect(null);
+    this._sync(reconnect); // first, so the server's sync hold holds live messages for it
+    this._scheduleRefresh(data.expiresAt);
+    this._schedulePing();
+    this._subscribe([...this._presence]);
+    for (const [conversationId, due] of this._readsDue) {
+      if (!due.timer) this._sendRead(conversationId);
+    }
+    for (const pending of this._outbox.values()) this._transmit(pending);
+  }
+
+  // -- liveness: browsers cannot send protocol pings, so the client asks the
+  // server for a pong and gives up on a link that stays silent
+
+  _schedulePing() {
+    this._pingTimer = this._cancel(this._pingTimer);
+    this._pingTimer = this._later(this._options.pingIntervalMs, () => {
+      if (!this._frame({ type: "ping" })) return;
+      this._pongTimer = this._later(this._options.pongTimeoutMs, () => {
+        const ws = this._ws;
+        this._closed(1006, "no answer to ping");
+        try { ws?.close(); } catch { /* dead anyway */ }
+      });
+      this._schedulePing();
+    });
+  }
+
+  // -- token refresh -----------------------------------------------------------
+
+  _scheduleRefresh(expiresAt) {
+    this._refreshTimer = this._cancel(this._refreshTimer);
+    if (!expiresAt || typeof this._options.token !== "function") return;
+    const left = Date.parse(expiresAt) - Date.now();
+    if (!Number.isFinite(left)) return;
+    const delay = Math.max(1000, left - Math.min(this._options.refreshLeadMs, left / 2));
+    this._refreshTimer = this._later(delay, () => this._refresh());
+  }
+
+  async _refresh() {
+    this._refreshTimer = null;
+    let token;
+    try {
+      token = await this._freshToken();
+    } catch (err) {
+      this._emit("error", { code: "token_provider", error: String(err?.message || err) });
+      this._refreshTimer = this._later(5000, () => this._refresh());
+      return;
+    }
+    this._frame({ type: "refresh", token, requestId: this._requestId("refresh") });
+  }
+
+  // -- sending -----------------------------------------------------------------
+
+  send(options) {
+    const { conversationId, recipientIds, content } = options || {};
+    if ((conversationId === undefined) === (recipientIds === undefined)) {
+      return Promise.reject(new TornchatError("invalid_message",
+        "Give exactly one of conversationId and recipientIds"));
+    }
+    if (typeof content !== "string" || !content.trim()) {
+      return Promise.reject(new TornchatError("invalid_message", "content must be a non-blank string"));
+    }
+    const clientMessageId = options.clientMessageId || randomId();
+    const existing = this._outbox.get(clientMessageId);
+    if (existing) return existing.promise;
+    const frame = { type: "send_message", content, clientMessageId };
+    if (conversationId !== undefined) frame.conversationId = conversationId;
+    else frame.recipientIds = [...recipientIds];
+    let resolve;
+    let reject;
+    const promise = new Promise((res, rej) => { resolve = res; reject = rej; });
+    const pending = { frame, promise, resolve, reject, inFlight: false, failures: 0, retryTimer: null };
+    this._outbox.set(clientMessageId, pending);
+    if (this._state === "connected") this._transmit(pending);
+    return promise;
+  }
+
+  _transmit(pending) {
+    if (pending.inFlight || pending.retryTimer) return;
+    pending.inFlight = this._frame(pending.frame);
+  }
+
+  _acknowledged(frame) {
+    const pending = this._outbox.get(frame.clientMessageId);
+    if (pending) {
+      this._outbox.delete(frame.clientMessageId);
+      this._cancel(pending.retryTimer);
+    }
+    this._message(frame.data, false);
+    pending?.resolve(frame.data);
+  }
+
+  _serverError(frame) {
+    const pending = frame.clientMessageId !== undefined && this._outbox.get(frame.clientMessageId);
+    if (pending) return this._sendFailed(frame.clientMessageId, pending, frame);
+    const requestId = frame.requestId || "";
+    if (requestId.startsWith("sync-")) {
+      this._emit("error", frame);
+      this._syncAnswered(requestId); // the conversations stay tracked; the next sync retries
+      return undefined;
+    }
+    if (requestId.startsWith("refresh-")) {
+      // the old expiry stands; try again while there is time
+      this._emit("error", frame);
+      this._refreshTimer = this._cancel(this._refreshTimer);
+      this._refreshTimer = this._later(10000, () => this._refresh());
+      return undefined;
+    }
+    this._emit("error", frame);
+    return undefined;
+  }
+
+  _sendFailed(clientMessageId, pending, frame) {
+    pending.inFlight = false;
+    if (FINAL_SEND_ERRORS.has(frame.code)) {
+      this._outbox.delete(clientMessageId);
+      pending.reject(new TornchatError(frame.code, frame.error));
+      return;
+    }
+    // rate_limited, unavailable: nothing was stored; resend after a pause
+    pending.failures += 1;
+    const cap = Math.min(this._options.backoffMaxMs, 1000 * 2 ** Math.min(pending.failures - 1, 5));
+    pending.retryTimer = this._later(cap / 2 + Math.random() * cap / 2, () => {
+      pending.retryTimer = null;
+      if (this._state === "connected") this._transmit(pending);
+    });
+  }
+
+  // -- typing, read state, presence ------------------------------------------
+
+  typing(conversationId) {
+    const now = Date.now();
+    if (now - (this._typingSent.get(conversationId) || 0) < this._options.typingThrottleMs) return;
+    if (this._frame({ type: "typing", conversationId })) this._typingSent.set(conversationId, now);
+  }
+
+  markRead(conversationId, seq) {
+    if (!Number.isInteger(seq) || seq < 0) throw new TypeError("tornchat: seq must be an integer >= 0");
+    const due = this._readsDue.get(conversationId) || { seq: 0, timer: null };
+    due.seq = Math.max(due.seq, seq);
+    this._cancel(due.timer);
+    due.timer = this._later(this._options.markReadDebounceMs, () => {
+      due.timer = null;
+      if (this._state === "connected") this._sendRead(conversationId);
+    });
+    this._readsDue.set(conversationId, due);
+  }
+
+  _sendRead(conversationId) {
+    const due = this._readsDue.get(conversationId);
+    if (!due) return;
+    const frame = { type: "mark_read", conversationId, seq: due.seq, requestId: this._requestId("read") };
+    if (this._frame(frame)) this._readsDue.delete(conversationId);
+  }
+
+  subscribePresence(userIds) {
+    const added = userIds.filter((id) => !this._presence.has(id));
+    for (const id of added) this._presence.add(id);
+    if (this._state === "connected") this._subscribe(added);
+  }
+
+  unsubscribePresence(userIds) {
+    const removed = userIds.filter((id) => this._presence.delete(id));
+    for (let i = 0; i < removed.length; i += PRESENCE_PER_FRAME) {
+      this._frame({ type: "presence_unsubscribe", userIds: removed.slice(i, i + PRESENCE_PER_FRAME) });
+    }
+  }
+
+  _subscribe(userIds) {
+    for (let i = 0; i < userIds.length; i += PRESENCE_PER_FRAME) {
+      this._frame({ type: "presence_subscribe", userIds: userIds.slice(i, i + PRESENCE_PER_FRAME),
+        requestId: this._requestId("presence") });
+    }
+  }
+
+  // -- ordered, exactly-once delivery ------------------------------------------
+
+  _message(message, recovered) {
+    if (!message || typeof message.seq !== "number") return;
+    const id = message.conversationId;
+    let track = this._tracks.get(id);
+    if (!track) {
+      track = new Track(message.seq - 1); // a conversation new to us starts where we join it
+      this._tracks.set(id, track);
+    }
+    if (message.seq <= track.last || track.held.has(message.seq)) return; // a duplicate
+    track.held.set(message.seq, { message, recovered });
+    this._release(id, track);
+  }
+
+  /** Deliver what is contiguous; schedule a fill if something waits behind a gap. */
+  _release(id, track) {
+    for (let next = track.held.get(track.last + 1); next; next = track.held.get(track.last + 1)) {
+      track.held.delete(track.last + 1);
+      track.last += 1;
+      const { message, recovered } = next;
+      this._emit("message", { message, own: message.senderId === this._userId, recovered });
+    }
+    if (track.held.size === 0) {
+      track.gapTimer = this._cancel(track.gapTimer);
+      track.fillFailures = 0;
+    } else if (!track.gapTimer && !track.filling && this._syncing.size === 0) {
+      // messages can overtake each other between the reply and fan-out paths;
+      // give the missing ones a moment to arrive live before fetching them
+      track.gapTimer = this._later(this._options.gapWaitMs, () => {
+        track.gapTimer = null;
+        this._fill(id, track, track.lowestHeld() - 1);
+      });
+    }
+  }
+
+  /** Fetch (track.last, upTo] over HTTP and deliver it. */
+  async _fill(id, track, upTo) {
+    if (track.filling || upTo <= track.last || this._stopped) return;
+    track.filling = true;
+    try {
+      while (track.last < upTo) {
+        const page = await this.getMessages(id, {
+          afterSeq: track.last, beforeSeq: upTo + 1, limit: HISTORY_PAGE });
+        if (page.messages.length === 0) break;
+        for (const message of page.messages) {
+          if (message.seq > track.last && !track.held.has(message.seq)) {
+            track.held.set(message.seq, { message, recovered: true });
+          }
+        }
+        const before = track.last;
+        track.filling = false;
+        this._release(id, track);
+        track.filling = true;
+        if (track.last === before) break;
+      }
+      track.fillFailures = 0;
+    } catch (err) {
+      track.fillFailures += 1;
+      this._emit("error", { code: err?.code || "gap_fill", error: String(err?.message || err) });
+      if (err?.code === "forbidden" || err?.code === "not_found") {
+        this._tracks.delete(id);
+        return;
+      }
+    } finally {
+      track.filling = false;
+    }
+    if (track.held.size > 0 && !this._stopped && this._tracks.get(id) === track) {
+      const wait = Math.min(30000, 500 * 2 ** Math.min(track.fillFailures, 6));
+      track.gapTimer = this._cancel(track.gapTimer);
+      track.gapTimer = this._later(wait, () => {
+        track.gapTimer = null;
+        this._fill(id, track, track.lowestHeld() - 1);
+      });
+    }
+  }
+
+  _sync(reconnect) {
+    const known = [...this._tracks.entries()];
+    this._syncResult = { conversations: [], errors: [], reconnect };
+    if (known.length === 0) {
+      this._emit("synced", this._syncResult);
+      return;
+    }
+    for (let i = 0; i < known.length; i += this._options.syncBatch) {
+      const conversations = {};
+      for (const [id, track] of known.slice(i, i + this._options.syncBatch)) {
+        conversations[id] = track.last;
+        track.gapTimer = this._cancel(track.gapTimer); // sync answers the gap
+      }
+      const requestId = this._requestId("sync");
+      if (this._frame({ type: "sync", conversations, requestId })) this._syncing.add(requestId);
+    }
+    if (this._syncing.size === 0) this._emit("synced", this._syncResult);
+  }
+
+  _syncDone(frame) {
+    const result = this._syncResult;
+    if (!this._syncing.has(frame.requestId) || !result) return;
+    for (const entry of frame.data?.conversations || []) result.conversations.push(entry);
+    for (const entry of frame.data?.errors || []) {
+      result.errors.push(entry);
+      const track = this._tracks.get(entry.id);
+      if (track) this._cancel(track.gapTimer);
+      this._tracks.delete(entry.id);
+    }
+    this._syncAnswered(frame.requestId);
+  }
+
+  _syncAnswered(requestId) {
+    this._syncing.delete(requestId);
+    if (this._syncing.size > 0) return;
+    const result = this._syncResult;
+    this._syncResult = null;
+    // whatever sync declared missing (or did not reach) comes over HTTP
+    for (const entry of result?.conversations || []) {
+      const track = this._tracks.get(entry.id);
+      if (!track) continue;
+      const upTo = track.held.size > 0 ? track.lowestHeld() - 1 : entry.lastSeq;
+      if (upTo > track.last) this._fill(entry.id, track, upTo);
+    }
+    for (const [id, track] of this._tracks) {
+      if (track.held.size > 0 && !track.filling) this._release(id, track);
+    }
+    if (result) this._emit("synced", result);
+  }
+
+  // -- HTTP API ----------------------------------------------------------------
+
+  async _http(method, path, body) {
+    if (typeof this._fetch !== "function") throw new TypeError("tornchat: no fetch; pass options.fetch");
+    let retried = false;
+    for (;;) {
+      const token = this._token || (await this._freshToken());
+      const response = await this._fetch(this._httpUrl + path, {
+        method,
+        headers: { Authorization: `Bearer ${token}`,
+          ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      if (response.status === 401 && !retried && typeof this._options.token === "function") {
+        retried = true; // the token ran out: one more try with a fresh one
+        this._token = null;
+        continue;
+      }
+      let data = null;
+      try { data = await response.json(); } catch { /* an empty or non-JSON body */ }
+      if (!response.ok) {
+        throw new TornchatError(data?.code || "unavailable",
+          data?.error || `HTTP ${response.status}`, response.status);
+      }
+      return data;
+    }
+  }
+
+  listConversations(options = {}) {
+    const query = new URLSearchParams();
+    if (options.limit !== undefined) query.set("limit", String(options.limit));
+    if (options.cursor) query.set("cursor", options.cursor);
+    const qs = query.toString();
+    return this._http("GET", `/api/v1/conversations${qs ? `?${qs}` : ""}`).then((page) => {
+      for (const conversation of page.conversations) {
+        if (!this._tracks.has(conversation.id)) this.track(conversation.id, conversation.lastSeq);
+      }
+      return page;
+    });
+  }
+
+  getConversation(conversationId) {
+    return this._http("GET", `/api/v1/conversations/${encodeURIComponent(conversationId)}`);
+  }
+
+  getMessages(conversationId, options = {}) {
+    const query = new URLSearchParams();
+    for (const name of ["limit", "beforeSeq", "afterSeq"]) {
+      if (options[name] !== undefined) query.set(name, String(options[name]));
+    }
+    const qs = query.toString();
+    return this._http("GET",
+      `/api/v1/conversations/${encodeURIComponent(conversationId)}/messages${qs ? `?${qs}` : ""}`);
+  }
+
+  openConversation(recipientIds) {
+    return this._http("POST", "/api/v1/conversations", { recipientIds }).then((conversation) => {
+      if (!this._tracks.has(conversation.id)) this.track(conversation.id, conversation.lastSeq);
+      return conversation;
+    });
+  }
+
+  getPresence(userIds) {
+    const query = new URLSearchParams({ userIds: userIds.join(",") });
+    return this._http("GET", `/api/v1/presence?${query}`).then((body) => body.presence);
+  }
+}
+
+export default TornchatClient;

@@ -1,0 +1,48 @@
+"""Handlers for the files in ``tornchat/web/static``.
+
+``tornchat.js`` there is a symbolic link to ``clients/js/tornchat.js``, the one
+copy of the client library (npm publishes that folder); building the package
+copies the file itself into the wheel, so an installed server serves exactly
+the library its source tree ships. The demo page is on when
+``TORNCHAT_DEMO=1``, or by default in development; otherwise its paths do not
+exist (404).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tornado.web
+
+STATIC_DIR = Path(__file__).with_name("static")
+CLIENT_FILE = "tornchat.js"
+DEMO_PAGE = "demo.html"
+
+#: the demo loads nothing from elsewhere and runs no inline script
+_DEMO_POLICY = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+                "style-src 'self'; script-src 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+
+class AssetHandler(tornado.web.StaticFileHandler):
+    """A static file that a browser revalidates (by ETag) on every load, so a
+    restarted server with a new client version is picked up at once."""
+
+    def parse_url_path(self, url_path: str) -> str:
+        return url_path or DEMO_PAGE
+
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", _DEMO_POLICY)
+        self.set_header("Referrer-Policy", "no-referrer")
+
+
+def routes(demo: bool) -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, object]]]:
+    """The client library always; the demo page (and ``/`` leading to it) if ``demo``."""
+    files = {"path": str(STATIC_DIR)}
+    table: list[tuple[str, type[tornado.web.RequestHandler], dict[str, object]]] = [
+        (r"/client/(tornchat\.js)", AssetHandler, files)]
+    if demo:
+        table += [(r"/demo/?(|demo\.css|demo\.js)", AssetHandler, files),
+                  (r"/", tornado.web.RedirectHandler, {"url": "/demo"})]
+    return table
