@@ -74,7 +74,7 @@ export interface MessageEvent {
   message: Message;
   /** sent by the signed-in user (from this device or another) */
   own: boolean;
-  /** recovered by sync or an HTTP gap fill rather than received live */
+  /** fetched over HTTP to fill a gap (sync's replayed frames count as received) */
   recovered: boolean;
 }
 
@@ -139,6 +139,10 @@ export interface TornchatOptions {
   gapWaitMs?: number;
   /** entries per sync frame (the server's TORNCHAT_SYNC_MAX_CONVERSATIONS), default 200 */
   syncBatch?: number;
+  /** send an application ping this often (ms), default 25000 */
+  pingIntervalMs?: number;
+  /** reconnect when a ping gets no answer within this (ms), default 10000 */
+  pongTimeoutMs?: number;
 }
 
 export interface SendOptions {

@@ -77,4 +77,5 @@ def test_the_served_document_is_openapi_3_1_and_lists_every_api_route(tmp_path):
         "/api/v1/conversations/{conversationId}/messages",
         "/api/v1/conversations/{conversationId}/read", "/api/v1/openapi.json",
         "/api/v1/presence",
-        "/api/v1/server/messages", "/api/v1/server/users/{userId}/disconnect"}
+        "/api/v1/server/messages", "/api/v1/server/users/{userId}/disconnect",
+        "/api/v1/dev/token"}

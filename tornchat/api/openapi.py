@@ -21,6 +21,8 @@ from tornchat.api.conversations import (
     MAX_HISTORY_LIMIT,
     MAX_LIST_LIMIT,
 )
+from tornchat.api.devtoken import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS
+from tornchat.auth import MAX_USER_ID_LENGTH
 from tornchat.contract.protocol import MAX_ID_LENGTH, MAX_PRESENCE_USERS_PER_REQUEST
 
 _SEQ: Mapping[str, Any] = MappingProxyType({"type": "integer", "minimum": 0})
@@ -45,7 +47,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
                     "/api/v1/server, the X-API-Key)",
                403: "forbidden: the caller is not a participant",
                404: "not_found: no such conversation (on /api/v1/server: the server API "
-                    "is off)",
+                    "is off; on /api/v1/dev: production)",
                503: "unavailable: storage (or, for presence, Redis) is down; nothing "
                     "changed, retry later"}
     return {str(status): _json(_ref("Error"), meaning[status]) for status in statuses}
@@ -129,6 +131,17 @@ def _schemas() -> dict[str, Any]:
             "properties": {"presence": {"type": "array", "items": _ref("Presence"),
                                         "description": "in the order asked, repeats "
                                                        "dropped"}}},
+        "DevTokenRequest": {
+            "type": "object", "required": ["userId"],
+            "properties": {
+                "userId": {"type": "string", "minLength": 1, "maxLength": MAX_USER_ID_LENGTH},
+                "ttlSeconds": {"type": "integer", "minimum": MIN_TTL_SECONDS,
+                               "maximum": MAX_TTL_SECONDS, "default": DEFAULT_TTL_SECONDS}}},
+        "DevToken": {
+            "type": "object", "additionalProperties": False,
+            "required": ["token", "userId", "expiresAt"],
+            "properties": {"token": {"type": "string", "description": "an HS256 JWT"},
+                           "userId": {"type": "string"}, "expiresAt": _TIME}},
         "ReadResult": {
             "type": "object", "additionalProperties": False,
             "required": ["lastReadSeq", "unreadCount"],
@@ -220,6 +233,15 @@ def _paths() -> dict[str, Any]:
                             "schema": _ID}],
             "responses": {"200": _json(_ref("Disconnected"), "how many were closed"),
                           **_errors(400, 401, 404)}}},
+    "/api/v1/dev/token": {
+        "post": {
+            "operationId": "devToken", "security": [],
+            "summary": "Development only (404 when TORNCHAT_ENV=production): a signed JWT for "
+                       "any user id, for trying the service; the demo page signs in with it",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("DevTokenRequest")}}},
+            "responses": {"200": _json(_ref("DevToken"), "the token"),
+                          **_errors(400, 404)}}},
     "/api/v1/openapi.json": {
             "get": {
                 "operationId": "openapi", "summary": "This document", "security": [],

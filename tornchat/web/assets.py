@@ -11,12 +11,15 @@ exist (404).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import tornado.web
 
 STATIC_DIR = Path(__file__).with_name("static")
 CLIENT_FILE = "tornchat.js"
 DEMO_PAGE = "demo.html"
+#: where the client file really lives: clients/js in a source tree, here once installed
+_CLIENT_HOME = (STATIC_DIR / CLIENT_FILE).resolve().parent
 
 #: the demo loads nothing from elsewhere and runs no inline script
 _DEMO_POLICY = ("default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
@@ -37,12 +40,16 @@ class AssetHandler(tornado.web.StaticFileHandler):
         self.set_header("Referrer-Policy", "no-referrer")
 
 
-def routes(demo: bool) -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, object]]]:
+Route = tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]
+
+
+def routes(demo: bool) -> list[Route]:
     """The client library always; the demo page (and ``/`` leading to it) if ``demo``."""
-    files = {"path": str(STATIC_DIR)}
-    table: list[tuple[str, type[tornado.web.RequestHandler], dict[str, object]]] = [
+    files: dict[str, Any] = {"path": str(STATIC_DIR),
+                             "allowed_symlink_directory": [str(STATIC_DIR), str(_CLIENT_HOME)]}
+    table: list[Route] = [
         (r"/client/(tornchat\.js)", AssetHandler, files)]
     if demo:
         table += [(r"/demo/?(|demo\.css|demo\.js)", AssetHandler, files),
-                  (r"/", tornado.web.RedirectHandler, {"url": "/demo"})]
+                  (r"/", tornado.web.RedirectHandler, {"url": "/demo", "permanent": False})]
     return table

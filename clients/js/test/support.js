@@ -2,6 +2,7 @@
 // temporary directory), dev tokens from it, a TCP proxy that can cut every
 // connection (a network blip), and small waiting helpers.
 import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { once } from "node:events";
 import { existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
@@ -16,6 +17,14 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const repoPython = path.resolve(here, "../../../.venv/bin/python");
 const PYTHON = process.env.TORNCHAT_PYTHON || (existsSync(repoPython) ? repoPython : "python3");
 export const API_KEY = "node-client-test-api-key-0123456789abcdef";
+const SECRET = "node-client-test-secret-long-enough-for-production";
+
+/** An HS256 JWT with these claims, signed with the test server's secret. */
+export function signedToken(claims) {
+  const encode = (part) => Buffer.from(JSON.stringify(part)).toString("base64url");
+  const body = `${encode({ alg: "HS256", typ: "JWT" })}.${encode(claims)}`;
+  return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
+}
 
 export async function freePort() {
   const server = net.createServer();
@@ -62,7 +71,7 @@ export class Server {
         PORT: String(this.port),
         TORNCHAT_HOST: "127.0.0.1",
         DATABASE_URL: `sqlite:///${path.join(this.dir, "chat.db")}`,
-        ACCESS_TOKEN_SECRET: "node-client-test-secret-long-enough-for-production",
+        ACCESS_TOKEN_SECRET: SECRET,
         TORNCHAT_API_KEY: API_KEY,
         TORNCHAT_RATE_LIMIT_PER_SECOND: "500",
         TORNCHAT_RATE_LIMIT_BURST: "500",
