@@ -42,6 +42,7 @@ setup(
             "schemathesis>=4.0,<5",  # tests/api/test_openapi.py drives its CLI
             "hypothesis>=6.100",  # tests/ws/test_rfc6455.py: random frame sequences
             "wsproto>=1.2,<2",  # ... checked against wsproto as the reference parser
+            "playwright>=1.40",  # tests/web: the demo page in Debian's /usr/bin/chromium
         ],
         "loadtest": [
             "locust>=2.20",

@@ -4,7 +4,8 @@
 #     bash tests/run.sh [extra pytest arguments]
 #
 # It creates .venv (if missing), installs tornchat with its test, load-test and
-# deployment-test tools, makes sure the local PostgreSQL and Redis are up
+# deployment-test tools (and Chromium for the browser tests, with apt-get when
+# run as root), makes sure the local PostgreSQL and Redis are up
 # (starting them when they are installed but stopped), then runs pytest.
 # The Kafka-protocol broker (Tansu) is started by the tests themselves.
 set -euo pipefail
@@ -23,6 +24,13 @@ fi
 # The Ansible deployment test builds a virtualenv with the system Python.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! /usr/bin/python3 -m venv --help >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq python3-venv
+fi
+
+# The demo page's browser tests drive Debian's Chromium through Playwright
+# (Playwright's own browser download is not used).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing chromium (apt-get)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
