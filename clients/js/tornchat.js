@@ -459,6 +459,8 @@ export class TornchatClient {
     let resolve;
     let reject;
     const promise = new Promise((res, rej) => { resolve = res; reject = rej; });
+    // a message ends the typing the others see: the next keystroke may say so at once
+    if (conversationId !== undefined) this._typingSent.delete(conversationId);
     const pending = { frame, promise, resolve, reject, inFlight: false, failures: 0, retryTimer: null };
     this._outbox.set(clientMessageId, pending);
     if (this._state === "connected") this._transmit(pending);
