@@ -27,6 +27,8 @@ MIN_PRODUCTION_SECRET_BYTES = 32
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "json", "text")
 BUS_MODES = ("pattern", "routed")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+REDIS_SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
 DEMO_MODES = ("auto", "1", "0")
 
 
@@ -248,8 +250,16 @@ def _validate(s: Settings) -> None:
              f"must be one of {', '.join(LOG_FORMATS)}, got {s.log_format!r}")
     _validate_database_url(s.database_url)
     if s.redis_url:
-        _require(urlsplit(s.redis_url).scheme in ("redis", "rediss", "unix"), "REDIS_URL",
-                 f"must start with redis://, rediss:// or unix://, got {s.redis_url!r}")
+        scheme = urlsplit(s.redis_url).scheme
+        _require(scheme in REDIS_SCHEMES, "REDIS_URL",
+                 "must start with redis://, rediss://, unix://, or redis+cluster:// "
+                 f"(rediss+cluster://) for a Redis Cluster, got {s.redis_url!r}")
+        if scheme in CLUSTER_SCHEMES:
+            _require(bool(urlsplit(s.redis_url).hostname), "REDIS_URL",
+                     "a cluster URL names one node, e.g. redis+cluster://10.0.0.5:7000/")
+            _require(s.bus_mode == "routed", "TORNCHAT_BUS_MODE",
+                     "must be routed with a Redis Cluster (pattern mode would send every "
+                     "message to every node of the cluster)")
     if s.kafka_broker:
         _require("://" not in s.kafka_broker and ":" in s.kafka_broker, "KAFKA_BROKER",
                  f"must be host:port[,host:port], got {s.kafka_broker!r}")

@@ -13,11 +13,27 @@ import signal
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
+from harness.redis_cluster import private_redis_cluster
 from harness.server import TEST_SECRET, ServerProcess
+from harness.services import require_redis
 from harness.wsclient import WsClient, connect_and_auth
 from harness.wsclient import authed as authed_at
 from tornchat.auth import mint_token
+
+
+@contextlib.contextmanager
+def redis_for(variant: str, tmp_path_factory: Any) -> Iterator[tuple[str, str]]:
+    """(REDIS_URL, TORNCHAT_BUS_MODE) of a cluster-suite variant: ``pattern`` or
+    ``routed`` on the shared Redis, ``redis-cluster``: routed over sharded pub/sub
+    on a private 3-master Redis Cluster."""
+    if variant != "redis-cluster":
+        yield require_redis(), variant
+        return
+    with private_redis_cluster(str(tmp_path_factory.mktemp("redis-cluster"))) as cluster:
+        yield cluster.url, "routed"
 
 
 def unique(name: str) -> str:

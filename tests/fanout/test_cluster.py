@@ -16,7 +16,7 @@ from harness.cluster import all_workers_healthy, start_instances, stop_all, work
 from harness.http import ApiClient
 from harness.ports import wait_until
 from harness.server import TEST_SECRET
-from harness.services import fresh_postgres_database, migrated, require_redis
+from harness.services import fresh_postgres_database, migrated
 from tests.fanout.support import (
     authed,
     connect,
@@ -25,6 +25,7 @@ from tests.fanout.support import (
     kill_until_some_drop,
     metric_value,
     metrics_text,
+    redis_for,
     unique,
 )
 
@@ -32,13 +33,13 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 API_KEY = "cluster-server-api-key-" + "x" * 16
 
 
-@pytest.fixture(scope="module", params=["pattern", "routed"])
-def cluster(request):
-    """Instances A and B, in each bus mode (TORNCHAT_BUS_MODE)."""
-    redis_url = require_redis()
-    with fresh_postgres_database() as database_url:
+@pytest.fixture(scope="module", params=["pattern", "routed", "redis-cluster"])
+def cluster(request, tmp_path_factory):
+    """Instances A and B, in each bus mode (TORNCHAT_BUS_MODE), and routed on a Redis Cluster."""
+    with redis_for(request.param, tmp_path_factory) as (redis_url, mode), \
+            fresh_postgres_database() as database_url:
         servers = start_instances({"DATABASE_URL": migrated(database_url),
-                                   "REDIS_URL": redis_url, "TORNCHAT_BUS_MODE": request.param,
+                                   "REDIS_URL": redis_url, "TORNCHAT_BUS_MODE": mode,
                                    "TORNCHAT_API_KEY": API_KEY})
         try:
             yield servers

@@ -13,20 +13,20 @@ import pytest
 from harness.cluster import start_instances, stop_all, workers_of
 from harness.http import ApiClient
 from harness.server import TEST_SECRET
-from harness.services import fresh_postgres_database, migrated, require_redis
-from tests.fanout.support import authed, kill_until_some_drop, unique
+from harness.services import fresh_postgres_database, migrated
+from tests.fanout.support import authed, kill_until_some_drop, redis_for, unique
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 GRACE = 1.0
 SLOT_TTL = 7.5  # FAST_ENV: 3-second heartbeats
 
 
-@pytest.fixture(scope="module", params=["pattern", "routed"])
-def cluster(request):
-    redis_url = require_redis()
-    with fresh_postgres_database() as database_url:
+@pytest.fixture(scope="module", params=["pattern", "routed", "redis-cluster"])
+def cluster(request, tmp_path_factory):
+    with redis_for(request.param, tmp_path_factory) as (redis_url, mode), \
+            fresh_postgres_database() as database_url:
         servers = start_instances({"DATABASE_URL": migrated(database_url),
-                                   "REDIS_URL": redis_url, "TORNCHAT_BUS_MODE": request.param,
+                                   "REDIS_URL": redis_url, "TORNCHAT_BUS_MODE": mode,
                                    "TORNCHAT_PRESENCE_GRACE": str(GRACE)})
         try:
             yield servers

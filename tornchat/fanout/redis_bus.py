@@ -24,6 +24,13 @@ The publishing worker delivers to its own connections at once
 (``call_soon``) and ignores its own echo, so local delivery needs no Redis
 round trip and survives a Redis outage.
 
+On a Redis Cluster (``redis+cluster://``) the bus runs routed mode over
+sharded pub/sub: each worker SSUBSCRIBEs to its own hash-tagged channels on
+the one shard that owns them, and a batch is published in two steps: the
+recipients' workers are read per key partition (concurrently, one script
+call each), then one SPUBLISH per worker goes out in a cluster pipeline,
+which keeps the order per shard connection and so per worker channel.
+
 Publishing never makes a sender wait for Redis: ``publish`` queues the
 delivery and one task per worker publishes the queue in order, a batch at a
 time (pattern mode: one ``PUBLISH_MANY`` script call per batch). While Redis
@@ -52,15 +59,16 @@ import secrets
 import socket
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 from redis.exceptions import RedisError
 from tornado.ioloop import IOLoop
 
 from tornchat.backoff import CAP, Backoff
 from tornchat.fanout.bus import TYPING, Bus, DeliverCallback, Delivery
+from tornchat.fanout.redis_keys import layout_for
 from tornchat.fanout.redis_listener import Listener
 from tornchat.fanout.redis_peers import PeerWatch
-from tornchat.fanout.redis_slots import slot_key
 from tornchat.fanout.redis_wire import (
     ACK_PREFIX,
     CHANNEL_PREFIX,
@@ -68,17 +76,23 @@ from tornchat.fanout.redis_wire import (
     HELLO_CHANNEL,
     HELLO_CHANNEL_BYTES,
     PATTERN,
-    PROBE_CHANNEL_PREFIX,
     PUBLISH_MANY,
     ROUTED_PUBLISH,
+    ROUTED_WORKERS,
     WORKER_CHANNEL_PREFIX,
     UnknownVersion,
     decode,
     encode,
+    is_cluster_url,
     origin_of,
+    probe_channel,
     redis_client,
+    worker_channel,
 )
 from tornchat.metrics import Metrics
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -99,19 +113,24 @@ class RedisBus(Bus):
                  mode: str = PATTERN_MODE, probe_interval: float = 5.0,
                  backlog: int = 10000, timeout: float = 2.0) -> None:
         self.worker_id = worker_id
+        self.cluster = is_cluster_url(url)
+        if self.cluster and mode != ROUTED_MODE:
+            raise ValueError("a Redis Cluster carries routed mode only")
         self.mode = mode
+        self._keys = layout_for(url)
         self._url = url
         self._metrics = metrics
         self._probe_interval = probe_interval
         self._timeout = timeout
         self._origin = origin_of(worker_id)
-        self._probe_channel = PROBE_CHANNEL_PREFIX + worker_id
+        self._probe_channel = probe_channel(worker_id, self.cluster)
         self._probe_channel_bytes = self._probe_channel.encode()
         # the publisher's commands go one at a time over one connection; the
         # health probe has its own client, so a slow publish never delays /health
         self._redis = redis_client(url, timeout, single_connection=True)
         self._probe_redis = redis_client(url, timeout, pool_size=2)
         self._routed = self._redis.register_script(ROUTED_PUBLISH)
+        self._routed_workers = self._redis.register_script(ROUTED_WORKERS)
         self._publish_many = self._redis.register_script(PUBLISH_MANY)
         self._deliver: DeliverCallback | None = None
         self._listener: Listener | None = None
@@ -133,7 +152,7 @@ class RedisBus(Bus):
     async def start(self, deliver: DeliverCallback) -> None:
         self._deliver = deliver
         # the worker's own channel in both modes: presence changes come on it
-        channels = [self._probe_channel, WORKER_CHANNEL_PREFIX + self.worker_id]
+        channels = [self._probe_channel, worker_channel(self.worker_id, self.cluster)]
         patterns: list[str] = []
         if self.mode == PATTERN_MODE:
             patterns.append(PATTERN)
@@ -141,7 +160,7 @@ class RedisBus(Bus):
         self._listener = Listener(self._url, channels, patterns, IOLoop.current(),
                                   on_batch=self._on_batch, on_state=self._on_state,
                                   ping_interval=self._probe_interval, timeout=self._timeout,
-                                  ignore_prefix=self._origin.encode())
+                                  ignore_prefix=self._origin.encode(), sharded=self.cluster)
         self._listener.start()
         if self.mode == PATTERN_MODE:
             self._peers.start()
@@ -240,15 +259,18 @@ class RedisBus(Bus):
 
     async def _send(self, batch: list[Delivery]) -> bool:
         try:
-            if self.mode == ROUTED_MODE:
-                pipe = self._redis.pipeline(transaction=False)
+            if self.cluster:
+                await self._send_sharded(batch)
+            elif self.mode == ROUTED_MODE:
+                pipe = cast("Pipeline", self._redis.pipeline(transaction=False))
                 for delivery in batch:
                     if delivery.to_workers is not None:
                         payload = encode(self._origin, delivery)
                         for channel in self._addressed(delivery):
                             pipe.publish(channel, payload)
                         continue
-                    await self._routed(keys=[slot_key(user) for user in delivery.user_ids],
+                    await self._routed(keys=[self._keys.slot_key(user)
+                                             for user in delivery.user_ids],
                                        args=[WORKER_CHANNEL_PREFIX,
                                              encode(self._origin, delivery),
                                              self.worker_id], client=pipe)
@@ -274,9 +296,35 @@ class RedisBus(Bus):
         self._metrics.pubsub_out.inc(len(batch))
         return True
 
+    async def _send_sharded(self, batch: list[Delivery]) -> None:
+        """Cluster: look up every delivery's workers at once, then SPUBLISH in order."""
+        routed = [delivery for delivery in batch if delivery.to_workers is None]
+        lookups = [(delivery, users) for delivery in routed
+                   for users in self._keys.by_partition(delivery.user_ids).values()]
+        found = await asyncio.gather(*(
+            self._routed_workers(keys=[self._keys.slot_key(user) for user in users],
+                                 args=[self.worker_id])
+            for _, users in lookups))
+        workers_of: dict[int, set[str]] = {}
+        for (delivery, _), workers in zip(lookups, found, strict=True):
+            workers_of.setdefault(id(delivery), set()).update(
+                worker.decode() if isinstance(worker, bytes) else worker for worker in workers)
+        pipe = self._redis.pipeline(transaction=False)
+        queued = 0
+        for delivery in batch:
+            channels = (self._addressed(delivery) if delivery.to_workers is not None else
+                        [worker_channel(worker, True)
+                         for worker in sorted(workers_of.get(id(delivery), ()))])
+            payload = encode(self._origin, delivery) if channels else ""
+            for channel in channels:
+                pipe.spublish(channel, payload)
+                queued += 1
+        if queued:
+            await pipe.execute()
+
     def _addressed(self, delivery: Delivery) -> list[str]:
         """The own channels of the other workers a delivery is addressed to."""
-        return [WORKER_CHANNEL_PREFIX + worker for worker in delivery.to_workers or ()
+        return [worker_channel(worker, self.cluster) for worker in delivery.to_workers or ()
                 if worker != self.worker_id]
 
     # -- peers (pattern mode) ---------------------------------------------
@@ -297,7 +345,10 @@ class RedisBus(Bus):
         future = asyncio.get_running_loop().create_future()
         self._probes[nonce] = future
         try:
-            await self._probe_redis.publish(self._probe_channel, nonce)
+            if self.cluster:
+                await self._probe_redis.spublish(self._probe_channel, nonce)
+            else:
+                await self._probe_redis.publish(self._probe_channel, nonce)
             await asyncio.wait_for(future, _PROBE_TIMEOUT)
             return True
         except (RedisError, TimeoutError):

@@ -14,6 +14,12 @@ vanished without a FIN is never noticed by reading. The thread PINGs every
 arrived for two intervals. redis-py's ``health_check_interval`` sends such
 PINGs too but never checks the answer, so it is not relied on here.
 
+On a Redis Cluster (``sharded``) the session SSUBSCRIBEs through redis-py's
+cluster client, which connects to the shard that owns each channel's slot.
+A slot that moves away ends the subscription with an ``sunsubscribe`` from
+the server; that, like a failed node, ends the session, and the next one
+reads the slot map anew and subscribes on the new owner.
+
 Thread rule: the thread touches nothing of the application; it hands message
 batches and state changes to the IOLoop with ``IOLoop.add_callback``, the one
 thread-safe door.
@@ -25,6 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -32,6 +39,7 @@ from redis.retry import Retry
 from tornado.ioloop import IOLoop
 
 from tornchat.backoff import Backoff
+from tornchat.fanout.redis_wire import node_url
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +53,18 @@ class SubscriberSilent(redis.ConnectionError):
     """No reply to our PINGs: the connection is half-open."""
 
 
+class SubscriptionLost(redis.ConnectionError):
+    """The cluster moved a subscribed channel's slot to another shard."""
+
+
+_DELIVERED = ("message", "pmessage", "smessage")
+
+
 class Listener(threading.Thread):
     def __init__(self, url: str, channels: Sequence[str], patterns: Sequence[str],
                  loop: IOLoop, *, on_batch: Callable[[Batch], None],
                  on_state: Callable[[bool, str], None], ping_interval: float,
-                 timeout: float, ignore_prefix: bytes = b"\x00") -> None:
+                 timeout: float, ignore_prefix: bytes = b"\x00", sharded: bool = False) -> None:
         """``ignore_prefix``: messages whose data starts with it never reach the loop
         (the bus passes its own origin, so a worker's echoes cost it no loop time)."""
         super().__init__(name="tornchat-redis-listener", daemon=True)
@@ -62,6 +77,7 @@ class Listener(threading.Thread):
         self._ping_interval = ping_interval
         self._timeout = timeout
         self._ignore_prefix = ignore_prefix
+        self._sharded = sharded
         self._stopping = threading.Event()
         self._backoff = Backoff()
 
@@ -85,16 +101,27 @@ class Listener(threading.Thread):
                 self._stopping.wait(delay)
 
     def _session(self) -> None:
-        client = redis.Redis.from_url(
-            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
-            socket_keepalive=True, retry=Retry(NoBackoff(), 0))
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        options: dict[str, object] = {
+            "socket_timeout": self._timeout, "socket_connect_timeout": self._timeout,
+            "socket_keepalive": True, "retry": Retry(NoBackoff(), 0)}
+        client: redis.Redis | redis.RedisCluster
+        pubsub: Any
+        if self._sharded:
+            client = redis.RedisCluster.from_url(node_url(self._url), **options)
+            pubsub = client.pubsub()
+        else:
+            client = redis.Redis.from_url(self._url, **options)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
-            if self._patterns:
-                pubsub.psubscribe(*self._patterns)
-            pubsub.subscribe(*self._channels)
-            pubsub.ping(_READY)
-            self._await_ready(pubsub)
+            if self._sharded:
+                pubsub.ssubscribe(*self._channels)
+                self._await_sharded(pubsub)
+            else:
+                if self._patterns:
+                    pubsub.psubscribe(*self._patterns)
+                pubsub.subscribe(*self._channels)
+                pubsub.ping(_READY)
+                self._await_ready(pubsub)
             self._backoff.reset()
             self._loop.add_callback(self._on_state, True, "subscribed")
             self._listen(pubsub)
@@ -113,27 +140,57 @@ class Listener(threading.Thread):
                 return
         raise redis.TimeoutError("subscription not confirmed in time")
 
-    def _listen(self, pubsub: redis.client.PubSub) -> None:
+    def _await_sharded(self, pubsub: Any) -> None:
+        """Until every SSUBSCRIBE is confirmed (the cluster's pub/sub has no PING
+        of its own: each shard connection is pinged in :meth:`_ping`)."""
+        confirmed: set[bytes] = set()
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline and len(confirmed) < len(self._channels):
+            message = pubsub.get_sharded_message(timeout=_POLL)
+            if message is not None and message["type"] == "ssubscribe":
+                confirmed.add(message["channel"])
+        if len(confirmed) < len(self._channels):
+            raise redis.TimeoutError("sharded subscription not confirmed in time")
+
+    def _next(self, pubsub: Any, timeout: float) -> dict[str, Any] | None:
+        if not self._sharded:
+            message: dict[str, Any] | None = pubsub.get_message(timeout=timeout)
+            return message
+        message = pubsub.get_sharded_message(timeout=timeout)
+        if message is not None and message["type"] == "sunsubscribe":
+            raise SubscriptionLost(f"slot of {message['channel']!r} moved")
+        if message is not None and message["type"] == "ssubscribe":
+            return {"type": "subscribe"}
+        return message
+
+    def _ping(self, pubsub: Any) -> None:
+        if not self._sharded:
+            pubsub.ping()
+            return
+        for shard in list(pubsub.node_pubsub_mapping.values()):
+            shard.ping()
+
+    def _listen(self, pubsub: Any) -> None:
         interval = self._ping_interval
         last_heard = time.monotonic()
         next_ping = last_heard + interval
         while not self._stopping.is_set():
-            message = pubsub.get_message(timeout=_POLL)
+            message = self._next(pubsub, _POLL)
             now = time.monotonic()
             if message is not None:
                 last_heard = now
                 batch: Batch = []
                 while message is not None:
-                    if (message["type"] in ("message", "pmessage")
+                    if (message["type"] in _DELIVERED
                             and not message["data"].startswith(self._ignore_prefix)):
                         batch.append((message["channel"], message["data"]))
                     if len(batch) >= _BATCH:
                         break
-                    message = pubsub.get_message(timeout=0.0)
+                    message = self._next(pubsub, 0.0)
                 if batch:
                     self._loop.add_callback(self._on_batch, batch)
             if now >= next_ping:
                 if now - last_heard > 2 * interval:
                     raise SubscriberSilent(f"no reply from Redis for {now - last_heard:.1f}s")
-                pubsub.ping()
+                self._ping(pubsub)
                 next_ping = now + interval

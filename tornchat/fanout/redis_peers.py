@@ -29,11 +29,10 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tornchat.backoff import Backoff
-from tornchat.fanout.redis_wire import ACK_PREFIX, HELLO_CHANNEL, PROBE_CHANNEL_PREFIX
+from tornchat.fanout.redis_wire import ACK_PREFIX, HELLO_CHANNEL, PROBE_CHANNEL_PREFIX, AnyRedis
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ HELLO_WAIT = 2.0  # seconds a starting worker waits for its peers' acknowledgeme
 class PeerWatch:
     """Whether any other worker listens on the bus, kept current."""
 
-    def __init__(self, client: aioredis.Redis, worker_id: str, *, interval: float,
+    def __init__(self, client: AnyRedis, worker_id: str, *, interval: float,
                  timeout: float) -> None:
         """``client``: the bus's probe client (never its publisher, which may be busy)."""
         #: read by the bus on every publish; written only by this watch

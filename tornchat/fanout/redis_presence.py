@@ -22,6 +22,11 @@ expired. Presence adds three keys, all in Redis, nothing in the database:
   worker gets there first. A SIGKILLed worker's users therefore go offline
   when their slots expire, with nothing of that worker's needed.
 
+On a Redis Cluster these keys carry the user's partition hash tag and there
+is one due set per partition (:mod:`tornchat.fanout.redis_keys`): every
+script stays inside one slot, a lookup is one call per partition, a sweep
+one call per partition with something due.
+
 Every transition runs in a Lua script reading ``TIME`` (host clocks never
 matter) and returns the live watchers, whom the caller tells through the
 bus. Thread rule: IOLoop thread only (asyncio Redis client).
@@ -29,6 +34,7 @@ bus. Thread rule: IOLoop thread only (asyncio Redis client).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -40,15 +46,11 @@ from tornchat.contract.timefmt import iso_from_ms
 from tornchat.errors import Unavailable
 from tornchat.fanout.bus import Bus
 from tornchat.fanout.presence import Presence
-from tornchat.fanout.redis_slots import KEY_PREFIX as SLOT_PREFIX
-from tornchat.fanout.redis_slots import slot_key
+from tornchat.fanout.redis_keys import layout_for
 from tornchat.fanout.redis_wire import redis_client
 
 log = logging.getLogger(__name__)
 
-STATE_PREFIX = "tornchat:presence:"
-WATCH_PREFIX = "tornchat:presence:watch:"
-DUE_KEY = "tornchat:presence:due"
 #: how long an offline user's ``lastSeenAt`` is remembered
 LAST_SEEN_RETENTION = 30 * 24 * 3600
 _SWEEP_BATCH = 200  # users one sweep call re-checks at most
@@ -135,14 +137,6 @@ return out
 """
 
 
-def state_key(user_id: str) -> str:
-    return STATE_PREFIX + user_id
-
-
-def watch_key(user_id: str) -> str:
-    return WATCH_PREFIX + user_id
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -152,6 +146,7 @@ class RedisPresence(Presence):
                  rewatch_interval: float, timeout: float = 2.0) -> None:
         super().__init__(bus, grace, rewatch_interval)
         self._redis = redis_client(url, timeout)
+        self._keys = layout_for(url)
         self._worker_id = worker_id
         self._slot_ttl_ms = max(1000, int(slot_ttl * 1000))
         self._grace_ms = int(grace * 1000)
@@ -165,8 +160,10 @@ class RedisPresence(Presence):
 
     async def connected(self, user_id: str) -> None:
         try:
+            keys = self._keys
             watchers = await self._connected(
-                keys=[slot_key(user_id), state_key(user_id), watch_key(user_id), DUE_KEY],
+                keys=[keys.slot_key(user_id), keys.state_key(user_id), keys.watch_key(user_id),
+                      keys.user_due_key(user_id)],
                 args=[user_id, self._slot_ttl_ms, self._retention_ms])
         except RedisError as exc:  # the next sweep or re-read sets it right
             log.warning("could not record presence: %s", exc, extra={"userId": user_id})
@@ -176,29 +173,46 @@ class RedisPresence(Presence):
 
     async def disconnected(self, user_id: str) -> None:
         try:
-            await self._disconnected(keys=[slot_key(user_id), state_key(user_id), DUE_KEY],
-                                     args=[user_id, self._grace_ms])
+            keys = self._keys
+            await self._disconnected(
+                keys=[keys.slot_key(user_id), keys.state_key(user_id),
+                      keys.user_due_key(user_id)],
+                args=[user_id, self._grace_ms])
         except RedisError as exc:  # the slot expires; the sweep then ends presence
             log.warning("could not record a presence departure: %s", exc,
                         extra={"userId": user_id})
 
     async def lookup(self, user_ids: Sequence[str], watch: bool = False
                      ) -> list[PresenceStatus]:
-        keys = [key for user in user_ids
-                for key in (slot_key(user), state_key(user), watch_key(user))]
+        layout = self._keys
+        groups = layout.by_partition(dict.fromkeys(user_ids))
+        args: list[str | int] = [self._worker_id if watch else "", self._watch_ttl_ms]
         try:
-            rows = await self._lookup(keys=keys, args=[self._worker_id if watch else "",
-                                                       self._watch_ttl_ms])
+            answers = await asyncio.gather(*(
+                self._lookup(keys=[key for user in users for key in (
+                    layout.slot_key(user), layout.state_key(user), layout.watch_key(user))],
+                    args=args)
+                for users in groups.values()))
         except RedisError as exc:
             raise Unavailable("Presence is unavailable right now; retry later") from exc
-        return [PresenceStatus(user, ONLINE) if online else
-                PresenceStatus(user, OFFLINE, iso_from_ms(int(seen)) if seen else None)
-                for user, (online, seen) in zip(user_ids, rows, strict=True)]
+        row_of = {user: row for users, rows in zip(groups.values(), answers, strict=True)
+                  for user, row in zip(users, rows, strict=True)}
+        return [PresenceStatus(user, ONLINE) if row_of[user][0] else
+                PresenceStatus(user, OFFLINE,
+                               iso_from_ms(int(row_of[user][1])) if row_of[user][1] else None)
+                for user in user_ids]
 
     async def sweep(self) -> None:
+        await asyncio.gather(*(self._sweep_partition(partition)
+                               for partition in range(self._keys.partitions)))
+
+    async def _sweep_partition(self, partition: int) -> None:
+        layout = self._keys
+        args: list[str | int] = [
+            _SWEEP_BATCH, layout.slot_prefix(partition), layout.state_prefix(partition),
+            layout.watch_prefix(partition), self._retention_ms]
         for _ in range(_SWEEP_CALLS):
-            checked, gone = await self._sweep(keys=[DUE_KEY], args=[
-                _SWEEP_BATCH, SLOT_PREFIX, STATE_PREFIX, WATCH_PREFIX, self._retention_ms])
+            checked, gone = await self._sweep(keys=[layout.due_key(partition)], args=args)
             for user, seen, watchers in gone:
                 status = PresenceStatus(_text(user), OFFLINE, iso_from_ms(int(seen)))
                 self.announce(status, tuple(map(_text, watchers)))

@@ -12,6 +12,10 @@ The ``workerId`` prefix of a member is also the routing table of the routed
 bus mode (:data:`~tornchat.fanout.redis_wire.ROUTED_PUBLISH`): which workers hold a
 user's connections. The client is :func:`~tornchat.fanout.redis_wire.redis_client`.
 
+On a Redis Cluster the key carries its partition's hash tag
+(:mod:`tornchat.fanout.redis_keys`) and a refresh is one script call per
+partition, since a script may touch one slot only.
+
 When Redis cannot be reached the slots fail open to a per-process limit (chat
 keeps working on this worker; the cluster-wide count is restored by the next
 ``refresh``, which re-adds every live entry).
@@ -25,12 +29,12 @@ import logging
 
 from redis.exceptions import RedisError
 
+from tornchat.fanout.redis_keys import SINGLE, KeyLayout, layout_for
 from tornchat.fanout.redis_wire import redis_client
 from tornchat.fanout.slots import ConnectionSlots, InMemorySlots
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "tornchat:conns:"
 _REFRESH_BATCH = 500  # entries per script call, so one call never blocks Redis for long
 
 # KEYS[1] user set; ARGV: member, limit, ttl_ms -> 1 taken, 0 full
@@ -68,8 +72,8 @@ return redis.call('ZCOUNT', KEYS[1], now, '+inf')
 """
 
 
-def slot_key(user_id: str) -> str:
-    return KEY_PREFIX + user_id
+def slot_key(user_id: str, layout: KeyLayout = SINGLE) -> str:
+    return layout.slot_key(user_id)
 
 
 def slot_member(worker_id: str, connection_id: str) -> str:
@@ -82,6 +86,7 @@ class RedisSlots(ConnectionSlots):
     def __init__(self, url: str, worker_id: str, limit: int, ttl: float,
                  timeout: float = 2.0) -> None:
         self._redis = redis_client(url, timeout)
+        self._keys = layout_for(url)
         self._worker_id = worker_id
         self._limit = limit
         self._ttl_ms = max(1000, int(ttl * 1000))
@@ -95,7 +100,7 @@ class RedisSlots(ConnectionSlots):
             return False
         member = slot_member(self._worker_id, connection_id)
         try:
-            taken = await self._acquire(keys=[slot_key(user_id)],
+            taken = await self._acquire(keys=[self._keys.slot_key(user_id)],
                                         args=[member, self._limit, self._ttl_ms])
         except RedisError as exc:
             log.warning("Redis unreachable for connection slots; enforcing the limit per "
@@ -108,8 +113,8 @@ class RedisSlots(ConnectionSlots):
     async def release(self, user_id: str, connection_id: str) -> None:
         await self._local.release(user_id, connection_id)
         try:
-            await self._redis.zrem(slot_key(user_id), slot_member(self._worker_id,
-                                                                  connection_id))
+            await self._redis.zrem(self._keys.slot_key(user_id),
+                                   slot_member(self._worker_id, connection_id))
         except RedisError as exc:  # the entry expires on its own
             log.warning("could not release a connection slot: %s", exc,
                         extra={"userId": user_id, "connectionId": connection_id})
@@ -117,12 +122,17 @@ class RedisSlots(ConnectionSlots):
     async def refresh(self, holders: list[tuple[str, str]]) -> None:
         if not holders:
             return
+        groups: dict[int, list[tuple[str, str]]] = {}
+        for holder in holders:
+            groups.setdefault(self._keys.partition(holder[0]), []).append(holder)
         try:
-            for start in range(0, len(holders), _REFRESH_BATCH):
-                batch = holders[start:start + _REFRESH_BATCH]
-                await self._refresh(
-                    keys=[slot_key(user_id) for user_id, _ in batch],
-                    args=[self._ttl_ms, *(slot_member(self._worker_id, c) for _, c in batch)])
+            for group in groups.values():
+                for start in range(0, len(group), _REFRESH_BATCH):
+                    batch = group[start:start + _REFRESH_BATCH]
+                    await self._refresh(
+                        keys=[self._keys.slot_key(user_id) for user_id, _ in batch],
+                        args=[self._ttl_ms,
+                              *(slot_member(self._worker_id, c) for _, c in batch)])
         except RedisError as exc:
             log.warning("could not refresh connection slots: %s", exc,
                         extra={"connections": len(holders)})
@@ -131,7 +141,7 @@ class RedisSlots(ConnectionSlots):
         """Live connections of the user, cluster-wide (this process's alone
         while Redis is unreachable)."""
         try:
-            return int(await self._count(keys=[slot_key(user_id)]))
+            return int(await self._count(keys=[self._keys.slot_key(user_id)]))
         except RedisError:
             return await self._local.count(user_id)
 

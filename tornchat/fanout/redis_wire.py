@@ -37,6 +37,15 @@ version makes sure). A future version must stay
 a JSON object carrying ``"v"``, so that this code can tell; a field that
 readers may ignore needs no new version.
 
+A Redis Cluster (``REDIS_URL=redis+cluster://host:port/``, any one node)
+runs routed mode over sharded pub/sub: each worker's own channels carry its
+id as a hash tag (``chat-worker:{workerId}``, ``tornchat:probe:{workerId}``),
+so they live on one shard, where the worker SSUBSCRIBEs, and a publisher
+SPUBLISHes to exactly that shard; adding shards spreads the channels. Plain
+PUBLISH on a cluster reaches every node, which is why pattern mode is refused
+there. Which workers hold a user's connections is read per key partition
+(:data:`ROUTED_WORKERS`, :mod:`tornchat.fanout.redis_keys`).
+
 Thread rule: constants and pure functions, except :func:`redis_client`, whose
 asyncio client belongs to the IOLoop that uses it (create it after the fork).
 """
@@ -48,6 +57,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from tornchat.config import CLUSTER_SCHEMES
 from tornchat.fanout.bus import DISCONNECT, PRESENCE, Delivery
 
 CHANNEL_PREFIX = "chat:"
@@ -96,6 +106,47 @@ for i = 1, #ARGV, 2 do
 end
 return #ARGV / 2
 """
+
+
+# KEYS: slot sets of one key partition; ARGV[1]: own worker id.
+# -> the other workers holding a live connection of any of these users (cluster
+# mode: the caller SPUBLISHes, since a script may only touch its own slot)
+ROUTED_WORKERS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local seen = {[ARGV[1]] = true}
+local out = {}
+for _, key in ipairs(KEYS) do
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, now, '+inf')) do
+    local worker = string.match(member, '^(.-)|')
+    if worker and not seen[worker] then
+      seen[worker] = true
+      table.insert(out, worker)
+    end
+  end
+end
+return out
+"""
+
+def is_cluster_url(url: str) -> bool:
+    """``redis+cluster://`` or ``rediss+cluster://``: a Redis Cluster."""
+    return url.partition("://")[0] in CLUSTER_SCHEMES
+
+
+def node_url(url: str) -> str:
+    """The plain ``redis://``/``rediss://`` URL of the node a cluster URL names."""
+    scheme, sep, rest = url.partition("://")
+    return scheme.removesuffix("+cluster") + sep + rest if is_cluster_url(url) else url
+
+
+def worker_channel(worker_id: str, cluster: bool) -> str:
+    """A worker's own delivery channel (hash-tagged on a cluster)."""
+    return WORKER_CHANNEL_PREFIX + (f"{{{worker_id}}}" if cluster else worker_id)
+
+
+def probe_channel(worker_id: str, cluster: bool) -> str:
+    """A worker's probe channel, on the same shard as its delivery channel."""
+    return PROBE_CHANNEL_PREFIX + (f"{{{worker_id}}}" if cluster else worker_id)
 
 
 class UnknownVersion(Exception):
@@ -148,8 +199,11 @@ def decode(payload: bytes) -> Delivery:
                     fields.get("published_at", 0.0))
 
 
+AnyRedis = aioredis.Redis | aioredis.RedisCluster
+
+
 def redis_client(url: str, timeout: float, pool_size: int = POOL_SIZE,
-                 single_connection: bool = False) -> aioredis.Redis:
+                 single_connection: bool = False) -> AnyRedis:
     """An asyncio client that fails fast: a short timeout and one immediate retry.
 
     The single retry reconnects a pooled connection that died with a Redis
@@ -165,6 +219,13 @@ def redis_client(url: str, timeout: float, pool_size: int = POOL_SIZE,
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
+    if is_cluster_url(url):
+        # one pool per node; a MOVED or a failed node makes the client re-read
+        # the slot map (redis-py's cluster client does both)
+        return aioredis.RedisCluster.from_url(
+            node_url(url), max_connections=pool_size, socket_timeout=timeout,
+            socket_connect_timeout=timeout, socket_keepalive=True,
+            retry=Retry(NoBackoff(), 1))
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=timeout, socket_timeout=timeout,
         socket_connect_timeout=timeout, socket_keepalive=True, health_check_interval=30,
