@@ -36,7 +36,9 @@ class RedisCluster:
             node_dir = os.path.join(self.workdir, f"node-{port}")
             os.makedirs(node_dir, exist_ok=True)
             self.nodes.append(RedisServer(port, node_dir, options=(
-                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                # its own bus port: the default (port + 10000) may be taken or past 65535
+                "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+                "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "2000",
                 # a node that lost a shard keeps serving the slots it has
                 "--cluster-require-full-coverage", "no")).start())
