@@ -78,7 +78,6 @@ from tornchat.fanout.redis_wire import (
     PATTERN,
     PUBLISH_MANY,
     ROUTED_PUBLISH,
-    ROUTED_WORKERS,
     WORKER_CHANNEL_PREFIX,
     UnknownVersion,
     decode,
@@ -130,7 +129,6 @@ class RedisBus(Bus):
         self._redis = redis_client(url, timeout, single_connection=True)
         self._probe_redis = redis_client(url, timeout, pool_size=2)
         self._routed = self._redis.register_script(ROUTED_PUBLISH)
-        self._routed_workers = self._redis.register_script(ROUTED_WORKERS)
         self._publish_many = self._redis.register_script(PUBLISH_MANY)
         self._deliver: DeliverCallback | None = None
         self._listener: Listener | None = None
@@ -297,19 +295,29 @@ class RedisBus(Bus):
         return True
 
     async def _send_sharded(self, batch: list[Delivery]) -> None:
-        """Cluster: look up every delivery's workers at once, then SPUBLISH in order."""
+        """Cluster: read every recipient's slot set in one pipeline, then SPUBLISH
+        in order in a second one (one round trip per shard each).
+
+        The slot sets are read whole: members whose expiry passed are only
+        removed by the next claim or when the key expires, so a worker that died
+        may still get a publish nobody reads. Filtering by expiry would need
+        Redis's clock (the scores are ``TIME`` of the user's shard), which only a
+        script can read, and scripts cannot be pipelined on a cluster."""
         routed = [delivery for delivery in batch if delivery.to_workers is None]
-        lookups = [(delivery, users) for delivery in routed
-                   for users in self._keys.by_partition(delivery.user_ids).values()]
-        found = await asyncio.gather(*(
-            self._routed_workers(keys=[self._keys.slot_key(user) for user in users],
-                                 args=[self.worker_id])
-            for _, users in lookups))
+        lookup = self._redis.pipeline(transaction=False)
+        for delivery in routed:
+            for user in delivery.user_ids:
+                lookup.zrange(self._keys.slot_key(user), 0, -1)
+        members = iter(await lookup.execute() if routed else ())
         workers_of: dict[int, set[str]] = {}
-        for (delivery, _), workers in zip(lookups, found, strict=True):
-            workers_of.setdefault(id(delivery), set()).update(
-                worker.decode() if isinstance(worker, bytes) else worker for worker in workers)
-        pipe = self._redis.pipeline(transaction=False)
+        for delivery in routed:
+            workers = workers_of.setdefault(id(delivery), set())
+            for _ in delivery.user_ids:
+                for member in next(members):
+                    worker = member.partition(b"|")[0].decode()
+                    if worker and worker != self.worker_id:
+                        workers.add(worker)
+        publish = self._redis.pipeline(transaction=False)
         queued = 0
         for delivery in batch:
             channels = (self._addressed(delivery) if delivery.to_workers is not None else
@@ -317,10 +325,10 @@ class RedisBus(Bus):
                          for worker in sorted(workers_of.get(id(delivery), ()))])
             payload = encode(self._origin, delivery) if channels else ""
             for channel in channels:
-                pipe.spublish(channel, payload)
+                publish.spublish(channel, payload)
                 queued += 1
         if queued:
-            await pipe.execute()
+            await publish.execute()
 
     def _addressed(self, delivery: Delivery) -> list[str]:
         """The own channels of the other workers a delivery is addressed to."""
