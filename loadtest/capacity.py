@@ -24,6 +24,9 @@ CPU_PER_DELIVERY_US = 125.0
 #: server CPU per stored message on the sending side (frame, parse, batch,
 #: Kafka event, acknowledgement), docs/performance.md: 400-600 µs
 CPU_PER_STORED_US = 500.0
+#: publisher CPU per Redis command on a cluster (redis-py's asyncio cluster
+#: pipeline: 60 µs per command in batches of 20, 120 µs alone; docs/scaling.md)
+CPU_PER_REDIS_COMMAND_US = 60.0
 #: resident memory per idle authenticated connection (loadtest.memprobe)
 RSS_PER_CONNECTION_KB = 8.5
 #: of one core a worker is planned to use, leaving room for bursts
@@ -67,20 +70,25 @@ def expected_distinct(picks: float, bins: int) -> float:
 
 
 def workers_needed(load: Load) -> int:
-    cpu = (load.deliveries_per_second * CPU_PER_DELIVERY_US
-           + load.messages_per_second * CPU_PER_STORED_US) / 1e6
-    return max(1, math.ceil(cpu / WORKER_CPU_BUDGET),
-               math.ceil(load.connections / CONNECTIONS_PER_WORKER))
+    """Enough cores for the deliveries, the stores and the cluster publishes, and
+    enough workers for the connections (the publish cost depends on the worker
+    count only through the few workers a message reaches: one pass suffices)."""
+    by_connections = math.ceil(load.connections / CONNECTIONS_PER_WORKER)
+    guess = max(1, by_connections)
+    for _ in range(3):
+        cpu = (load.deliveries_per_second * CPU_PER_DELIVERY_US
+               + load.messages_per_second * (CPU_PER_STORED_US + CPU_PER_REDIS_COMMAND_US
+                                             * redis_commands_per_message(load, guess))) / 1e6
+        guess = max(1, math.ceil(cpu / WORKER_CPU_BUDGET), by_connections)
+    return guess
 
 
-def redis_commands_per_message(load: Load, workers: int, cluster: bool) -> float:
-    """Routed mode: a slot-set read per member, a script (and its TIME) per key
-    partition on a cluster (one script on one Redis), a publish per worker that
-    holds a recipient (measured: loadtest.cluster_bench)."""
+def redis_commands_per_message(load: Load, workers: int) -> float:
+    """Routed mode on a cluster: a slot-set read per member and a publish per
+    worker that holds a recipient (measured: loadtest.cluster_bench)."""
     connections = load.group_size * load.online * load.connections_per_user
     target_workers = max(0.0, expected_distinct(connections, workers) - 1 / workers)
-    scripts = expected_distinct(load.group_size, CLUSTER_PARTITIONS) if cluster else 1.0
-    return load.group_size + 2 * scripts + target_workers
+    return load.group_size + target_workers
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ class Plan:
 def plan(load: Load) -> Plan:
     workers = workers_needed(load)
     redis_commands = (load.messages_per_second
-                      * redis_commands_per_message(load, workers, cluster=True))
+                      * redis_commands_per_message(load, workers))
     # connection slots and presence: a refresh per connection every 30 s (in
     # batches), a connect and a disconnect per connection every ~10 minutes
     redis_commands += load.connections * (1 / 30 + 6 / 600)
@@ -163,10 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table(loads))
     print(f"\nPer-message costs (measured on a 2-core VM): {CPU_PER_DELIVERY_US:.0f} µs of "
           f"server CPU per delivery, {CPU_PER_STORED_US:.0f} µs per stored message, "
+          f"{CPU_PER_REDIS_COMMAND_US:.0f} µs per Redis command the publisher sends, "
           f"{RSS_PER_CONNECTION_KB} KB per idle connection; workers planned at "
           f"{WORKER_CPU_BUDGET:.0%} of a core and at most {CONNECTIONS_PER_WORKER:,} "
           f"connections; a Redis shard at {REDIS_COMMANDS_PER_SHARD:,} commands/s "
-          f"(routed mode on a cluster, {CLUSTER_PARTITIONS} key partitions).")
+          f"(routed mode on a cluster; user state in {CLUSTER_PARTITIONS} key partitions).")
     return 0
 
 
