@@ -143,6 +143,12 @@ export interface TornchatOptions {
   pingIntervalMs?: number;
   /** reconnect when a ping gets no answer within this (ms), default 10000 */
   pongTimeoutMs?: number;
+  /** give up a connection attempt not authenticated within this (ms), default 15000 */
+  connectTimeoutMs?: number;
+  /** the server's MAX_MESSAGE_LENGTH: longer content is refused by send() at once, default 4000 */
+  maxMessageLength?: number;
+  /** a connection that held this long (ms) restarts the backoff, default 10000 */
+  stableAfterMs?: number;
 }
 
 export interface SendOptions {
@@ -178,6 +184,9 @@ export class TornchatClient {
   connect(): Promise<void>;
   /** Close for good (code 1000); pending sends are rejected with code "closed". */
   close(): void;
+  // When the server ends the session for good (an invalid token 4001, 4003, 4029,
+  // a protocol error), the state becomes "closed" and pending sends are rejected
+  // ("unauthorized" or "closed"); connect() may be called again.
 
   on<K extends keyof TornchatEvents>(event: K, listener: (data: TornchatEvents[K]) => void): () => void;
   off<K extends keyof TornchatEvents>(event: K, listener: (data: TornchatEvents[K]) => void): void;
@@ -185,7 +194,9 @@ export class TornchatClient {
   /**
    * Send a message; resolves with the stored message once acknowledged.
    * Retried across reconnects with the same clientMessageId until then.
-   * Rejects with TornchatError for invalid_message, forbidden, not_found.
+   * Rejects with TornchatError: invalid_message (also at once for blank or too
+   * long content, or an invalid clientMessageId), forbidden, not_found; closed or
+   * unauthorized when the client stops for good before the acknowledgement.
    */
   send(options: SendOptions): Promise<Message>;
   /** Tell the others you are typing (throttled per conversation). */

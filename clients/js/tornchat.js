@@ -29,17 +29,27 @@ const DEFAULTS = Object.freeze({
   syncBatch: 200,
   pingIntervalMs: 25000,
   pongTimeoutMs: 10000,
+  connectTimeoutMs: 15000,
+  maxMessageLength: 4000,
+  stableAfterMs: 10000,
 });
+
+const MAX_TIMER_MS = 2 ** 31 - 1; // setTimeout fires at once past this
+const MAX_CLIENT_MESSAGE_ID = 64;
 
 const PRESENCE_PER_FRAME = 100; // the server's bound per presence_subscribe
 const HISTORY_PAGE = 200; // the server's largest history page
 
-// 4001 reasons after which a new token may succeed; any other 4001 is final
-const RETRYABLE_AUTH = new Set(["Token expired", "Authentication timeout"]);
+// a 4001 after which only a new token can help (needs a provider); an auth
+// timeout is retried whatever the token; any other 4001 is final
+const TOKEN_EXPIRED = "Token expired";
+const AUTH_TIMEOUT = "Authentication timeout";
 // close codes after which reconnecting cannot help (PROTOCOL close-code table)
 const FINAL_CLOSE = new Set([1002, 1003, 1007, 1008, 1009, 4003, 4029]);
 // error codes that end a send for good; anything else is retried
 const FINAL_SEND_ERRORS = new Set(["invalid_message", "invalid_json", "forbidden", "not_found"]);
+// error codes after which a request (sync, mark_read, presence) is worth repeating
+const RETRY_REQUEST_ERRORS = new Set(["rate_limited", "unavailable", "internal_error"]);
 
 /** An error the server answered: a rejected send or a failed HTTP call. */
 export class TornchatError extends Error {
@@ -85,6 +95,7 @@ class Track {
     this.gapTimer = null;
     this.filling = false;
     this.fillFailures = 0;
+    this.starting = false;
   }
 
   lowestHeld() {
@@ -119,6 +130,9 @@ export class TornchatClient {
     this._requests = 0;
     this._timers = new Set();
     this._reconnectTimer = null;
+    this._connectTimer = null;
+    this._attempt = 0; // which _open() is current; older ones give up
+    this._connectedAt = 0;
     this._refreshTimer = null;
     this._pingTimer = null;
     this._pongTimer = null;
@@ -127,7 +141,9 @@ export class TornchatClient {
     this._readsDue = new Map(); // conversationId -> {seq, timer}
     this._typingSent = new Map(); // conversationId -> time of the last typing frame
     this._presence = new Set();
-    this._syncing = new Set(); // requestIds of sync frames not yet answered
+    this._syncing = new Map(); // requestId of a sync frame not yet answered -> its conversations
+    this._requestsOut = new Map(); // requestId -> frame, for mark_read and presence_subscribe
+    this._presenceDue = null; // user ids to subscribe in the next microtask
     this._syncResult = null;
     this._closeInfo = null; // what the server said before closing: auth_error, server_shutdown
     this._connectWaiters = [];
@@ -224,6 +240,8 @@ export class TornchatClient {
     for (const timer of this._timers) clearTimeout(timer);
     this._timers.clear();
     this._reconnectTimer = this._refreshTimer = this._pingTimer = this._pongTimer = null;
+    this._connectTimer = null;
+    this._attempt += 1;
     for (const track of this._tracks.values()) track.gapTimer = null;
     for (const due of this._readsDue.values()) due.timer = null;
     const ws = this._ws;
@@ -248,16 +266,18 @@ export class TornchatClient {
   async _open() {
     this._reconnectTimer = null;
     this._closeInfo = null;
+    const attempt = ++this._attempt;
     this._setState(this._everConnected ? "reconnecting" : "connecting");
     let token;
     try {
       token = await this._freshToken();
     } catch (err) {
+      if (this._stopped || attempt !== this._attempt) return;
       this._emit("error", { code: "token_provider", error: String(err?.message || err) });
       this._scheduleReconnect(undefined, "token provider failed");
       return;
     }
-    if (this._stopped) return;
+    if (this._stopped || attempt !== this._attempt) return; // closed, or superseded
     let ws;
     try {
       ws = new this._WebSocket(this._url);
@@ -267,12 +287,19 @@ export class TornchatClient {
       return;
     }
     this._ws = ws;
-    ws.onopen = () => this._frame({ type: "auth", token });
-    ws.onmessage = (event) => this._receive(event.data);
+    ws.onopen = () => { if (this._ws === ws) this._frame({ type: "auth", token }); };
+    ws.onmessage = (event) => { if (this._ws === ws) this._receive(event.data); };
     ws.onerror = () => {}; // the close event that follows says what happened
     ws.onclose = (event) => {
       if (this._ws === ws) this._closed(event.code, event.reason || "");
     };
+    // a link that accepts TCP and then says nothing must not hang the client
+    this._connectTimer = this._later(this._options.connectTimeoutMs, () => {
+      this._connectTimer = null;
+      if (this._ws !== ws || this._connectionId) return;
+      this._closed(1006, "connect timeout");
+      try { ws.close(); } catch { /* never opened */ }
+    });
   }
 
   /** Forget the socket without waiting for its close handshake. */
@@ -280,33 +307,48 @@ export class TornchatClient {
     const ws = this._ws;
     this._ws = null;
     this._connectionId = null;
+    this._connectTimer = this._cancel(this._connectTimer);
     this._refreshTimer = this._cancel(this._refreshTimer);
     this._pingTimer = this._cancel(this._pingTimer);
     this._pongTimer = this._cancel(this._pongTimer);
     this._syncing.clear();
-    if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    this._requestsOut.clear();
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      ws.onerror = () => {}; // ws emits an error when closed while connecting
+    }
     for (const pending of this._outbox.values()) pending.inFlight = false;
   }
 
   _closed(code, closeReason) {
     const info = this._closeInfo || {};
+    const wasUp = this._connectionId !== null;
     this._detach();
     if (this._stopped) return;
+    if (wasUp && Date.now() - this._connectedAt >= this._options.stableAfterMs) {
+      this._attempts = 0; // it held: start the backoff over (a crash loop keeps growing it)
+    }
     const reason = info.authError || closeReason;
     let final = FINAL_CLOSE.has(code);
     if (code === 4001) {
-      // a new token can only help if the old one ran out, and only a provider gives one
-      final = !RETRYABLE_AUTH.has(reason) || typeof this._options.token !== "function";
+      // an expired token needs a provider to get a new one; a timeout is worth
+      // another try; an invalid token is final
+      final = reason === TOKEN_EXPIRED ? typeof this._options.token !== "function"
+        : reason !== AUTH_TIMEOUT;
     }
     if (final) {
       this._stopped = true;
-      this._settleConnect(new TornchatError(code === 4001 ? "unauthorized" : "closed",
-        reason || `closed with ${code}`));
+      const error = new TornchatError(code === 4001 ? "unauthorized" : "closed",
+        reason || `closed with ${code}`);
+      for (const pending of this._outbox.values()) pending.reject(error);
+      for (const pending of this._outbox.values()) this._cancel(pending.retryTimer);
+      this._outbox.clear();
+      this._settleConnect(error);
       this._setState("closed", { code, reason });
       return;
     }
     let delay;
-    if (code === 1001 && info.reconnectAfterMs !== undefined) {
+    if (info.reconnectAfterMs !== undefined) { // a shutdown, whatever code the close got
       const after = info.reconnectAfterMs;
       delay = after + Math.random() * after * 0.5; // spread the whole fleet's return
     }
@@ -372,9 +414,13 @@ export class TornchatClient {
       case "message_sent": return this._acknowledged(frame);
       case "new_message": return this._message(frame.data, false);
       case "sync_done": return this._syncDone(frame);
-      case "read": return this._emit("read", frame.data);
+      case "read":
+        if (frame.requestId) this._requestsOut.delete(frame.requestId);
+        return this._emit("read", frame.data);
       case "typing": return this._emit("typing", frame.data);
-      case "presence": return this._emit("presence", frame.data);
+      case "presence":
+        if (frame.requestId) this._requestsOut.delete(frame.requestId);
+        return this._emit("presence", frame.data);
       case "refresh_success": return this._scheduleRefresh(frame.data?.expiresAt);
       case "error": return this._serverError(frame);
       default: return undefined; // pong, and frame types newer than this client
@@ -382,13 +428,16 @@ export class TornchatClient {
   }
 
   _authenticated(data) {
+    const ws = this._ws;
     const reconnect = this._everConnected;
     this._everConnected = true;
-    this._attempts = 0;
+    this._connectedAt = Date.now();
+    this._connectTimer = this._cancel(this._connectTimer);
     this._userId = data.userId;
     this._connectionId = data.connectionId;
     this._setState("connected");
     this._settleConnect(null);
+    if (this._stopped || this._ws !== ws) return; // a listener closed the client
     this._sync(reconnect); // first, so the server's sync hold holds live messages for it
     this._scheduleRefresh(data.expiresAt);
     this._schedulePing();
@@ -406,6 +455,7 @@ export class TornchatClient {
     this._pingTimer = this._cancel(this._pingTimer);
     this._pingTimer = this._later(this._options.pingIntervalMs, () => {
       if (!this._frame({ type: "ping" })) return;
+      this._cancel(this._pongTimer);
       this._pongTimer = this._later(this._options.pongTimeoutMs, () => {
         const ws = this._ws;
         this._closed(1006, "no answer to ping");
@@ -423,7 +473,11 @@ export class TornchatClient {
     const left = Date.parse(expiresAt) - Date.now();
     if (!Number.isFinite(left)) return;
     const delay = Math.max(1000, left - Math.min(this._options.refreshLeadMs, left / 2));
-    this._refreshTimer = this._later(delay, () => this._refresh());
+    // a far expiry: wake up at the longest a timer can wait and look again
+    this._refreshTimer = this._later(Math.min(delay, MAX_TIMER_MS), () => {
+      if (delay > MAX_TIMER_MS) this._scheduleRefresh(expiresAt);
+      else this._refresh();
+    });
   }
 
   async _refresh() {
@@ -432,10 +486,12 @@ export class TornchatClient {
     try {
       token = await this._freshToken();
     } catch (err) {
+      if (this._stopped) return;
       this._emit("error", { code: "token_provider", error: String(err?.message || err) });
       this._refreshTimer = this._later(5000, () => this._refresh());
       return;
     }
+    if (this._stopped) return;
     this._frame({ type: "refresh", token, requestId: this._requestId("refresh") });
   }
 
@@ -450,7 +506,19 @@ export class TornchatClient {
     if (typeof content !== "string" || !content.trim()) {
       return Promise.reject(new TornchatError("invalid_message", "content must be a non-blank string"));
     }
-    const clientMessageId = options.clientMessageId || randomId();
+    if (content.length > this._options.maxMessageLength) {
+      // the server would refuse it, or close the socket for a frame that large
+      return Promise.reject(new TornchatError("invalid_message",
+        `content is longer than ${this._options.maxMessageLength} characters`));
+    }
+    const given = options.clientMessageId;
+    if (given !== undefined && (typeof given !== "string" || given.length === 0
+        || given.length > MAX_CLIENT_MESSAGE_ID || /[\u0000-\u001f\u007f]/.test(given))) {
+      // the server could not echo it on an error, and the send would never settle
+      return Promise.reject(new TornchatError("invalid_message",
+        `clientMessageId must be 1 to ${MAX_CLIENT_MESSAGE_ID} printable characters`));
+    }
+    const clientMessageId = given || randomId();
     const existing = this._outbox.get(clientMessageId);
     if (existing) return existing.promise;
     const frame = { type: "send_message", content, clientMessageId };
@@ -478,8 +546,23 @@ export class TornchatClient {
       this._outbox.delete(frame.clientMessageId);
       this._cancel(pending.retryTimer);
     }
-    this._message(frame.data, false);
-    pending?.resolve(frame.data);
+    const message = frame.data;
+    if (message && typeof message.seq === "number" && message.seq > 1
+        && !this._tracks.has(message.conversationId)) {
+      // the reply can overtake others' messages on the fan-out path: wait for
+      // them before deciding where this conversation starts for us
+      const track = new Track(message.seq - 1);
+      track.starting = true;
+      this._tracks.set(message.conversationId, track);
+      track.gapTimer = this._later(this._options.gapWaitMs, () => {
+        track.gapTimer = null;
+        track.starting = false;
+        track.last = Math.min(track.last, track.lowestHeld() - 1);
+        this._release(message.conversationId, track);
+      });
+    }
+    this._message(message, false);
+    pending?.resolve(message);
   }
 
   _serverError(frame) {
@@ -488,8 +571,25 @@ export class TornchatClient {
     const requestId = frame.requestId || "";
     if (requestId.startsWith("sync-")) {
       this._emit("error", frame);
-      this._syncAnswered(requestId); // the conversations stay tracked; the next sync retries
+      const ids = this._syncing.get(requestId) || [];
+      this._syncAnswered(requestId);
+      for (const id of ids) { // what that sync would have replayed comes over HTTP
+        const track = this._tracks.get(id);
+        if (track) this._fill(id, track, Infinity);
+      }
       return undefined;
+    }
+    const request = this._requestsOut.get(requestId);
+    if (request) {
+      this._requestsOut.delete(requestId);
+      if (RETRY_REQUEST_ERRORS.has(frame.code)) {
+        this._later(1000 + Math.random() * 1000, () => {
+          if (this._state !== "connected") return; // a reconnect re-sends it anyway
+          if (request.type === "mark_read") this.markRead(request.conversationId, request.seq);
+          else this._subscribe(request.userIds.filter((id) => this._presence.has(id)));
+        });
+        return undefined;
+      }
     }
     if (requestId.startsWith("refresh-")) {
       // the old expiry stands; try again while there is time
@@ -542,13 +642,26 @@ export class TornchatClient {
     const due = this._readsDue.get(conversationId);
     if (!due) return;
     const frame = { type: "mark_read", conversationId, seq: due.seq, requestId: this._requestId("read") };
-    if (this._frame(frame)) this._readsDue.delete(conversationId);
+    if (this._frame(frame)) {
+      this._readsDue.delete(conversationId);
+      this._requestsOut.set(frame.requestId, frame);
+    }
   }
 
   subscribePresence(userIds) {
     const added = userIds.filter((id) => !this._presence.has(id));
     for (const id of added) this._presence.add(id);
-    if (this._state === "connected") this._subscribe(added);
+    if (this._state !== "connected" || added.length === 0) return;
+    // calls made together go out together, 100 users a frame
+    if (this._presenceDue === null) {
+      this._presenceDue = [];
+      queueMicrotask(() => {
+        const due = this._presenceDue.filter((id) => this._presence.has(id));
+        this._presenceDue = null;
+        if (this._state === "connected") this._subscribe(due);
+      });
+    }
+    this._presenceDue.push(...added);
   }
 
   unsubscribePresence(userIds) {
@@ -560,8 +673,9 @@ export class TornchatClient {
 
   _subscribe(userIds) {
     for (let i = 0; i < userIds.length; i += PRESENCE_PER_FRAME) {
-      this._frame({ type: "presence_subscribe", userIds: userIds.slice(i, i + PRESENCE_PER_FRAME),
-        requestId: this._requestId("presence") });
+      const frame = { type: "presence_subscribe", userIds: userIds.slice(i, i + PRESENCE_PER_FRAME),
+        requestId: this._requestId("presence") };
+      if (this._frame(frame)) this._requestsOut.set(frame.requestId, frame);
     }
   }
 
@@ -575,6 +689,10 @@ export class TornchatClient {
       track = new Track(message.seq - 1); // a conversation new to us starts where we join it
       this._tracks.set(id, track);
     }
+    if (track.starting) { // where it starts is not decided yet: keep everything
+      if (!track.held.has(message.seq)) track.held.set(message.seq, { message, recovered });
+      return;
+    }
     if (message.seq <= track.last || track.held.has(message.seq)) return; // a duplicate
     track.held.set(message.seq, { message, recovered });
     this._release(id, track);
@@ -582,6 +700,7 @@ export class TornchatClient {
 
   /** Deliver what is contiguous; schedule a fill if something waits behind a gap. */
   _release(id, track) {
+    if (track.starting) return;
     for (let next = track.held.get(track.last + 1); next; next = track.held.get(track.last + 1)) {
       track.held.delete(track.last + 1);
       track.last += 1;
@@ -607,9 +726,14 @@ export class TornchatClient {
     track.filling = true;
     try {
       while (track.last < upTo) {
-        const page = await this.getMessages(id, {
-          afterSeq: track.last, beforeSeq: upTo + 1, limit: HISTORY_PAGE });
-        if (page.messages.length === 0) break;
+        const bounds = { afterSeq: track.last, limit: HISTORY_PAGE };
+        if (Number.isFinite(upTo)) bounds.beforeSeq = upTo + 1;
+        const page = await this.getMessages(id, bounds);
+        if (this._stopped) return;
+        if (page.messages.length === 0) {
+          if (!Number.isFinite(upTo)) break; // caught up with the head
+          throw new TornchatError("unavailable", "history did not return the missing messages");
+        }
         for (const message of page.messages) {
           if (message.seq > track.last && !track.held.has(message.seq)) {
             track.held.set(message.seq, { message, recovered: true });
@@ -620,9 +744,11 @@ export class TornchatClient {
         this._release(id, track);
         track.filling = true;
         if (track.last === before) break;
+        if (!Number.isFinite(upTo) && !page.hasMoreAfter) break;
       }
       track.fillFailures = 0;
     } catch (err) {
+      if (this._stopped) return;
       track.fillFailures += 1;
       this._emit("error", { code: err?.code || "gap_fill", error: String(err?.message || err) });
       if (err?.code === "forbidden" || err?.code === "not_found") {
@@ -656,7 +782,9 @@ export class TornchatClient {
         track.gapTimer = this._cancel(track.gapTimer); // sync answers the gap
       }
       const requestId = this._requestId("sync");
-      if (this._frame({ type: "sync", conversations, requestId })) this._syncing.add(requestId);
+      if (this._frame({ type: "sync", conversations, requestId })) {
+        this._syncing.set(requestId, Object.keys(conversations));
+      }
     }
     if (this._syncing.size === 0) this._emit("synced", this._syncResult);
   }
@@ -699,12 +827,17 @@ export class TornchatClient {
     let retried = false;
     for (;;) {
       const token = this._token || (await this._freshToken());
-      const response = await this._fetch(this._httpUrl + path, {
-        method,
-        headers: { Authorization: `Bearer ${token}`,
-          ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
+      let response;
+      try {
+        response = await this._fetch(this._httpUrl + path, {
+          method,
+          headers: { Authorization: `Bearer ${token}`,
+            ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+      } catch (err) { // the network, not the server: say so in the documented shape
+        throw new TornchatError("unavailable", `HTTP request failed: ${err?.message || err}`, 0);
+      }
       if (response.status === 401 && !retried && typeof this._options.token === "function") {
         retried = true; // the token ran out: one more try with a fresh one
         this._token = null;
