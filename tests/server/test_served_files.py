@@ -36,6 +36,14 @@ async def test_the_client_library_is_served_byte_for_byte(server):
     assert again.code == 304  # browsers revalidate cheaply (Cache-Control: no-cache)
 
 
+async def test_allowed_origins_may_import_the_client_from_their_pages(io_loop, start_server):
+    chat = await start_server(allowed_origins=("https://app.example",))
+    allowed = await fetch(chat, "/client/tornchat.js", headers={"Origin": "https://app.example"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    other = await fetch(chat, "/client/tornchat.js", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
 async def test_in_development_the_demo_page_and_its_files_are_served(server):
     page = await fetch(server, "/demo")
     assert page.code == 200 and page.headers["Content-Type"].startswith("text/html")
@@ -43,7 +51,8 @@ async def test_in_development_the_demo_page_and_its_files_are_served(server):
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     for path in ("/demo/", "/demo/demo.css", "/demo/demo.js"):
         assert (await fetch(server, path)).code == 200, path
-    assert (await fetch(server, "/demo/other.js")).code == 404
+    for path in ("/demo/other.js", "/demodemo.js"):
+        assert (await fetch(server, path)).code == 404, path
     root = await fetch(server, "/")
     assert root.code == 302 and root.headers["Location"] == "/demo"
 

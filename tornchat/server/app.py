@@ -139,7 +139,7 @@ class ChatApplication:
                 (r"/api/v1/.*", NotFoundHandler, api),
                 (r"/health", HealthHandler, {"check": self.health}),
                 (r"/metrics", MetricsHandler, {"metrics": self.metrics}),
-                *assets.routes(self.settings.demo_enabled),
+                *assets.routes(self.settings.demo_enabled, self.settings.allowed_origins),
             ],
             websocket_max_message_size=self.settings.max_frame_bytes,
             log_function=log_request,

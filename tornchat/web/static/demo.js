@@ -196,6 +196,7 @@ function signOut(error) {
   const s = session;
   session = null;
   if (s) {
+    s.open = null; // a history page still on its way must not land in the next session
     s.off.forEach((off) => off());
     for (const entry of s.conversations.values()) entry.typing.forEach(clearTimeout);
     clearTimeout(s.noticeTimer);
@@ -539,6 +540,7 @@ async function openConversation(s, id) {
   if (!entry) return;
   ui.chatView.classList.add("thread-open");
   if (s.open && s.open.id === id) {
+    if (s.open.failed) loadOlder(s, s.open); // clicking it again retries a failed load
     ui.composer.focus();
     return;
   }
@@ -607,14 +609,14 @@ async function loadOlder(s, view) {
   try {
     page = await s.client.getMessages(view.id, options);
   } catch (error) {
-    if (s.open === view) {
+    if (session === s && s.open === view) {
       view.loading = false;
       view.failed = initial ? "initial" : "older";
-      ui.historyTop.textContent = `Could not load messages (${errorText(error)}); scroll up to retry.`;
+      ui.historyTop.textContent = `Could not load messages (${errorText(error)}); tap here to retry.`;
     }
     return;
   }
-  if (s.open !== view) return;
+  if (session !== s || s.open !== view) return;
   view.loading = false;
   view.failed = false;
   const fromBottom = ui.messages.scrollHeight - ui.messages.scrollTop;
@@ -801,6 +803,10 @@ function wire() {
   ui.messages.addEventListener("scroll", () => {
     const s = session;
     if (s && s.open && ui.messages.scrollTop < TOP_THRESHOLD_PX) loadOlder(s, s.open);
+  });
+  ui.historyTop.addEventListener("click", () => {
+    const s = session;
+    if (s && s.open && s.open.failed) loadOlder(s, s.open);
   });
   ui.composerForm.addEventListener("submit", (event) => {
     event.preventDefault();
