@@ -46,8 +46,11 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Per module, not per session: Playwright's sync API keeps an asyncio loop
+    running in this thread until it stops, and the Tornado tests that run
+    after this folder could not run theirs meanwhile."""
     if sync_playwright is None:
         _unavailable("playwright is not installed: pip install playwright")
     if not os.path.exists(CHROMIUM):

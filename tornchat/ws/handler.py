@@ -43,6 +43,7 @@ from tornchat.ws.framewriter import PING_FRAME, drained, text_frame, write_frame
 from tornchat.ws.leanconn import forget_request_headers, lighten_stream
 from tornchat.ws.ratelimit import TokenBucket
 from tornchat.ws.replay import DeliveryLog
+from tornchat.ws.sessions import auth_deadline
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,8 @@ class ChatSocketHandler(WebSocketHandler):
             self.close(CLOSE_GOING_AWAY, "server shutting down")
             return
         sessions.opened(self)
-        self._timer = IOLoop.current().call_later(self.context.settings.auth_timeout,
-                                                       self._on_auth_timeout)
+        self._timer = IOLoop.current().call_later(
+            auth_deadline(self.context.settings.auth_timeout), self._on_auth_timeout)
         self._forget_upgrade_state()
 
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:

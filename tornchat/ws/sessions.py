@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import random
 import time
 from collections.abc import Iterator
 from typing import Protocol
@@ -30,6 +31,16 @@ log = logging.getLogger(__name__)
 
 _REFUSAL_LOG_INTERVAL = 10.0  # seconds between warnings about refused upgrades
 _CLOSES_PER_TURN = 32  # sessions closed for an auth timeout per event-loop turn
+#: auth deadlines fall up to this fraction of TORNCHAT_AUTH_TIMEOUT later, at random
+AUTH_DEADLINE_SPREAD = 0.2
+
+
+def auth_deadline(auth_timeout: float) -> float:
+    """Seconds a new connection gets to authenticate: the timeout, plus up to a
+    fifth of it at random. A flood accepted in one burst would otherwise fall
+    due in one burst too, and its closes would stall the users' messages (the
+    client still has the whole timeout; the server only closes a little later)."""
+    return auth_timeout * (1.0 + AUTH_DEADLINE_SPREAD * random.random())
 
 
 class Session(Connection, Protocol):
