@@ -1,28 +1,14 @@
 // The client against a real tornchat server: sending, receiving, typing, read
 // state, presence and the HTTP helpers.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import { TornchatError } from "../tornchat.js";
-import { Server, clientFor, sleep, waitFor } from "./support.js";
+import { sleep, suiteServer, waitFor } from "./support.js";
 
 describe("a connected client", () => {
-  let server;
-  const clients = [];
-  const connect = async (userId, options) => {
-    const client = clientFor(server, userId, options);
-    clients.push(client);
-    await client.connect();
-    return client;
-  };
-
-  before(async () => {
-    server = await new Server({ TORNCHAT_PRESENCE_GRACE: "0.5" }).start();
-  });
-  after(async () => {
-    for (const client of clients) client.close();
-    await server.dispose();
-  });
+  const suite = suiteServer({ TORNCHAT_PRESENCE_GRACE: "0.5" });
+  const { connect } = suite;
 
   test("authenticates and reports connected", async () => {
     const alice = await connect("alice");

@@ -2,33 +2,19 @@
 // after an invalid token (4001), a server-side disconnect (4003) or too many
 // connections (4029); a token refreshed before it expires. Real server.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import WebSocket from "ws";
 
 import { TornchatClient, TornchatError } from "../tornchat.js";
-import { Server, clientFor, signedToken, sleep, waitFor } from "./support.js";
+import { signedToken, sleep, suiteServer, waitFor } from "./support.js";
 
 describe("closing and long sessions", () => {
-  let server;
-  const clients = [];
-  const make = (userId, options) => {
-    const client = clientFor(server, userId, options);
-    clients.push(client);
-    return client;
-  };
-
-  before(async () => {
-    server = await new Server({ TORNCHAT_MAX_CONNECTIONS_PER_USER: "2" }).start();
-  });
-  after(async () => {
-    for (const client of clients) client.close();
-    await server.dispose();
-  });
+  const suite = suiteServer({ TORNCHAT_MAX_CONNECTIONS_PER_USER: "2" });
 
   test("an invalid token: connect() rejects, the client stays closed", async () => {
-    const client = new TornchatClient({ url: server.wsUrl, token: () => "not-a-jwt", WebSocket,
+    const client = new TornchatClient({ url: suite.server.wsUrl, token: () => "not-a-jwt", WebSocket,
       backoffInitialMs: 50 });
-    clients.push(client);
+    suite.adopt(client);
     const states = [];
     client.on("state", (e) => states.push(e));
     await assert.rejects(client.connect(),
@@ -39,9 +25,9 @@ describe("closing and long sessions", () => {
   });
 
   test("disconnected by the server API (4003): closed, no reconnect", async () => {
-    const alice = make("alice");
+    const alice = suite.make("alice");
     await alice.connect();
-    assert.equal(await server.disconnect("alice"), 1);
+    assert.equal(await suite.server.disconnect("alice"), 1);
     await waitFor(() => alice.state === "closed", "alice to be closed");
     await sleep(300);
     assert.deepEqual(alice.seen.state.slice(-1)[0], {
@@ -49,9 +35,9 @@ describe("closing and long sessions", () => {
   });
 
   test("too many connections (4029): the extra one closes and does not retry", async () => {
-    const tabs = [make("bob"), make("bob")];
+    const tabs = [suite.make("bob"), suite.make("bob")];
     for (const tab of tabs) await tab.connect();
-    const third = make("bob");
+    const third = suite.make("bob");
     await assert.rejects(third.connect(), (err) => err.code === "closed");
     await sleep(300);
     assert.deepEqual(third.seen.state.map((e) => [e.state, e.code]),
@@ -61,8 +47,8 @@ describe("closing and long sessions", () => {
 
   test("the token is refreshed before it expires and the session outlives it", async () => {
     let issued = 0;
-    const carol = make("carol", {
-      token: () => { issued += 1; return server.token("carol", 10); },
+    const carol = suite.make("carol", {
+      token: () => { issued += 1; return suite.server.token("carol", 10); },
       refreshLeadMs: 8000,
     });
     await carol.connect();
@@ -78,11 +64,11 @@ describe("closing and long sessions", () => {
 
   test("an expired token is replaced from the provider and the client reconnects", async () => {
     let calls = 0;
-    const erin = make("erin", {
+    const erin = suite.make("erin", {
       // first an already-expired token, then good ones
       token: async () => (++calls === 1
         ? signedToken({ sub: "erin", exp: Math.floor(Date.now() / 1000) - 60 })
-        : server.token("erin")),
+        : suite.server.token("erin")),
     });
     await erin.connect();
     assert.equal(erin.state, "connected");

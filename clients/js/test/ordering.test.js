@@ -22,21 +22,25 @@ describe("ordered, exactly-once delivery", () => {
   let history;
   let client;
 
+  /** The peer records every frame and answers auth with `data`. */
+  const answerAuth = (data) => {
+    peer.removeAllListeners("connection");
+    peer.on("connection", (ws) => {
+      socket = ws;
+      ws.on("message", (raw) => {
+        const frame = JSON.parse(String(raw));
+        frames.push(frame);
+        if (frame.type === "auth") ws.send(JSON.stringify({ type: "auth_success", data }));
+      });
+    });
+  };
+
   beforeEach(async () => {
     peer = new WebSocketServer({ port: 0, host: "127.0.0.1" });
     await once(peer, "listening");
     frames = [];
     history = [];
-    peer.on("connection", (ws) => {
-      socket = ws;
-      ws.on("message", (data) => {
-        const frame = JSON.parse(String(data));
-        frames.push(frame);
-        if (frame.type === "auth") {
-          ws.send(JSON.stringify({ type: "auth_success", data: { userId: "alice", connectionId: "k1" } }));
-        }
-      });
-    });
+    answerAuth({ userId: "alice", connectionId: "k1" });
     // the HTTP history endpoint, answered from `history`
     const fetch = async (url) => {
       const query = new URL(url).searchParams;
@@ -162,18 +166,7 @@ describe("ordered, exactly-once delivery", () => {
   });
 
   test("a token that expires far in the future is not refreshed in a loop", async () => {
-    peer.removeAllListeners("connection");
-    peer.on("connection", (ws) => {
-      socket = ws;
-      ws.on("message", (data) => {
-        const frame = JSON.parse(String(data));
-        frames.push(frame);
-        if (frame.type === "auth") {
-          ws.send(JSON.stringify({ type: "auth_success",
-            data: { userId: "alice", connectionId: "k", expiresAt: "2100-01-01T00:00:00.000Z" } }));
-        }
-      });
-    });
+    answerAuth({ userId: "alice", connectionId: "k", expiresAt: "2100-01-01T00:00:00.000Z" });
     client.close();
     client = new TornchatClient({ url: `ws://127.0.0.1:${peer.address().port}/api/v1/chat`,
       token: () => "t", WebSocket });

@@ -1,33 +1,19 @@
 // Nothing is lost and nothing repeats when the network blips or the server
 // restarts: sync on every reconnect, HTTP for what sync does not replay, and
-// sends retried until acknowledged. Against a real tornchat server.
+// sends retried until acknowledged. Against a real tornchat suite.server.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
-import { Proxy, Server, clientFor, range, waitFor } from "./support.js";
+import { Proxy, range, suiteServer, waitFor } from "./support.js";
 
 describe("recovery", () => {
-  let server;
-  const clients = [];
-  const make = (userId, options) => {
-    const client = clientFor(server, userId, options);
-    clients.push(client);
-    return client;
-  };
-
-  before(async () => {
-    server = await new Server({ TORNCHAT_SYNC_MAX_REPLAY: "20" }).start();
-  });
-  after(async () => {
-    for (const client of clients) client.close();
-    await server.dispose();
-  });
+  const suite = suiteServer({ TORNCHAT_SYNC_MAX_REPLAY: "20" });
 
   test("a network blip: what was sent meanwhile arrives once, in order, and queued sends go out", async () => {
-    const proxy = await new Proxy(server.port).listen();
+    const proxy = await new Proxy(suite.server.port).listen();
     try {
-      const alice = make("alice");
-      const bob = make("bob", { url: proxy.wsUrl });
+      const alice = suite.make("alice");
+      const bob = suite.make("bob", { url: proxy.wsUrl });
       await alice.connect();
       await bob.connect();
       const first = await alice.send({ recipientIds: ["bob"], content: "before the blip" });
@@ -59,13 +45,13 @@ describe("recovery", () => {
   });
 
   test("a long absence: sync replays the newest, the rest comes over HTTP, all in order", async () => {
-    const carol = make("carol");
+    const carol = suite.make("carol");
     await carol.connect();
     const { conversationId: id } = await carol.send({ recipientIds: ["dave"], content: "m1" });
     for (let i = 2; i <= 60; i++) await carol.send({ conversationId: id, content: `m${i}` });
 
     // dave's app remembers he had seen up to seq 5 (server replays only 20)
-    const dave = make("dave");
+    const dave = suite.make("dave");
     dave.track(id, 5);
     await dave.connect();
     await waitFor(() => dave.lastSeq(id) === 60, "dave to catch up to 60");
@@ -78,15 +64,15 @@ describe("recovery", () => {
   });
 
   test("a server restart in the middle of a conversation", async () => {
-    const erin = make("erin");
-    const frank = make("frank");
+    const erin = suite.make("erin");
+    const frank = suite.make("frank");
     await erin.connect();
     await frank.connect();
     const { conversationId: id } = await erin.send({ recipientIds: ["frank"], content: "1" });
     for (let i = 2; i <= 5; i++) await erin.send({ conversationId: id, content: String(i) });
     await waitFor(() => frank.lastSeq(id) === 5, "frank to read 5");
 
-    const stopped = server.stop();
+    const stopped = suite.server.stop();
     await waitFor(() => erin.state === "reconnecting" && frank.state === "reconnecting",
       "both to see the shutdown");
     const reconnecting = frank.seen.state.find((e) => e.state === "reconnecting" && e.code === 1001);
@@ -94,7 +80,7 @@ describe("recovery", () => {
     // erin keeps typing while the server is away
     const queued = [6, 7, 8].map((n) => erin.send({ conversationId: id, content: String(n) }));
     await stopped;
-    await server.start();
+    await suite.server.start();
 
     const acknowledged = await Promise.all(queued);
     assert.deepEqual(acknowledged.map((m) => m.seq), [6, 7, 8]);

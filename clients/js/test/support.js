@@ -9,6 +9,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { after, before } from "node:test";
 import WebSocket from "ws";
 
 import { TornchatClient } from "../tornchat.js";
@@ -207,4 +208,34 @@ export class Proxy {
     this.cut();
     this.server.close();
   }
+}
+
+/**
+ * In a describe(): one server for the suite (started before, disposed after)
+ * and a maker of recorded clients, all closed at the end.
+ */
+export function suiteServer(env = {}) {
+  const suite = { server: null, clients: [] };
+  suite.make = (userId, options) => {
+    const client = clientFor(suite.server, userId, options);
+    suite.clients.push(client);
+    return client;
+  };
+  suite.connect = async (userId, options) => {
+    const client = suite.make(userId, options);
+    await client.connect();
+    return client;
+  };
+  suite.adopt = (client) => {
+    suite.clients.push(client);
+    return client;
+  };
+  before(async () => {
+    suite.server = await new Server(env).start();
+  });
+  after(async () => {
+    for (const client of suite.clients) client.close();
+    await suite.server.dispose();
+  });
+  return suite;
 }
