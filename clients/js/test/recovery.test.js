@@ -1,6 +1,6 @@
 // Nothing is lost and nothing repeats when the network blips or the server
 // restarts: sync on every reconnect, HTTP for what sync does not replay, and
-// sends retried until acknowledged. Against a real tornchat suite.server.
+// sends retried until acknowledged. Against a real tornchat server.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
