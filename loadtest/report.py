@@ -141,6 +141,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         fixed_ratio = f"- (python-socketio lost {_pct(ratios['peer_fixed_loss'])} at that rate)"
     lines.append(f"| tornchat / python-socketio, p99 at the fixed rate (lower is better) | "
                  f"{fixed_ratio} | |")
+    lines.append(f"| tornchat 2 workers / the seed's design in Node.js, 2 workers (max "
+                 f"delivered msg/s) | {_ratio(ratios.get('seed'))} | ≥ 1.5 |")
+    lines.append(f"| tornchat / the seed's design, p99 at the fixed rate (lower is better) | "
+                 f"{_ratio(ratios.get('seed_fixed_p99'))} | ≤ 1 |")
     notes = [f"- {name}: {s['note']}" for name, s in systems.items() if s.get("note")]
     if notes:
         lines += ["", *notes]

@@ -1,7 +1,8 @@
 """One benchmark run: start each system under test, measure it, collect the results.
 
 The systems are the trivial server, ``tornchat serve --processes 1|2`` (on a
-fresh PostgreSQL database each) and the python-socketio peer, sharing one
+fresh PostgreSQL database each), the seed's design in Node.js
+(``loadtest/peer_node``, its own Redis and database) and the python-socketio peer, sharing one
 private redis-server and, for tornchat, a private Tansu broker
 (:mod:`loadtest.servers`); the measurements are :mod:`loadtest.steps`'.
 """
@@ -27,7 +28,7 @@ from loadtest.steps import Plan, Steps
 from loadtest.summary import ratios
 
 SECRET = "benchmark-secret-" + "x" * 32
-SYSTEMS = ("trivial", "tornchat-1w", "tornchat-2w", "socketio-2p")
+SYSTEMS = ("trivial", "tornchat-1w", "tornchat-2w", "node-seed-2w", "socketio-2p")
 
 
 def machine_facts() -> dict[str, Any]:
@@ -129,6 +130,30 @@ class Bench:
         finally:
             server.stop()
 
+    def node_seed(self, pool: ClientPool, processes: int = 2) -> dict[str, Any]:
+        """The seed's design in Node.js on its own private Redis and a fresh database."""
+        if not servers.node_available():
+            return {"available": False, "note": "Node.js and npm are not installed"}
+        redis, redis_url = servers.start_redis(self.out)
+        try:
+            with fresh_postgres_database(self.args.postgres, prefix="tornchat_bench",
+                                         for_test=False) as database_url:
+                server = servers.node_seed_server(processes, database_url, redis_url, SECRET,
+                                                  self.out).start()
+                try:
+                    target = Target("tornchat", f"ws://127.0.0.1:{server.port}/api/v1/chat",
+                                    SECRET)
+                    result = self.run_system(pool, f"node-seed-{processes}w", server, target,
+                                             len(server.worker_pids()))
+                    result["stored_rows"] = servers.count_rows(database_url, "seed_message")
+                    result["note"] = ("the seed's design: INSERT + UPDATE per message, PUBLISH "
+                                      "chat:{id}, PSUBSCRIBE chat:*; no outbox, no seq")
+                    return result
+                finally:
+                    server.stop()
+        finally:
+            redis.stop()
+
     def trivial(self, pool: ClientPool) -> dict[str, Any]:
         server = servers.trivial_server(self.out).start()
         try:
@@ -189,6 +214,8 @@ class Bench:
                         outcome = self.trivial(pool)
                     elif name.startswith("tornchat"):
                         outcome = self.tornchat(pool, redis_url, int(name[-2]), kafka)
+                    elif name.startswith("node-seed"):
+                        outcome = self.node_seed(pool, int(name[-2]))
                     else:
                         outcome = self.peer(pool, redis_url)
                 except (servers.ServerError, RuntimeError, TimeoutError) as exc:

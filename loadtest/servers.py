@@ -182,6 +182,40 @@ def peer_server(processes: int, redis_url: str, secret: str, log_dir: Path) -> S
                   expected_processes=processes + (1 if processes > 1 else 0))
 
 
+NODE_PEER_DIR = Path(__file__).with_name("peer_node")
+
+
+def node_available() -> bool:
+    import shutil
+
+    return shutil.which("node") is not None and shutil.which("npm") is not None
+
+
+def install_node_peer() -> None:
+    """``npm ci`` for the seed peer when its dependencies are missing or stale."""
+    installed = NODE_PEER_DIR / "node_modules" / ".package-lock.json"
+    lock = NODE_PEER_DIR / "package-lock.json"
+    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_PEER_DIR,
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise ServerError(f"npm ci for the seed peer failed:\n{done.stderr[-2000:]}")
+
+
+def node_seed_server(processes: int, database_url: str, redis_url: str, secret: str,
+                     log_dir: Path) -> Server:
+    """The seed's design in Node.js (loadtest/peer_node/server.js)."""
+    install_node_peer()
+    port = free_port()
+    return Server(f"node-seed-{processes}w",
+                  ["node", str(NODE_PEER_DIR / "server.js"), "--port", str(port),
+                   "--workers", str(processes), "--database-url", database_url,
+                   "--redis-url", redis_url],
+                  port, log_dir, env={"ACCESS_TOKEN_SECRET": secret},
+                  expected_processes=processes + 1)
+
+
 def trivial_server(log_dir: Path) -> Server:
     port = free_port()
     return Server("trivial", [sys.executable, "-m", "loadtest.trivial_server", "--port",

@@ -76,8 +76,11 @@ def ratios(systems: dict[str, Any]) -> dict[str, Any]:
         losses = sorted(run["loss"] for run in system["fixed"]["runs"])
         return losses[len(losses) // 2] if losses else None
 
+    seed = systems.get("node-seed-2w")
     return {"scaling": divide(_best(two), _best(one)),
             "peer": divide(_best(tornchat_best), _best(peer)),
+            "seed": divide(_best(two), _best(seed)),
+            "seed_fixed_p99": divide(fixed_p99(two), fixed_p99(seed)),
             "peer_fixed_p99": divide(fixed_p99(tornchat_best), fixed_p99(peer)),
             "peer_fixed_loss": fixed_loss(peer),
             "peer_compared_with": "tornchat-2w" if tornchat_best is two else "tornchat-1w"}
