@@ -140,6 +140,10 @@ class Settings:
         "seconds between subscriber pings (silence for 2x this forces a reconnect) and "
         "between checks for other workers"
     )
+    stage_timing: int = _setting(
+        0, "TORNCHAT_STAGE_TIMING",
+        "1 = time each stage of a message's path (tornchat_stage_seconds on /metrics)"
+    )
     bus_backlog: int = _setting(
         10000, "TORNCHAT_BUS_BACKLOG", "deliveries kept for re-publishing while Redis is down"
     )
@@ -272,6 +276,7 @@ def _validate(s: Settings) -> None:
     _require(s.bus_mode in BUS_MODES, "TORNCHAT_BUS_MODE",
              f"must be one of {', '.join(BUS_MODES)}, got {s.bus_mode!r}")
     _require(s.order_hold >= 0, "TORNCHAT_ORDER_HOLD", "must be 0 or more")
+    _require(s.stage_timing in (0, 1), "TORNCHAT_STAGE_TIMING", "must be 0 or 1")
     _require(0 <= s.sync_hold <= 10, "TORNCHAT_SYNC_HOLD", "must be from 0 to 10 seconds")
     _require(s.max_outbound_bytes >= 65536, "TORNCHAT_MAX_OUTBOUND_BYTES",
              "must be at least 65536 (64 KiB)")

@@ -38,12 +38,44 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+#: the stages of a message's path that ``TORNCHAT_STAGE_TIMING`` times, in order
+STAGES = (
+    "queue",      # submitted to the group-commit writer -> its batch starts
+    "database",   # the batch's statement and commit
+    "handoff",    # committed (writer thread) -> the IOLoop resumes the send
+    "publish",    # handed to the bus -> its Redis publish returned (queue + round trip)
+    "redis",      # published -> the receiving worker's listener thread has it
+    "handover",   # listener thread -> the receiving IOLoop
+    "order",      # held by the sequencer for a lower seq (only messages that were held)
+    "write",      # frames written to the local sockets
+)
+STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064,
+                 0.128, 0.256, 0.512, 1.0)
+
+
+class StageTimes:
+    """Per-stage latency of the send path (``tornchat_stage_seconds{stage}``),
+    for finding where a message waits (docs/performance.md). Off by default:
+    on, it costs a histogram update per stage and message."""
+
+    def __init__(self, enabled: bool, registry: CollectorRegistry) -> None:
+        self.enabled = enabled
+        self._stage = Histogram(
+            "tornchat_stage_seconds", "Seconds a message spends in each stage of its path "
+            "(TORNCHAT_STAGE_TIMING=1)", ["stage"], buckets=STAGE_BUCKETS, registry=registry)
+        self._of = {name: self._stage.labels(stage=name) for name in STAGES}
+
+    def observe(self, stage: str, seconds: float) -> None:
+        if self.enabled:
+            self._of[stage].observe(max(0.0, seconds))
+
+
 class Metrics:
     """Every metric tornchat exports."""
 
     CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, stage_timing: bool = False) -> None:
         self.multiprocess = MULTIPROC_ENV in os.environ
         self.registry = CollectorRegistry()
         r = self.registry
@@ -81,6 +113,7 @@ class Metrics:
         self.delivery_latency = Histogram(
             "tornchat_delivery_latency_seconds", "From publishing a message to writing it to "
             "local receivers' sockets (send-to-deliver)", buckets=LATENCY_BUCKETS, registry=r)
+        self.stages = StageTimes(stage_timing, r)
 
     def render(self) -> bytes:
         """The exposition text: this process, or every worker in multiprocess mode."""

@@ -34,6 +34,8 @@ class Dispatcher:
         self._sequencer: Sequencer[Delivery] = Sequencer(hold_seconds)
         self._timer: object | None = None
         self._timer_deadline: float | None = None
+        #: when each held delivery arrived (stage timing only)
+        self._held_since: dict[int, float] = {}
 
     def deliver(self, delivery: Delivery) -> None:
         if delivery.kind == DISCONNECT:
@@ -42,8 +44,12 @@ class Dispatcher:
             if self._presence is not None:
                 self._presence(delivery)
         elif delivery.kind == MESSAGE and delivery.seq is not None:
-            self._write_all(self._sequencer.offer(delivery.conversation_id, delivery.seq,
-                                                  delivery))
+            ready = self._sequencer.offer(delivery.conversation_id, delivery.seq, delivery)
+            if self._timing and not any(ready_one is delivery for ready_one in ready):
+                if len(self._held_since) > 10000:  # repeats the sequencer dropped
+                    self._held_since.clear()
+                self._held_since[id(delivery)] = time.monotonic()
+            self._write_all(ready)
             self._schedule()
         else:
             self._write(delivery)
@@ -52,11 +58,23 @@ class Dispatcher:
         for delivery in deliveries:
             self._write(delivery)
 
+    @property
+    def _timing(self) -> bool:
+        return self._metrics is not None and self._metrics.stages.enabled
+
     def _write(self, delivery: Delivery) -> None:
         message = delivery.kind == MESSAGE
+        timing = message and self._timing
+        started = time.monotonic() if timing else 0.0
         written = self._registry.deliver(delivery.user_ids, delivery.frame,
                                          delivery.exclude_connection, delivery.conversation_id,
                                          delivery.seq if message else None)
+        if timing and self._metrics is not None:
+            stages = self._metrics.stages
+            stages.observe("write", time.monotonic() - started)
+            held = self._held_since.pop(id(delivery), None)
+            if held is not None:
+                stages.observe("order", started - held)
         if written and message and self._metrics is not None:
             self._metrics.messages_delivered.inc(written)
             self._metrics.delivery_latency.observe(max(0.0, time.time() - delivery.published_at))

@@ -65,7 +65,7 @@ from redis.exceptions import RedisError
 from tornado.ioloop import IOLoop
 
 from tornchat.backoff import CAP, Backoff
-from tornchat.fanout.bus import TYPING, Bus, DeliverCallback, Delivery
+from tornchat.fanout.bus import MESSAGE, TYPING, Bus, DeliverCallback, Delivery
 from tornchat.fanout.redis_keys import layout_for
 from tornchat.fanout.redis_listener import Listener
 from tornchat.fanout.redis_peers import PeerWatch
@@ -292,6 +292,12 @@ class RedisBus(Bus):
             self._failing = False
             log.info("Redis publish works again; kept deliveries published")
         self._metrics.pubsub_out.inc(len(batch))
+        stages = self._metrics.stages
+        if stages.enabled:
+            now = time.time()
+            for delivery in batch:
+                if delivery.kind == MESSAGE:
+                    stages.observe("publish", now - delivery.published_at)
         return True
 
     async def _send_sharded(self, batch: list[Delivery]) -> None:
@@ -366,8 +372,11 @@ class RedisBus(Bus):
 
     # -- from the listener thread (via add_callback) -----------------------
 
-    def _on_batch(self, batch: Sequence[tuple[bytes, bytes]]) -> None:
+    def _on_batch(self, batch: Sequence[tuple[bytes, bytes]], read_at: float = 0.0) -> None:
+        """``read_at``: when the listener thread read the batch (time.time())."""
         received = 0
+        stages = self._metrics.stages if self._metrics.stages.enabled else None
+        now = time.time()
         for channel, data in batch:
             if channel == HELLO_CHANNEL_BYTES:
                 self._peers.heard_hello(data)
@@ -392,6 +401,9 @@ class RedisBus(Bus):
                 log.warning("dropping a malformed bus message",
                             extra={"channel": channel.decode(errors="replace")})
                 continue
+            if stages is not None and delivery.kind == MESSAGE:
+                stages.observe("redis", read_at - delivery.published_at)
+                stages.observe("handover", now - read_at)
             self._deliver(delivery)
         if received:
             self._metrics.pubsub_in.inc(received)

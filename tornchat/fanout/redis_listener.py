@@ -44,6 +44,8 @@ from tornchat.fanout.redis_wire import node_url
 log = logging.getLogger(__name__)
 
 Batch = list[tuple[bytes, bytes]]
+#: what the loop is handed: a batch and when the thread read it (time.time())
+BatchCallback = Callable[[Batch, float], None]
 _POLL = 0.2  # seconds per read; bounds how long stop() waits
 _BATCH = 256  # messages handed to the loop per callback
 _READY = b"tornchat-ready"
@@ -62,7 +64,7 @@ _DELIVERED = ("message", "pmessage", "smessage")
 
 class Listener(threading.Thread):
     def __init__(self, url: str, channels: Sequence[str], patterns: Sequence[str],
-                 loop: IOLoop, *, on_batch: Callable[[Batch], None],
+                 loop: IOLoop, *, on_batch: BatchCallback,
                  on_state: Callable[[bool, str], None], ping_interval: float,
                  timeout: float, ignore_prefix: bytes = b"\x00", sharded: bool = False) -> None:
         """``ignore_prefix``: messages whose data starts with it never reach the loop
@@ -188,7 +190,7 @@ class Listener(threading.Thread):
                         break
                     message = self._next(pubsub, 0.0)
                 if batch:
-                    self._loop.add_callback(self._on_batch, batch)
+                    self._loop.add_callback(self._on_batch, batch, time.time())
             if now >= next_ping:
                 if now - last_heard > 2 * interval:
                     raise SubscriberSilent(f"no reply from Redis for {now - last_heard:.1f}s")

@@ -103,7 +103,7 @@ class ChatApplication:
         self.registry = ConnectionRegistry()
         self.dispatcher = Dispatcher(self.registry, settings.order_hold, self.metrics,
                                      presence=self.presence.changed)
-        self.writer = GroupCommitWriter(store)
+        self.writer = GroupCommitWriter(store, stages=self.metrics.stages)
         self.service = ChatService(store, bus, self.executor, self.writer, self.metrics, slots,
                                    self.presence, event_source=settings.event_source)
         self.sessions = Sessions(self.registry, slots, self.presence, self.metrics)

@@ -52,7 +52,7 @@ def build_presence(settings: Settings, worker_id: str, bus: Bus,
 def build_application(settings: Settings) -> ChatApplication:
     store = ChatStore(open_database(settings.database_url, settings.db_pool_size),
                       event_source=settings.event_source)
-    metrics = Metrics()
+    metrics = Metrics(stage_timing=bool(settings.stage_timing))
     worker_id = new_worker_id()
     bus = build_bus(settings, metrics, worker_id)
     slots = build_slots(settings, worker_id)

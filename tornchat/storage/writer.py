@@ -19,22 +19,27 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections import defaultdict
 
 from tornchat.contract.records import StoredMessage
 from tornchat.errors import ChatError, Unavailable
+from tornchat.metrics import StageTimes
 from tornchat.storage.store import ChatStore, NewMessage
 
 log = logging.getLogger(__name__)
 
-_Item = tuple[NewMessage, "asyncio.Future[StoredMessage]"]
+#: a message, its waiter, and when it was submitted (time.monotonic, 0.0 untimed)
+_Item = tuple[NewMessage, "asyncio.Future[StoredMessage]", float]
 _Outcome = StoredMessage | BaseException
 _STOP = object()
 
 
 class GroupCommitWriter:
-    def __init__(self, store: ChatStore, max_batch: int = 256) -> None:
+    def __init__(self, store: ChatStore, max_batch: int = 256,
+                 stages: StageTimes | None = None) -> None:
         self._store = store
+        self._stages = stages if stages is not None and stages.enabled else None
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="tornchat-writer", daemon=True)
@@ -49,7 +54,7 @@ class GroupCommitWriter:
         if self._stopped:
             raise Unavailable("Server is shutting down; nothing was stored")
         future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
-        self._queue.put((message, future))
+        self._queue.put((message, future, time.monotonic() if self._stages else 0.0))
         return future
 
     async def store(self, message: NewMessage) -> StoredMessage:
@@ -98,19 +103,25 @@ class GroupCommitWriter:
             self._commit(batch)
 
     def _commit(self, batch: list[_Item]) -> None:
-        results = self._store_all([message for message, _ in batch])
+        started = time.monotonic()
+        results = self._store_all([message for message, _, _ in batch])
         if len(batch) > 1 and any(not isinstance(r, ChatError | StoredMessage) for r in results):
             # One bad message must not fail its neighbours: store them one by one.
-            results = [self._store_all([message])[0] for message, _ in batch]
+            results = [self._store_all([message])[0] for message, _, _ in batch]
+        committed = time.monotonic()
+        if self._stages is not None:
+            for _, _, submitted in batch:
+                self._stages.observe("queue", started - submitted)
+                self._stages.observe("database", committed - started)
         by_loop: defaultdict[asyncio.AbstractEventLoop,
                              list[tuple[asyncio.Future[StoredMessage], _Outcome]]]
         by_loop = defaultdict(list)
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             by_loop[future.get_loop()].append((future, result))
         for loop, settled in by_loop.items():
             # RuntimeError: that loop is closed, so nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, settled)
+                loop.call_soon_threadsafe(_settle, settled, self._stages, committed)
 
     def _store_all(self, messages: list[NewMessage]) -> list[_Outcome]:
         try:
@@ -127,8 +138,13 @@ class GroupCommitWriter:
         return results
 
 
-def _settle(settled: list[tuple[asyncio.Future[StoredMessage], _Outcome]]) -> None:
+def _settle(settled: list[tuple[asyncio.Future[StoredMessage], _Outcome]],
+            stages: StageTimes | None = None, committed: float = 0.0) -> None:
     """On the waiters' loop: resolve each future still waited for."""
+    if stages is not None:
+        handoff = time.monotonic() - committed
+        for _ in settled:
+            stages.observe("handoff", handoff)
     for future, result in settled:
         if future.done():  # cancelled: its client went away
             continue
