@@ -9,8 +9,8 @@ the end-to-end send-to-deliver p50/p99 the clients saw and, from the
 the step), each stage's mean and approximate p50/p99 (bucket bounds):
 
 queue (to the group-commit writer) → database (statement and commit) →
-handoff (writer thread to the IOLoop) → publish (bus queue and Redis round
-trip) → redis (published to the receiving worker's listener thread) →
+handoff (writer thread to the IOLoop) → publish (the bus's publish queue) →
+redis (taken for Redis to the receiving worker's listener thread) →
 handover (listener thread to its IOLoop) → order (held for a lower seq;
 held messages only) → write (frames to the sockets).
 

@@ -43,8 +43,8 @@ STAGES = (
     "queue",      # submitted to the group-commit writer -> its batch starts
     "database",   # the batch's statement and commit
     "handoff",    # committed (writer thread) -> the IOLoop resumes the send
-    "publish",    # handed to the bus -> its Redis publish returned (queue + round trip)
-    "redis",      # published -> the receiving worker's listener thread has it
+    "publish",    # handed to the bus -> its publisher takes it for Redis (the bus queue)
+    "redis",      # taken for Redis -> the receiving worker's listener thread has it
     "handover",   # listener thread -> the receiving IOLoop
     "order",      # held by the sequencer for a lower seq (only messages that were held)
     "write",      # frames written to the local sockets

@@ -47,6 +47,8 @@ class Delivery:
     seq: int | None = None
     published_at: float = field(default_factory=time.time)
     to_workers: tuple[str, ...] | None = None
+    #: when the publisher took it from its queue for Redis (stage timing only)
+    sent_at: float | None = None
 
 
 DeliverCallback = Callable[[Delivery], None]

@@ -256,27 +256,29 @@ class RedisBus(Bus):
         self._outbox.extend(kept)
 
     async def _send(self, batch: list[Delivery]) -> bool:
+        stages = self._metrics.stages
+        sent_at = time.time() if stages.enabled else None
         try:
             if self.cluster:
-                await self._send_sharded(batch)
+                await self._send_sharded(batch, sent_at)
             elif self.mode == ROUTED_MODE:
                 pipe = cast("Pipeline", self._redis.pipeline(transaction=False))
                 for delivery in batch:
                     if delivery.to_workers is not None:
-                        payload = encode(self._origin, delivery)
+                        payload = encode(self._origin, delivery, sent_at)
                         for channel in self._addressed(delivery):
                             pipe.publish(channel, payload)
                         continue
                     await self._routed(keys=[self._keys.slot_key(user)
                                              for user in delivery.user_ids],
                                        args=[WORKER_CHANNEL_PREFIX,
-                                             encode(self._origin, delivery),
+                                             encode(self._origin, delivery, sent_at),
                                              self.worker_id], client=pipe)
                 await pipe.execute()
             else:
                 args: list[str] = []
                 for delivery in batch:
-                    payload = encode(self._origin, delivery)
+                    payload = encode(self._origin, delivery, sent_at)
                     for channel in (self._addressed(delivery) if delivery.to_workers is not None
                                     else (CHANNEL_PREFIX + delivery.conversation_id,)):
                         args.append(channel)
@@ -292,15 +294,13 @@ class RedisBus(Bus):
             self._failing = False
             log.info("Redis publish works again; kept deliveries published")
         self._metrics.pubsub_out.inc(len(batch))
-        stages = self._metrics.stages
-        if stages.enabled:
-            now = time.time()
+        if sent_at is not None:
             for delivery in batch:
                 if delivery.kind == MESSAGE:
-                    stages.observe("publish", now - delivery.published_at)
+                    stages.observe("publish", sent_at - delivery.published_at)
         return True
 
-    async def _send_sharded(self, batch: list[Delivery]) -> None:
+    async def _send_sharded(self, batch: list[Delivery], sent_at: float | None) -> None:
         """Cluster: read every recipient's slot set in one pipeline, then SPUBLISH
         in order in a second one (one round trip per shard each).
 
@@ -329,7 +329,7 @@ class RedisBus(Bus):
             channels = (self._addressed(delivery) if delivery.to_workers is not None else
                         [worker_channel(worker, True)
                          for worker in sorted(workers_of.get(id(delivery), ()))])
-            payload = encode(self._origin, delivery) if channels else ""
+            payload = encode(self._origin, delivery, sent_at) if channels else ""
             for channel in channels:
                 publish.spublish(channel, payload)
                 queued += 1
@@ -401,8 +401,8 @@ class RedisBus(Bus):
                 log.warning("dropping a malformed bus message",
                             extra={"channel": channel.decode(errors="replace")})
                 continue
-            if stages is not None and delivery.kind == MESSAGE:
-                stages.observe("redis", read_at - delivery.published_at)
+            if stages is not None and delivery.kind == MESSAGE and delivery.sent_at:
+                stages.observe("redis", read_at - delivery.sent_at)
                 stages.observe("handover", now - read_at)
             self._deliver(delivery)
         if received:

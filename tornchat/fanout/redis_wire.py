@@ -152,14 +152,18 @@ def version_of(delivery: Delivery) -> int:
     return 2 if delivery.kind == DISCONNECT else LEGACY_VERSION
 
 
-def encode(origin: str, delivery: Delivery) -> str:
-    """The envelope of ``delivery``; ``origin`` is the sender's :func:`origin_of`."""
-    return origin + orjson.dumps({
+def encode(origin: str, delivery: Delivery, sent_at: float | None = None) -> str:
+    """The envelope of ``delivery``; ``origin`` is the sender's :func:`origin_of`;
+    ``sent_at`` (stage timing) travels as a field older readers ignore."""
+    fields = {
         "v": version_of(delivery), "kind": delivery.kind,
         "conversation_id": delivery.conversation_id, "user_ids": delivery.user_ids,
         "frame": delivery.frame, "exclude_connection": delivery.exclude_connection,
         "seq": delivery.seq, "published_at": delivery.published_at,
-    }).decode()
+    }
+    if sent_at is not None:
+        fields["sent_at"] = sent_at
+    return origin + orjson.dumps(fields).decode()
 
 
 def decode(payload: bytes) -> Delivery:
@@ -179,7 +183,7 @@ def decode(payload: bytes) -> Delivery:
         raise UnknownVersion(version)
     return Delivery(fields["kind"], fields["conversation_id"], tuple(fields["user_ids"]),
                     fields["frame"], fields.get("exclude_connection"), fields.get("seq"),
-                    fields.get("published_at", 0.0))
+                    fields.get("published_at", 0.0), sent_at=fields.get("sent_at"))
 
 
 class QueuedRedisCluster(aioredis.RedisCluster):
