@@ -10,7 +10,9 @@ from several asyncio client processes (:mod:`loadtest.loadgen`). In order:
    with PostgreSQL, the Redis bus and the outbox (a Kafka relay only with
    ``--kafka-broker``); if ``--processes 2`` does not give two Redis-connected
    workers yet, the run says so and carries on;
-3. ``socketio-2p``: the python-socketio peer (:mod:`loadtest.peer_socketio`).
+3. ``node-seed-2w``: the seed's design in Node.js (``loadtest/peer_node``:
+   ws, pg, ioredis; installed with ``npm ci`` when Node.js is present);
+4. ``socketio-2p``: the python-socketio peer (:mod:`loadtest.peer_socketio`).
 
 For each system: idle authenticated connections and RSS per connection, the
 fixed-rate latency (median of ``--repeats`` runs), and a rate sweep up to the
