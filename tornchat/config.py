@@ -261,6 +261,8 @@ def _validate(s: Settings) -> None:
         if scheme in CLUSTER_SCHEMES:
             _require(bool(urlsplit(s.redis_url).hostname), "REDIS_URL",
                      "a cluster URL names one node, e.g. redis+cluster://10.0.0.5:7000/")
+            _require(urlsplit(s.redis_url).path.strip("/") in ("", "0"), "REDIS_URL",
+                     "a Redis Cluster has database 0 only: drop the /N from the URL")
             _require(s.bus_mode == "routed", "TORNCHAT_BUS_MODE",
                      "must be routed with a Redis Cluster (pattern mode would send every "
                      "message to every node of the cluster)")

@@ -60,10 +60,13 @@ class StageTimes:
 
     def __init__(self, enabled: bool, registry: CollectorRegistry) -> None:
         self.enabled = enabled
-        self._stage = Histogram(
-            "tornchat_stage_seconds", "Seconds a message spends in each stage of its path "
-            "(TORNCHAT_STAGE_TIMING=1)", ["stage"], buckets=STAGE_BUCKETS, registry=registry)
-        self._of = {name: self._stage.labels(stage=name) for name in STAGES}
+        self._of: dict[str, Histogram] = {}
+        if enabled:  # off, /metrics does not carry the empty series
+            stage = Histogram(
+                "tornchat_stage_seconds", "Seconds a message spends in each stage of its path "
+                "(TORNCHAT_STAGE_TIMING=1)", ["stage"], buckets=STAGE_BUCKETS,
+                registry=registry)
+            self._of = {name: stage.labels(stage=name) for name in STAGES}
 
     def observe(self, stage: str, seconds: float) -> None:
         if self.enabled:

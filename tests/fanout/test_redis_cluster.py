@@ -14,6 +14,7 @@ import asyncio
 import time
 
 import pytest
+from redis.crc import key_slot
 
 from harness.cluster import all_workers_healthy, start_instances, stop_all
 from harness.ports import wait_until
@@ -99,7 +100,7 @@ async def test_each_users_keys_live_in_their_partition_on_the_shard_that_owns_it
     shards = set()
     for user in users:
         key = CLUSTER.slot_key(user)
-        assert key.startswith(f"tornchat:{{p{CLUSTER.partition(user)}}}:conns:")
+        assert key.startswith(f"tornchat:{{{CLUSTER.tags[CLUSTER.partition(user)]}}}:conns:")
         owner = redis_cluster.node_of(key)
         shards.add(owner.port)
         assert redis_cluster.cli(owner, "zcard", key).strip() == "1", key
@@ -109,6 +110,15 @@ async def test_each_users_keys_live_in_their_partition_on_the_shard_that_owns_it
     assert len(shards) >= 2  # spread over the cluster
     for client in clients:
         client.close()
+
+
+def test_the_partitions_spread_evenly_over_evenly_split_shards():
+    slots = [key_slot(tag.encode()) for tag in CLUSTER.tags]
+    for shards in (2, 3, 4, 8, 16):
+        per_shard = [0] * shards
+        for slot in slots:
+            per_shard[slot * shards // 16384] += 1
+        assert max(per_shard) - min(per_shard) <= 1, (shards, per_shard)
 
 
 async def test_messages_go_by_spublish_to_each_workers_own_shard_never_by_publish(deployment):

@@ -34,8 +34,8 @@ class Dispatcher:
         self._sequencer: Sequencer[Delivery] = Sequencer(hold_seconds)
         self._timer: object | None = None
         self._timer_deadline: float | None = None
-        #: when each held delivery arrived (stage timing only)
-        self._held_since: dict[int, float] = {}
+        #: when each held message arrived, by (conversation, seq) (stage timing only)
+        self._held_since: dict[tuple[str, int], float] = {}
 
     def deliver(self, delivery: Delivery) -> None:
         if delivery.kind == DISCONNECT:
@@ -48,7 +48,7 @@ class Dispatcher:
             if self._timing and not any(ready_one is delivery for ready_one in ready):
                 if len(self._held_since) > 10000:  # repeats the sequencer dropped
                     self._held_since.clear()
-                self._held_since[id(delivery)] = time.monotonic()
+                self._held_since[(delivery.conversation_id, delivery.seq)] = time.monotonic()
             self._write_all(ready)
             self._schedule()
         else:
@@ -72,7 +72,8 @@ class Dispatcher:
         if timing and self._metrics is not None:
             stages = self._metrics.stages
             stages.observe("write", time.monotonic() - started)
-            held = self._held_since.pop(id(delivery), None)
+            held = (self._held_since.pop((delivery.conversation_id, delivery.seq), None)
+                    if delivery.seq is not None else None)
             if held is not None:
                 stages.observe("order", started - held)
         if written and message and self._metrics is not None:

@@ -26,10 +26,10 @@ round trip and survives a Redis outage.
 
 On a Redis Cluster (``redis+cluster://``) the bus runs routed mode over
 sharded pub/sub: each worker SSUBSCRIBEs to its own hash-tagged channels on
-the one shard that owns them, and a batch is published in two steps: the
-recipients' workers are read per key partition (concurrently, one script
-call each), then one SPUBLISH per worker goes out in a cluster pipeline,
-which keeps the order per shard connection and so per worker channel.
+the one shard that owns them, and a batch is published in two cluster
+pipelines: the recipients' slot sets are read with ZRANGE (which workers
+hold them), then one SPUBLISH per such worker goes out, in order per shard
+connection and so per worker channel.
 
 Publishing never makes a sender wait for Redis: ``publish`` queues the
 delivery and one task per worker publishes the queue in order, a batch at a
@@ -61,7 +61,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
-from redis.exceptions import RedisError
 from tornado.ioloop import IOLoop
 
 from tornchat.backoff import CAP, Backoff
@@ -77,6 +76,7 @@ from tornchat.fanout.redis_wire import (
     HELLO_CHANNEL_BYTES,
     PATTERN,
     PUBLISH_MANY,
+    REDIS_ERRORS,
     ROUTED_PUBLISH,
     WORKER_CHANNEL_PREFIX,
     UnknownVersion,
@@ -100,6 +100,7 @@ _START_WAIT = 3.0  # seconds start() waits for the first subscription before goi
 _PROBE_TIMEOUT = 1.0
 _BATCH = 256  # deliveries per pipelined publish
 _STOP_FLUSH = 1.0  # seconds stop() gives the queue to go out
+_PROBE_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, TimeoutError)
 
 
 def new_worker_id() -> str:
@@ -284,7 +285,10 @@ class RedisBus(Bus):
                         args.append(channel)
                         args.append(payload)
                 await self._publish_many(args=args)
-        except RedisError as exc:
+        except Exception as exc:  # the loop must outlive any failure: keep, retry
+            if not isinstance(exc, REDIS_ERRORS):
+                log.exception("publishing to Redis failed unexpectedly; keeping deliveries "
+                              "to publish again")
             if not self._failing:
                 self._failing = True
                 log.warning("Redis publish failed; keeping deliveries to publish when it "
@@ -365,7 +369,7 @@ class RedisBus(Bus):
                 await self._probe_redis.publish(self._probe_channel, nonce)
             await asyncio.wait_for(future, _PROBE_TIMEOUT)
             return True
-        except (RedisError, TimeoutError):
+        except _PROBE_ERRORS:
             return False
         finally:
             self._probes.pop(nonce, None)

@@ -10,28 +10,54 @@ Presence's sweep reads the slots, state and watchers of whichever users are
 due, so a user's keys and the due set that names them must share a slot.
 Users are therefore spread over :data:`CLUSTER_PARTITIONS` partitions (CRC-32
 of the user id), and every key of a partition carries the partition's hash
-tag: ``tornchat:{p7}:conns:alice``, ``tornchat:{p7}:presence:due``. A script
-about one user touches one partition; one about many users (a presence
-lookup, a slot refresh) is called once per partition. Sixteen partitions
-place user state on up to sixteen shards, enough for this state's load: it
-changes on connect, disconnect and heartbeat, never per message (per-message
-traffic is pub/sub, on the workers' own sharded channels).
+tag: ``tornchat:{p7-12}:conns:alice``, ``tornchat:{p7-12}:presence:due``
+(tags chosen so the partitions fall on evenly spaced slots:
+:func:`spread_tags`). A script about one user touches one partition; one
+about many users (a presence lookup, a slot refresh) is called once per
+partition. Sixteen partitions spread user state evenly over 2, 4, 8 or 16
+shards (and nearly evenly over other counts); the routed publisher's
+slot-set reads, one per recipient and message, follow the same spread.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 CLUSTER_PARTITIONS = 16
+
+
+def spread_tags(partitions: int) -> tuple[str, ...]:
+    """One hash tag per partition, partition ``i`` on a slot in the ``i``-th of
+    ``partitions`` equal ranges of the 16,384 slots: a cluster whose slots are
+    split evenly (``redis-cli --cluster create`` does) then holds an equal share
+    of the partitions on every shard, up to ``partitions`` shards. The plain
+    tags ``p0`` … ``p15`` fall on slots in pairs: 4 / 5 / 7 partitions on 3
+    shards, none at all on half of 8. Deterministic: every worker and every
+    version computes the same tags."""
+    width = REDIS_CLUSTER_HASH_SLOTS // partitions
+    tags = []
+    for index in range(partitions):
+        attempt = 0
+        while key_slot(f"p{index}-{attempt}".encode()) // width != index:
+            attempt += 1
+        tags.append(f"p{index}-{attempt}")
+    return tuple(tags)
 
 
 @dataclass(frozen=True, slots=True)
 class KeyLayout:
     partitions: int
-    #: keys carry a ``{pN}`` hash tag (a cluster)
+    #: keys carry a ``{pN-k}`` hash tag (a cluster)
     tagged: bool
+    tags: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if self.tagged and not self.tags:
+            object.__setattr__(self, "tags", spread_tags(self.partitions))
 
     def partition(self, user_id: str) -> int:
         if self.partitions == 1:
@@ -39,7 +65,7 @@ class KeyLayout:
         return zlib.crc32(user_id.encode()) % self.partitions
 
     def base(self, partition: int) -> str:
-        return f"tornchat:{{p{partition}}}:" if self.tagged else "tornchat:"
+        return f"tornchat:{{{self.tags[partition]}}}:" if self.tagged else "tornchat:"
 
     # -- per partition: what scripts build user keys from ------------------
 

@@ -35,6 +35,8 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from tornado.ioloop import IOLoop
 
@@ -80,6 +82,9 @@ class Listener(threading.Thread):
         self._timeout = timeout
         self._ignore_prefix = ignore_prefix
         self._sharded = sharded
+        #: the cluster nodes the last session knew: the next one starts from them,
+        #: so a failover of the node REDIS_URL names does not strand the worker
+        self._known_nodes: list[ClusterNode] = []
         self._stopping = threading.Event()
         self._backoff = Backoff()
 
@@ -94,7 +99,7 @@ class Listener(threading.Thread):
             except Exception as exc:  # redis errors expected; anything else must not kill us
                 if self._stopping.is_set():
                     break
-                if not isinstance(exc, redis.RedisError | OSError):
+                if not isinstance(exc, redis.RedisError | RedisClusterException | OSError):
                     log.exception("unexpected error in the Redis listener")
                 self._loop.add_callback(self._on_state, False, f"{type(exc).__name__}: {exc}")
                 delay = self._backoff.next()
@@ -103,13 +108,17 @@ class Listener(threading.Thread):
                 self._stopping.wait(delay)
 
     def _session(self) -> None:
-        options: dict[str, object] = {
+        options: dict[str, Any] = {
             "socket_timeout": self._timeout, "socket_connect_timeout": self._timeout,
             "socket_keepalive": True, "retry": Retry(NoBackoff(), 0)}
         client: redis.Redis | redis.RedisCluster
         pubsub: Any
         if self._sharded:
-            client = redis.RedisCluster.from_url(node_url(self._url), **options)
+            client = (redis.RedisCluster(startup_nodes=self._known_nodes, **options)
+                      if self._known_nodes else
+                      redis.RedisCluster.from_url(node_url(self._url), **options))
+            self._known_nodes = [ClusterNode(node.host, node.port)
+                                 for node in client.get_nodes()] or self._known_nodes
             pubsub = client.pubsub()
         else:
             client = redis.Redis.from_url(self._url, **options)
@@ -182,15 +191,17 @@ class Listener(threading.Thread):
             if message is not None:
                 last_heard = now
                 batch: Batch = []
-                while message is not None:
-                    if (message["type"] in _DELIVERED
-                            and not message["data"].startswith(self._ignore_prefix)):
-                        batch.append((message["channel"], message["data"]))
-                    if len(batch) >= _BATCH:
-                        break
-                    message = self._next(pubsub, 0.0)
-                if batch:
-                    self._loop.add_callback(self._on_batch, batch, time.time())
+                try:
+                    while message is not None:
+                        if (message["type"] in _DELIVERED
+                                and not message["data"].startswith(self._ignore_prefix)):
+                            batch.append((message["channel"], message["data"]))
+                        if len(batch) >= _BATCH:
+                            break
+                        message = self._next(pubsub, 0.0)
+                finally:  # what was read before a failure is delivered, not dropped
+                    if batch:
+                        self._loop.add_callback(self._on_batch, batch, time.time())
             if now >= next_ping:
                 if now - last_heard > 2 * interval:
                     raise SubscriberSilent(f"no reply from Redis for {now - last_heard:.1f}s")

@@ -39,15 +39,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from tornchat.contract.records import OFFLINE, ONLINE, PresenceStatus
 from tornchat.contract.timefmt import iso_from_ms
 from tornchat.errors import Unavailable
 from tornchat.fanout.bus import Bus
 from tornchat.fanout.presence import Presence
 from tornchat.fanout.redis_keys import layout_for
-from tornchat.fanout.redis_wire import redis_client
+from tornchat.fanout.redis_wire import REDIS_ERRORS, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +163,7 @@ class RedisPresence(Presence):
                 keys=[keys.slot_key(user_id), keys.state_key(user_id), keys.watch_key(user_id),
                       keys.user_due_key(user_id)],
                 args=[user_id, self._slot_ttl_ms, self._retention_ms])
-        except RedisError as exc:  # the next sweep or re-read sets it right
+        except REDIS_ERRORS as exc:  # the next sweep or re-read sets it right
             log.warning("could not record presence: %s", exc, extra={"userId": user_id})
             return
         if watchers:
@@ -178,7 +176,7 @@ class RedisPresence(Presence):
                 keys=[keys.slot_key(user_id), keys.state_key(user_id),
                       keys.user_due_key(user_id)],
                 args=[user_id, self._grace_ms])
-        except RedisError as exc:  # the slot expires; the sweep then ends presence
+        except REDIS_ERRORS as exc:  # the slot expires; the sweep then ends presence
             log.warning("could not record a presence departure: %s", exc,
                         extra={"userId": user_id})
 
@@ -193,7 +191,7 @@ class RedisPresence(Presence):
                     layout.slot_key(user), layout.state_key(user), layout.watch_key(user))],
                     args=args)
                 for users in groups.values()))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise Unavailable("Presence is unavailable right now; retry later") from exc
         row_of = {user: row for users, rows in zip(groups.values(), answers, strict=True)
                   for user, row in zip(users, rows, strict=True)}

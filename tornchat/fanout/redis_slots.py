@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import logging
 
-from redis.exceptions import RedisError
-
 from tornchat.fanout.redis_keys import SINGLE, KeyLayout, layout_for
-from tornchat.fanout.redis_wire import redis_client
+from tornchat.fanout.redis_wire import REDIS_ERRORS, redis_client
 from tornchat.fanout.slots import ConnectionSlots, InMemorySlots
 
 log = logging.getLogger(__name__)
@@ -102,7 +100,7 @@ class RedisSlots(ConnectionSlots):
         try:
             taken = await self._acquire(keys=[self._keys.slot_key(user_id)],
                                         args=[member, self._limit, self._ttl_ms])
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("Redis unreachable for connection slots; enforcing the limit per "
                         "process until it returns: %s", exc, extra={"userId": user_id})
             return True
@@ -115,7 +113,7 @@ class RedisSlots(ConnectionSlots):
         try:
             await self._redis.zrem(self._keys.slot_key(user_id),
                                    slot_member(self._worker_id, connection_id))
-        except RedisError as exc:  # the entry expires on its own
+        except REDIS_ERRORS as exc:  # the entry expires on its own
             log.warning("could not release a connection slot: %s", exc,
                         extra={"userId": user_id, "connectionId": connection_id})
 
@@ -125,24 +123,24 @@ class RedisSlots(ConnectionSlots):
         groups: dict[int, list[tuple[str, str]]] = {}
         for holder in holders:
             groups.setdefault(self._keys.partition(holder[0]), []).append(holder)
-        try:
-            for group in groups.values():
+        for group in groups.values():  # one failing shard must not skip the others
+            try:
                 for start in range(0, len(group), _REFRESH_BATCH):
                     batch = group[start:start + _REFRESH_BATCH]
                     await self._refresh(
                         keys=[self._keys.slot_key(user_id) for user_id, _ in batch],
                         args=[self._ttl_ms,
                               *(slot_member(self._worker_id, c) for _, c in batch)])
-        except RedisError as exc:
-            log.warning("could not refresh connection slots: %s", exc,
-                        extra={"connections": len(holders)})
+            except REDIS_ERRORS as exc:
+                log.warning("could not refresh connection slots: %s", exc,
+                            extra={"connections": len(group)})
 
     async def count(self, user_id: str) -> int:
         """Live connections of the user, cluster-wide (this process's alone
         while Redis is unreachable)."""
         try:
             return int(await self._count(keys=[self._keys.slot_key(user_id)]))
-        except RedisError:
+        except REDIS_ERRORS:
             return await self._local.count(user_id)
 
     async def close(self) -> None:

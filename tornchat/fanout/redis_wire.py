@@ -59,6 +59,8 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 
 from tornchat.config import CLUSTER_SCHEMES
 from tornchat.fanout.bus import DISCONNECT, PRESENCE, Delivery
@@ -111,15 +113,21 @@ return #ARGV / 2
 """
 
 
+#: what a Redis call may raise when Redis (or a cluster) cannot serve it:
+#: redis-py's cluster client raises RedisClusterException, which is no RedisError,
+#: when no node answers (its slot map cannot be refreshed)
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
+
+
 def is_cluster_url(url: str) -> bool:
     """``redis+cluster://`` or ``rediss+cluster://``: a Redis Cluster."""
-    return url.partition("://")[0] in CLUSTER_SCHEMES
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
 
 
 def node_url(url: str) -> str:
     """The plain ``redis://``/``rediss://`` URL of the node a cluster URL names."""
     scheme, sep, rest = url.partition("://")
-    return scheme.removesuffix("+cluster") + sep + rest if is_cluster_url(url) else url
+    return scheme.lower().removesuffix("+cluster") + sep + rest if is_cluster_url(url) else url
 
 
 def worker_channel(worker_id: str, cluster: bool) -> str:
@@ -183,7 +191,7 @@ def decode(payload: bytes) -> Delivery:
         raise UnknownVersion(version)
     return Delivery(fields["kind"], fields["conversation_id"], tuple(fields["user_ids"]),
                     fields["frame"], fields.get("exclude_connection"), fields.get("seq"),
-                    fields.get("published_at", 0.0), sent_at=fields.get("sent_at"))
+                    fields.get("published_at", 0.0), sent_at=_seconds(fields.get("sent_at")))
 
 
 class QueuedRedisCluster(aioredis.RedisCluster):
@@ -193,16 +201,29 @@ class QueuedRedisCluster(aioredis.RedisCluster):
     instead, at most ``concurrency`` in flight (pipelines take one connection per
     node and are not counted)."""
 
-    def __init__(self, *args: Any, concurrency: int = POOL_SIZE, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, concurrency: int = POOL_SIZE, wait: float = 2.0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._gate = asyncio.Semaphore(concurrency)
+        self._wait = wait
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        async with self._gate:
+        try:  # waits as long as the single-Redis pool would, then fails like it
+            await asyncio.wait_for(self._gate.acquire(), self._wait)
+        except TimeoutError:
+            raise RedisConnectionError("no free Redis Cluster connection in time") from None
+        try:
             return await super().execute_command(*args, **kwargs)
+        finally:
+            self._gate.release()
 
 
 AnyRedis = aioredis.Redis | aioredis.RedisCluster
+
+
+def _seconds(value: object) -> float | None:
+    """An optional timestamp field: a number, or nothing."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def redis_client(url: str, timeout: float, pool_size: int = POOL_SIZE,
@@ -226,7 +247,7 @@ def redis_client(url: str, timeout: float, pool_size: int = POOL_SIZE,
         # one pool per node; a MOVED or a failed node makes the client re-read
         # the slot map (redis-py's cluster client does both)
         return QueuedRedisCluster.from_url(
-            node_url(url), concurrency=pool_size, max_connections=pool_size + 8,
+            node_url(url), concurrency=pool_size, wait=timeout, max_connections=pool_size + 8,
             socket_timeout=timeout,
             socket_connect_timeout=timeout, socket_keepalive=True,
             retry=Retry(NoBackoff(), 1))
