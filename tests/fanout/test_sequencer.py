@@ -79,3 +79,18 @@ def test_below_the_first_released_seq_is_late_not_duplicate():
     assert seq.offer("c", 3, "m3") == ["m3"]
     assert seq.offer("c", 3, "m3-again") == []
     assert seq.offer("c", 5, "m5-again") == []
+
+
+def test_the_next_deadline_is_the_earliest_hold_still_waiting():
+    seq, clock = make()
+    seq.offer("a", 1, "a1")
+    seq.offer("a", 3, "a3")  # held at 100.0
+    clock.now = 100.01
+    seq.offer("b", 1, "b1")
+    seq.offer("b", 3, "b3")  # held at 100.01
+    assert seq.next_deadline() == 100.05
+    assert seq.offer("a", 2, "a2") == ["a2", "a3"]  # a's hold is over: b's is next
+    assert seq.next_deadline() == 100.06
+    clock.now = 100.07
+    assert seq.expire() == ["b3"]
+    assert seq.next_deadline() is None
