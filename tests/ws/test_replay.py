@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from tornchat.ws.replay import MAX_SPANS, DeliveryLog
 
 
@@ -54,3 +57,38 @@ def test_an_empty_log_says_so():
     assert not log
     log.admit("c", 1)
     assert log
+
+
+def _sorted_insert(spans: list[int], seq: int) -> None:
+    """The former insertion (sort all spans with the new one, merge, keep the
+    newest MAX_SPANS): the reference the in-place one must match."""
+    pairs = sorted([*zip(spans[::2], spans[1::2], strict=True), (seq, seq)])
+    merged: list[list[int]] = []
+    for low, high in pairs:
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    spans[:] = [bound for pair in merged[-MAX_SPANS:] for bound in pair]
+
+
+@given(st.lists(st.integers(min_value=1, max_value=80), min_size=1, max_size=120))
+def test_late_seqs_are_recorded_exactly_as_sorting_and_merging_would(seqs):
+    log = DeliveryLog()
+    reference: list[int] = []
+    for seq in seqs:
+        admitted = log.admit("c", seq)
+        expected = not any(reference[i] <= seq <= reference[i + 1]
+                           for i in range(0, len(reference), 2))
+        assert admitted == expected, (seq, reference)
+        if expected:
+            if not reference:
+                reference = [seq, seq]
+            elif seq == reference[-1] + 1:
+                reference[-1] = seq
+            elif seq > reference[-1]:
+                reference += [seq, seq]
+                del reference[:-2 * MAX_SPANS]
+            else:
+                _sorted_insert(reference, seq)
+        assert log._spans["c"] == reference
