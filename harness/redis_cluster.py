@@ -79,15 +79,6 @@ class RedisCluster:
                     return next(node for node in self.nodes if node.port == port)
         raise LookupError(f"no node owns slot {slot}")
 
-    def commands_processed(self) -> int:
-        """``total_commands_processed`` summed over the running nodes."""
-        total = 0
-        for node in self.nodes:
-            for line in self.cli(node, "info", "stats").splitlines():
-                if line.startswith("total_commands_processed:"):
-                    total += int(line.split(":")[1])
-        return total
-
     def stop(self) -> None:
         for node in self.nodes:
             node.kill()

@@ -55,6 +55,19 @@ class RedisServer:
     stop = kill
 
 
+def command_calls(port: int) -> dict[str, int]:
+    """Calls per command of the Redis on ``port`` since its last CONFIG RESETSTAT
+    (``INFO commandstats``: commands a Lua script calls included)."""
+    info = subprocess.run(["redis-cli", "-p", str(port), "info", "commandstats"],
+                          capture_output=True, text=True, timeout=10).stdout
+    calls = {}
+    for line in info.splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, rest = line.partition(":")
+            calls[name.removeprefix("cmdstat_")] = int(rest.split("calls=")[1].split(",")[0])
+    return calls
+
+
 def redis_server_installed() -> bool:
     return shutil.which("redis-server") is not None
 

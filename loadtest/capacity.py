@@ -71,16 +71,20 @@ def expected_distinct(picks: float, bins: int) -> float:
 
 def workers_needed(load: Load) -> int:
     """Enough cores for the deliveries, the stores and the cluster publishes, and
-    enough workers for the connections (the publish cost depends on the worker
-    count only through the few workers a message reaches: one pass suffices)."""
+    enough workers for the connections. The publish cost grows with the worker
+    count (more workers hold a message's recipients), so the count is iterated
+    to where it stops changing; it settles in a few passes (bounded at 10)."""
     by_connections = math.ceil(load.connections / CONNECTIONS_PER_WORKER)
-    guess = max(1, by_connections)
-    for _ in range(3):
+    workers = max(1, by_connections)
+    for _ in range(10):
         cpu = (load.deliveries_per_second * CPU_PER_DELIVERY_US
                + load.messages_per_second * (CPU_PER_STORED_US + CPU_PER_REDIS_COMMAND_US
-                                             * redis_commands_per_message(load, guess))) / 1e6
-        guess = max(1, math.ceil(cpu / WORKER_CPU_BUDGET), by_connections)
-    return guess
+                                             * redis_commands_per_message(load, workers))) / 1e6
+        needed = max(1, math.ceil(cpu / WORKER_CPU_BUDGET), by_connections)
+        if needed == workers:
+            break
+        workers = needed
+    return workers
 
 
 def redis_commands_per_message(load: Load, workers: int) -> float:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from collections.abc import Iterator
 from harness.cluster import start_instances, stop_all
 from harness.ports import free_port
 from harness.redis_cluster import private_redis_cluster
-from harness.redis_server import RedisServer
+from harness.redis_server import RedisServer, command_calls
 from harness.server import TEST_SECRET, ServerProcess
 from harness.services import fresh_postgres_database, migrated
 from harness.wsclient import WsClient, authed
@@ -53,20 +52,8 @@ class Stats:
     def __init__(self, nodes: list[RedisServer]) -> None:
         self.nodes = nodes
 
-    def _info(self, node: RedisServer) -> str:
-        return subprocess.run(["redis-cli", "-p", str(node.port), "info", "commandstats"],
-                              capture_output=True, text=True, timeout=10).stdout
-
     def snapshot(self) -> dict[int, dict[str, int]]:
-        found: dict[int, dict[str, int]] = {}
-        for node in self.nodes:
-            calls = found.setdefault(node.port, {})
-            for line in self._info(node).splitlines():
-                if line.startswith("cmdstat_"):
-                    name, _, rest = line.partition(":")
-                    calls[name.removeprefix("cmdstat_")] = int(rest.split("calls=")[1]
-                                                               .split(",")[0])
-        return found
+        return {node.port: command_calls(node.port) for node in self.nodes}
 
 
 def delta(after: dict[int, dict[str, int]], before: dict[int, dict[str, int]]

@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 
 from harness.kafka import TansuBroker, tansu_binary
+from harness.npm import npm_ci
 from harness.ports import free_port, port_open
 from harness.redis_server import RedisServer, redis_server_installed
 from harness.server import http_json
@@ -191,22 +192,10 @@ def node_available() -> bool:
     return shutil.which("node") is not None and shutil.which("npm") is not None
 
 
-def install_node_peer() -> None:
-    """``npm ci`` for the seed peer when its dependencies are missing or stale."""
-    installed = NODE_PEER_DIR / "node_modules" / ".package-lock.json"
-    lock = NODE_PEER_DIR / "package-lock.json"
-    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
-        return
-    done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_PEER_DIR,
-                          capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        raise ServerError(f"npm ci for the seed peer failed:\n{done.stderr[-2000:]}")
-
-
 def node_seed_server(processes: int, database_url: str, redis_url: str, secret: str,
                      log_dir: Path) -> Server:
     """The seed's design in Node.js (loadtest/peer_node/server.js)."""
-    install_node_peer()
+    npm_ci(NODE_PEER_DIR)
     port = free_port()
     return Server(f"node-seed-{processes}w",
                   ["node", str(NODE_PEER_DIR / "server.js"), "--port", str(port),

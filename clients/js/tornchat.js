@@ -340,8 +340,10 @@ export class TornchatClient {
       this._stopped = true;
       const error = new TornchatError(code === 4001 ? "unauthorized" : "closed",
         reason || `closed with ${code}`);
-      for (const pending of this._outbox.values()) pending.reject(error);
-      for (const pending of this._outbox.values()) this._cancel(pending.retryTimer);
+      for (const pending of this._outbox.values()) {
+        this._cancel(pending.retryTimer);
+        pending.reject(error);
+      }
       this._outbox.clear();
       this._settleConnect(error);
       this._setState("closed", { code, reason });

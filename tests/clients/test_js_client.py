@@ -16,19 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.npm import npm_ci
 from harness.services import unavailable
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "js"
-
-
-def _npm_ci(npm: str) -> None:
-    installed = CLIENT_DIR / "node_modules" / ".package-lock.json"
-    lock = CLIENT_DIR / "package-lock.json"
-    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
-        return
-    done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=CLIENT_DIR,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
 
 
 def test_the_javascript_client_suite_passes_against_a_real_server() -> None:
@@ -36,7 +27,7 @@ def test_the_javascript_client_suite_passes_against_a_real_server() -> None:
     if node is None or npm is None:
         unavailable("Node.js and npm (for clients/js)")
     assert node is not None and npm is not None
-    _npm_ci(npm)
+    npm_ci(CLIENT_DIR, npm)
     done = subprocess.run(
         [node, "--test", "--test-concurrency=2", "--test-reporter=spec", "test/"],
         cwd=CLIENT_DIR, capture_output=True, text=True, timeout=300,

@@ -19,6 +19,7 @@ from redis.crc import key_slot
 from harness.cluster import all_workers_healthy, start_instances, stop_all
 from harness.ports import wait_until
 from harness.redis_cluster import private_redis_cluster
+from harness.redis_server import command_calls
 from harness.services import fresh_postgres_database, migrated
 from tests.fanout.support import authed, unique
 from tornchat.config import load_settings
@@ -41,14 +42,9 @@ def deployment(tmp_path_factory):
             stop_all(servers)
 
 
-def command_calls(redis_cluster, command: str) -> int:
-    """Calls of ``command`` on every running node since the last CONFIG RESETSTAT."""
-    total = 0
-    for node in redis_cluster.nodes:
-        for line in redis_cluster.cli(node, "info", "commandstats").splitlines():
-            if line.startswith(f"cmdstat_{command}:"):
-                total += int(line.split("calls=")[1].split(",")[0])
-    return total
+def cluster_calls(redis_cluster, command: str) -> int:
+    """Calls of ``command`` on every node since the last CONFIG RESETSTAT."""
+    return sum(command_calls(node.port).get(command, 0) for node in redis_cluster.nodes)
 
 
 def worker_channels(redis_cluster) -> dict[str, int]:
@@ -129,8 +125,8 @@ async def test_messages_go_by_spublish_to_each_workers_own_shard_never_by_publis
     for node in redis_cluster.nodes:
         redis_cluster.cli(node, "config", "resetstat")
     assert await pairs_deliver(servers, users=8)
-    assert command_calls(redis_cluster, "spublish") >= 1
-    assert command_calls(redis_cluster, "publish") == 0  # a PUBLISH would reach every node
+    assert cluster_calls(redis_cluster, "spublish") >= 1
+    assert cluster_calls(redis_cluster, "publish") == 0  # a PUBLISH would reach every node
 
 
 async def test_the_bus_follows_a_channel_whose_slot_moves_to_another_shard(deployment):
