@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import peewee as pw
+import psycopg2
 import pytest
 
 from harness.services import fresh_postgres_database
@@ -90,3 +92,35 @@ def test_a_claim_locks_only_the_conversations_it_needs_so_parallel_relays_share(
         assert relay_a.backlog().size == 300 - 100
         for closing in (relay_a, relay_b, store):
             closing.close()
+
+
+@pytest.mark.postgres
+def test_a_batch_kafka_acknowledged_is_not_sent_again_when_its_mark_is_lost():
+    """The database connection dies after the broker acknowledged a batch but
+    before the relay's mark committed (a PostgreSQL restart): the next round
+    records that batch as sent instead of publishing it a second time."""
+    with fresh_postgres_database() as url:
+        store = _store_with_messages(url, 30)
+        relay = OutboxStore(open_database(url, 1))
+        published: list[int] = []
+
+        def publish_then_lose_the_connection(rows):
+            published.extend(row.id for row in rows)
+            pid = relay.database.connection().get_backend_pid()
+            with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            return {row.id for row in rows}
+
+        with pytest.raises((pw.OperationalError, pw.InterfaceError)):
+            relay.relay_batch(10, publish_then_lose_the_connection)
+        assert relay.backlog().size == 30  # the mark never committed
+
+        def publish(rows):
+            published.extend(row.id for row in rows)
+            return {row.id for row in rows}
+
+        assert relay.relay_batch(50, publish) == (20, 20)
+        assert len(published) == len(set(published)) == 30
+        assert relay.backlog().size == 0
+        relay.close()
+        store.close()

@@ -85,6 +85,8 @@ class OutboxStore:
         self.is_sqlite = is_sqlite(database)
         #: set by :meth:`relay_batch`: unsent rows remain beyond the last batch
         self.more_pending = False
+        #: ids Kafka acknowledged whose ``sent_at`` has not committed yet
+        self._unrecorded: set[int] = set()
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[None]:
@@ -105,20 +107,44 @@ class OutboxStore:
         straight on instead of waiting for new events to gather.
         """
         with self._session():
+            self._record_unrecorded()
             if self.is_sqlite:
                 rows = self._pending(limit)
                 self.more_pending = len(rows) >= limit
-                delivered = publish(rows) if rows else ()
+                delivered = self._published(publish, rows)
                 if rows:
                     with self.database.atomic(lock_type="IMMEDIATE"):
                         self._mark(rows, delivered)
-                return len(rows), len(delivered)
-            with self.database.atomic():
-                rows = self._claim_postgres(limit)
-                delivered = publish(rows) if rows else ()
-                if rows:
-                    self._mark(rows, delivered)
-                return len(rows), len(delivered)
+            else:
+                with self.database.atomic():
+                    rows = self._claim_postgres(limit)
+                    delivered = self._published(publish, rows)
+                    if rows:
+                        self._mark(rows, delivered)
+            self._unrecorded.difference_update(delivered)
+            return len(rows), len(delivered)
+
+    def _published(self, publish: Publish, rows: Sequence[OutboxRow]) -> Collection[int]:
+        """Publish ``rows``; the acknowledged ids count as unrecorded until committed."""
+        delivered = publish(rows) if rows else ()
+        self._unrecorded.update(delivered)
+        return delivered
+
+    def _record_unrecorded(self) -> None:
+        """Mark sent the rows Kafka acknowledged but whose mark never committed.
+
+        The database went away between the broker's acknowledgement and the
+        commit (a PostgreSQL restart, a dropped connection): without this the
+        next claim would find those rows unsent and publish them a second
+        time. A repeat is still possible when the relay process dies in that
+        window, or when on PostgreSQL another relay claims the rows before
+        this one is back (the advisory locks went with the connection).
+        """
+        if not self._unrecorded:
+            return
+        with self.database.atomic():
+            self._set_sent(sorted(self._unrecorded))
+        self._unrecorded.clear()
 
     def _pending(self, limit: int, conversations: list[str] | None = None) -> list[OutboxRow]:
         """The oldest unsent rows (of ``conversations`` only, if given).
@@ -178,13 +204,18 @@ class OutboxStore:
         failed = [row.id for row in rows if row.id not in delivered]
         param = self.database.param
         if sent:
-            self.database.execute_sql(
-                f"UPDATE outbox SET sent_at = {param}, attempts = attempts + 1 "
-                f"WHERE id IN ({', '.join([param] * len(sent))})", [utc_now_ms(), *sent])
+            self._set_sent(sent)
         if failed:
             self.database.execute_sql(
                 "UPDATE outbox SET attempts = attempts + 1 "
                 f"WHERE id IN ({', '.join([param] * len(failed))})", failed)
+
+    def _set_sent(self, ids: Sequence[int]) -> None:
+        param = self.database.param
+        self.database.execute_sql(
+            f"UPDATE outbox SET sent_at = {param}, attempts = attempts + 1 "
+            f"WHERE sent_at IS NULL AND id IN ({', '.join([param] * len(ids))})",
+            [utc_now_ms(), *ids])
 
     def backlog(self) -> Backlog:
         """Size and age of the unsent backlog (uses the pending-rows index)."""

@@ -8,7 +8,8 @@ with an idempotent ``acks=all`` producer and marks a row sent only after its
 delivery report says the broker has it (:mod:`tornchat.events.outbox`,
 :mod:`tornchat.events.kafka`). Delivery is at least once: a crash between the
 broker's acknowledgement and the ``UPDATE`` re-sends the row, with the same
-``dedupeId``.
+``dedupeId``. A lost database connection in that window does not: the relay
+remembers the acknowledged ids and records them before its next claim.
 
 While no broker answers, the relay stops claiming rows, probes with capped
 exponential backoff (:class:`tornchat.backoff.Backoff`, exact delays: no
