@@ -64,13 +64,17 @@ def start_system(name: str, stack: contextlib.ExitStack, args: argparse.Namespac
                  redis_url: str, kafka: str | None, out: Path) -> tuple[servers.Server, Target]:
     """Start ``name``; ``stack`` stops it (and drops its database) at the end."""
     chat = "/api/v1/chat"
-    if name.startswith("tornchat"):
+    if name.removeprefix("base-").startswith("tornchat"):
         database_url = stack.enter_context(fresh_postgres_database(
             args.postgres, prefix="tornchat_bench", for_test=False))
         migrated(database_url)
         env = servers.tornchat_env(database_url, redis_url, SECRET, kafka)
         if args.bus_mode:
             env["TORNCHAT_BUS_MODE"] = args.bus_mode
+        if name.startswith("base-"):  # the same server, another checkout's code
+            env["PYTHONPATH"] = str(args.baseline)
+        else:
+            env.update(setting.split("=", 1) for setting in args.tornchat_env)
         server = servers.tornchat_server(int(name[-2]), env, out)
         kind = "tornchat"
     elif name.startswith("node-seed"):
@@ -213,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--client-processes", type=int, default=2,
                         help="load-generator processes per system")
     parser.add_argument("--bus-mode", choices=("pattern", "routed"), default=None)
+    parser.add_argument("--tornchat-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for the tornchat systems (not base-*); repeatable")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout of tornchat: adds base-tornchat-1w/-2w systems "
+                             "(named in --systems) that run its code, for before/after runs")
     parser.add_argument("--kafka-broker", default="tansu",
                         help="host:port, 'tansu' (a private broker) or 'none'")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test",
@@ -225,9 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     names = [name.strip() for name in args.systems.split(",") if name.strip()]
-    unknown = set(names) - set(SYSTEMS)
+    unknown = {name.removeprefix("base-") for name in names} - set(SYSTEMS)
     if unknown:
         raise SystemExit(f"unknown systems: {', '.join(sorted(unknown))}")
+    malformed = [setting for setting in args.tornchat_env if "=" not in setting]
+    if malformed:
+        raise SystemExit(f"--tornchat-env wants KEY=VALUE, got {malformed[0]!r}")
+    if any(name.startswith("base-") for name in names) and args.baseline is None:
+        raise SystemExit("base-* systems need --baseline DIR (a checkout of tornchat)")
     rates = [float(rate) for rate in args.rates.split(",")]
     out: Path = args.out or Path(tempfile.mkdtemp(prefix="ladder-bench-"))
     out.mkdir(parents=True, exist_ok=True)

@@ -112,6 +112,9 @@ class Settings:
         (), "TORNCHAT_ALLOWED_ORIGINS", "comma list of browser Origins; * = any"
     )
     db_pool_size: int = _setting(8, "TORNCHAT_DB_POOL_SIZE", "PostgreSQL connections per worker")
+    writer_threads: int = _setting(
+        1, "TORNCHAT_WRITER_THREADS",
+        "group-commit batches in flight per worker (PostgreSQL; SQLite always 1)")
     kafka_topic: str = _setting("chat-events", "TORNCHAT_KAFKA_TOPIC", "topic of MessageSent")
     kafka_publish_timeout: float = _setting(
         10.0, "TORNCHAT_KAFKA_PUBLISH_TIMEOUT",
@@ -278,6 +281,7 @@ def _validate(s: Settings) -> None:
     _require(s.bus_mode in BUS_MODES, "TORNCHAT_BUS_MODE",
              f"must be one of {', '.join(BUS_MODES)}, got {s.bus_mode!r}")
     _require(s.order_hold >= 0, "TORNCHAT_ORDER_HOLD", "must be 0 or more")
+    _require(1 <= s.writer_threads <= 8, "TORNCHAT_WRITER_THREADS", "must be 1 to 8")
     _require(s.stage_timing in (0, 1), "TORNCHAT_STAGE_TIMING", "must be 0 or 1")
     _require(0 <= s.sync_hold <= 10, "TORNCHAT_SYNC_HOLD", "must be from 0 to 10 seconds")
     _require(s.max_outbound_bytes >= 65536, "TORNCHAT_MAX_OUTBOUND_BYTES",

@@ -5,15 +5,17 @@ user may see (those who share a conversation with them).
 :meth:`ChatService.send` is the one owner of the send path: it stores the
 message (the group-commit writer), publishes it to the bus only after the
 store has committed, so a ``message_sent`` or ``new_message`` never describes
-an uncommitted message, then hands the stored message to the caller's
-``reply``, and counts the send as in flight from the first step to the last
-(drain waits for it). It refuses new sends once the process drains. :meth:`ChatService.mark_read`
+an uncommitted message (to this process's connections on the IOLoop, to the
+other processes from the writer thread, see :mod:`tornchat.fanout.bus`), then
+hands the stored message to the caller's ``reply``, and counts the send as in
+flight from the first step to the last (drain waits for it). It refuses new
+sends once the process drains. :meth:`ChatService.mark_read`
 owns the read rule the same way: store the move, then tell every
 participant's connections. Reads (conversation list, history, a ``sync``'s
 windows) check membership in the store and never write.
 
 No Tornado here. Thread rule: IOLoop thread; blocking store calls run on the
-executor, the writer on its own thread.
+executor, the writer on its own thread (where ``_publish_committed`` runs).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import asyncio
 import functools
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import TypeVar
 
@@ -70,6 +72,8 @@ class ChatService:
         self._inflight = 0
         self._accepting = True
         self._read_positions = PublishedReads()
+        if bus.crosses_processes:
+            writer.on_committed(self._publish_committed)
 
     @property
     def inflight(self) -> int:
@@ -180,15 +184,13 @@ class ChatService:
             reply(exc)
 
     def _publish(self, message: StoredMessage, connection_id: str) -> None:
-        """Fan a committed message out (the sending connection excluded)."""
-        self._bus.publish_nowait(Delivery(
-            kind=MESSAGE,
-            conversation_id=message.conversation_id,
-            user_ids=message.participants,
-            frame=protocol.new_message(message.to_wire()),
-            exclude_connection=connection_id,
-            seq=message.seq,
-        ))
+        """Deliver a committed message to this process's connections (the
+        sending one excluded); the writer thread has sent it to the others."""
+        self._bus.deliver_local(_message_delivery(message, connection_id))
+
+    def _publish_committed(self, messages: Sequence[StoredMessage]) -> None:
+        """On the writer thread: a committed batch, to the other processes."""
+        self._bus.publish_committed([_message_delivery(message, None) for message in messages])
 
     async def _find_or_create(self, user_id: str, recipient_ids: tuple[str, ...]
                               ) -> tuple[str, bool]:
@@ -314,6 +316,13 @@ class ChatService:
                 frame=protocol.read({**data, "unreadCount": position.unread_count}),
                 exclude_connection=connection_id))
         return position
+
+
+def _message_delivery(message: StoredMessage, exclude_connection: str | None) -> Delivery:
+    return Delivery(kind=MESSAGE, conversation_id=message.conversation_id,
+                    user_ids=message.participants,
+                    frame=protocol.new_message(message.to_wire()),
+                    exclude_connection=exclude_connection, seq=message.seq)
 
 
 class PublishedReads:

@@ -5,10 +5,18 @@ signal reaches every process that holds a recipient's connection.
 listens on; :class:`InMemoryBus` serves one process (the default without
 ``REDIS_URL``). A Redis implementation plugs in behind the same interface.
 
-Thread rule: ``publish`` (or ``publish_nowait``) is called on the IOLoop
-thread; the ``deliver`` callback given to ``start`` is always invoked on that
-same IOLoop thread (implementations with their own threads hand over with
-``add_callback``).
+A stored message takes two roads: :meth:`Bus.deliver_local` on the IOLoop
+for this process's connections, and :meth:`Bus.publish_committed`, called
+by the group-commit writer's thread right after the commit, for the other
+processes. The second road never waits for this process's IOLoop: under
+load a message bound for another worker used to queue twice behind the
+loop's other work (the writer's answer, then the bus's publish task) before
+it left for Redis.
+
+Thread rule: ``publish``, ``publish_nowait`` and ``deliver_local`` are called
+on the IOLoop thread, ``publish_committed`` on the writer's; the ``deliver``
+callback given to ``start`` is always invoked on the IOLoop thread
+(implementations with their own threads hand over with ``add_callback``).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 MESSAGE = "message"
@@ -59,6 +67,8 @@ class Bus(abc.ABC):
 
     #: the dependency name shown on /health
     dependency = "redis"
+    #: whether other processes get deliveries (so :meth:`publish_committed` matters)
+    crosses_processes = True
 
     @abc.abstractmethod
     async def start(self, deliver: DeliverCallback) -> None:
@@ -74,6 +84,16 @@ class Bus(abc.ABC):
         self.publish_nowait(delivery)
 
     @abc.abstractmethod
+    def deliver_local(self, delivery: Delivery) -> None:
+        """Deliver to this process's connections only (on the next loop turn)."""
+
+    def publish_committed(self, deliveries: Sequence[Delivery]) -> None:
+        """From the writer thread: send committed messages to the other
+        processes only, in order, without waiting for this process's IOLoop.
+        A single-process bus has nobody to send them to."""
+        return None
+
+    @abc.abstractmethod
     async def stop(self) -> None:
         """Stop listening and release connections."""
 
@@ -85,6 +105,8 @@ class Bus(abc.ABC):
 class InMemoryBus(Bus):
     """Single-process bus: deliveries loop back on the next IOLoop iteration."""
 
+    crosses_processes = False
+
     def __init__(self) -> None:
         self._deliver: DeliverCallback | None = None
 
@@ -92,6 +114,9 @@ class InMemoryBus(Bus):
         self._deliver = deliver
 
     def publish_nowait(self, delivery: Delivery) -> None:
+        self.deliver_local(delivery)
+
+    def deliver_local(self, delivery: Delivery) -> None:
         if self._deliver is not None:
             asyncio.get_running_loop().call_soon(self._deliver, delivery)
 

@@ -33,7 +33,14 @@ connection and so per worker channel.
 
 Publishing never makes a sender wait for Redis: ``publish`` queues the
 delivery and one task per worker publishes the queue in order, a batch at a
-time (pattern mode: one ``PUBLISH_MANY`` script call per batch). While Redis
+time (pattern mode: one ``PUBLISH_MANY`` script call per batch). Stored
+messages skip that queue while the bus is healthy: the group-commit writer's
+thread publishes each committed batch itself (``publish_committed``) over a
+blocking client of its own, so a message bound for another worker leaves
+without waiting for this worker's busy IOLoop twice (docs/performance.md
+measures it). A failure there, an outage or a Redis Cluster sends them
+through the queue instead, which then owns order and retries until it has
+drained. While Redis
 is down the queue (``TORNCHAT_BUS_BACKLOG`` deliveries, oldest dropped first)
 is kept and published once this worker's subscriber is back and peers have
 had time to resubscribe; typing signals are dropped (they are stale a second
@@ -46,13 +53,16 @@ Health proves the path end to end: a nonce is published to this worker's
 probe channel and must come back through the subscriber thread.
 
 Thread rule: everything here runs on the IOLoop thread except the listener,
-which hands batches and state changes over with ``IOLoop.add_callback``.
+which hands batches and state changes over with ``IOLoop.add_callback``, and
+``publish_committed``, which runs on the writer's thread, owns the blocking
+client and reaches the queue only through ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import secrets
@@ -61,6 +71,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
+import redis
 from tornado.ioloop import IOLoop
 
 from tornchat.backoff import CAP, Backoff
@@ -101,6 +112,9 @@ _PROBE_TIMEOUT = 1.0
 _BATCH = 256  # deliveries per pipelined publish
 _STOP_FLUSH = 1.0  # seconds stop() gives the queue to go out
 _PROBE_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, TimeoutError)
+#: socket timeout of the writer thread's client: a hung Redis holds the next
+#: batch's commit this long once, then the queue takes over
+_DIRECT_TIMEOUT = 0.5
 
 
 def new_worker_id() -> str:
@@ -145,11 +159,23 @@ class RedisBus(Bus):
         self._unknown_versions: set[int] = set()  # logged already
         self._peers = PeerWatch(self._probe_redis, worker_id, interval=probe_interval,
                                 timeout=timeout)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # the writer thread's own client (single Redis only); opened by start()
+        self._direct: redis.Redis | None = None
+        self._direct_open = True  # cleared on a failure or an outage, set once the queue drained
 
     # -- Bus interface -----------------------------------------------------
 
     async def start(self, deliver: DeliverCallback) -> None:
         self._deliver = deliver
+        self._loop = asyncio.get_running_loop()
+        if not self.cluster:
+            # connects on first use, on the writer thread (only it uses the client)
+            self._direct = redis.Redis.from_url(
+                self._url, socket_timeout=_DIRECT_TIMEOUT,
+                socket_connect_timeout=_DIRECT_TIMEOUT, socket_keepalive=True)
+            self._direct_routed = self._direct.register_script(ROUTED_PUBLISH)
+            self._direct_publish_many = self._direct.register_script(PUBLISH_MANY)
         # the worker's own channel in both modes: presence changes come on it
         channels = [self._probe_channel, worker_channel(self.worker_id, self.cluster)]
         patterns: list[str] = []
@@ -176,13 +202,61 @@ class RedisBus(Bus):
         """Deliver locally now; queue for the other workers (if there are any).
         Never waits for Redis. A delivery with ``to_workers`` goes to those only."""
         addressed = delivery.to_workers
-        if self._deliver is not None and (addressed is None or self.worker_id in addressed):
-            asyncio.get_running_loop().call_soon(self._deliver, delivery)
+        if addressed is None or self.worker_id in addressed:
+            self.deliver_local(delivery)
         if addressed is not None:
             if not any(worker != self.worker_id for worker in addressed):
                 return
         elif self._peers.alone:
             return
+        self._enqueue(delivery)
+
+    def deliver_local(self, delivery: Delivery) -> None:
+        if self._deliver is not None:
+            asyncio.get_running_loop().call_soon(self._deliver, delivery)
+
+    def publish_committed(self, deliveries: Sequence[Delivery]) -> None:
+        """Writer thread: straight to Redis while the bus is up and nothing waits
+        in the queue after a failure; otherwise into the queue, via the IOLoop."""
+        if self._closing or self._peers.alone or not deliveries:
+            return
+        if self._direct is not None and self._direct_open and self._up and not self._failing:
+            try:
+                self._send_direct(deliveries)
+                return
+            except Exception as exc:  # keep them: the queue retries, in order
+                self._direct_open = False
+                if not isinstance(exc, REDIS_ERRORS):
+                    log.exception("publishing from the writer failed unexpectedly")
+                else:
+                    log.warning("Redis publish from the writer failed; the publish queue "
+                                "takes over until it has drained: %s", exc)
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
+                self._loop.call_soon_threadsafe(self._enqueue_all, deliveries)
+
+    def _send_direct(self, batch: Sequence[Delivery]) -> None:
+        """The writer thread's publish: one script call (pattern) or one
+        pipeline (routed) for the batch, on the blocking client."""
+        assert self._direct is not None
+        stages = self._metrics.stages
+        sent_at = time.time() if stages.enabled else None
+        if self.mode == ROUTED_MODE:
+            pipe = self._direct.pipeline(transaction=False)
+            for delivery in batch:
+                keys, args = self._routed_call(delivery, sent_at)
+                self._direct_routed(keys=keys, args=args, client=pipe)
+            pipe.execute()
+        else:
+            self._direct_publish_many(args=self._pattern_args(batch, sent_at))
+        self._sent(batch, sent_at)
+
+    def _enqueue_all(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            self._enqueue(delivery)
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        """Into the publish queue (IOLoop thread), the publish task started if needed."""
         if len(self._outbox) == self._outbox.maxlen:
             log.error("bus outbox full; dropping the oldest delivery",
                       extra={"conversationId": self._outbox[0].conversation_id})
@@ -208,6 +282,9 @@ class RedisBus(Bus):
             await asyncio.to_thread(self._listener.join, self._timeout + 1.0)
         await self._redis.aclose()
         await self._probe_redis.aclose()
+        if self._direct is not None:
+            with contextlib.suppress(*REDIS_ERRORS, OSError):
+                self._direct.close()
 
     async def health(self) -> str:
         """``ok`` only if a probe published now comes back through the subscriber."""
@@ -244,6 +321,8 @@ class RedisBus(Bus):
             batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), _BATCH))]
             if await self._send(batch):
                 backoff.reset()
+                if not self._outbox:
+                    self._direct_open = True  # drained: the writer may publish again
                 continue
             self._outbox.extendleft(reversed([d for d in batch if d.kind != TYPING]))
             if self._closing:
@@ -270,21 +349,11 @@ class RedisBus(Bus):
                         for channel in self._addressed(delivery):
                             pipe.publish(channel, payload)
                         continue
-                    await self._routed(keys=[self._keys.slot_key(user)
-                                             for user in delivery.user_ids],
-                                       args=[WORKER_CHANNEL_PREFIX,
-                                             encode(self._origin, delivery, sent_at),
-                                             self.worker_id], client=pipe)
+                    keys, args = self._routed_call(delivery, sent_at)
+                    await self._routed(keys=keys, args=args, client=pipe)
                 await pipe.execute()
             else:
-                args: list[str] = []
-                for delivery in batch:
-                    payload = encode(self._origin, delivery, sent_at)
-                    for channel in (self._addressed(delivery) if delivery.to_workers is not None
-                                    else (CHANNEL_PREFIX + delivery.conversation_id,)):
-                        args.append(channel)
-                        args.append(payload)
-                await self._publish_many(args=args)
+                await self._publish_many(args=self._pattern_args(batch, sent_at))
         except Exception as exc:  # the loop must outlive any failure: keep, retry
             if not isinstance(exc, REDIS_ERRORS):
                 log.exception("publishing to Redis failed unexpectedly; keeping deliveries "
@@ -297,12 +366,35 @@ class RedisBus(Bus):
         if self._failing:
             self._failing = False
             log.info("Redis publish works again; kept deliveries published")
+        self._sent(batch, sent_at)
+        return True
+
+    def _sent(self, batch: Sequence[Delivery], sent_at: float | None) -> None:
+        """Count a published batch (either road); time its publish stage."""
         self._metrics.pubsub_out.inc(len(batch))
         if sent_at is not None:
+            stages = self._metrics.stages
             for delivery in batch:
                 if delivery.kind == MESSAGE:
                     stages.observe("publish", sent_at - delivery.published_at)
-        return True
+
+    def _pattern_args(self, batch: Sequence[Delivery], sent_at: float | None) -> list[str]:
+        """``PUBLISH_MANY``'s arguments: channel, envelope, channel, envelope, ..."""
+        args: list[str] = []
+        for delivery in batch:
+            payload = encode(self._origin, delivery, sent_at)
+            for channel in (self._addressed(delivery) if delivery.to_workers is not None
+                            else (CHANNEL_PREFIX + delivery.conversation_id,)):
+                args.append(channel)
+                args.append(payload)
+        return args
+
+    def _routed_call(self, delivery: Delivery,
+                     sent_at: float | None) -> tuple[list[str], list[str]]:
+        """``ROUTED_PUBLISH``'s keys and arguments for one delivery."""
+        return ([self._keys.slot_key(user) for user in delivery.user_ids],
+                [WORKER_CHANNEL_PREFIX, encode(self._origin, delivery, sent_at),
+                 self.worker_id])
 
     async def _send_sharded(self, batch: list[Delivery], sent_at: float | None) -> None:
         """Cluster: read every recipient's slot set in one pipeline, then SPUBLISH
@@ -440,6 +532,7 @@ class RedisBus(Bus):
             self._became_up.set()
             self._peers.subscribed(True)
         else:
+            self._direct_open = False  # until the queue, which waits for peers, drained
             self._peers.subscribed(False)
             self._down_since = time.monotonic()
             self._became_up.clear()

@@ -103,7 +103,9 @@ class ChatApplication:
         self.registry = ConnectionRegistry()
         self.dispatcher = Dispatcher(self.registry, settings.order_hold, self.metrics,
                                      presence=self.presence.changed)
-        self.writer = GroupCommitWriter(store, stages=self.metrics.stages)
+        self.writer = GroupCommitWriter(
+            store, stages=self.metrics.stages,
+            threads=store.dialect.writer_threads(settings.writer_threads))
         self.service = ChatService(store, bus, self.executor, self.writer, self.metrics, slots,
                                    self.presence, event_source=settings.event_source)
         self.sessions = Sessions(self.registry, slots, self.presence, self.metrics)

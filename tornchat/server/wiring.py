@@ -50,7 +50,8 @@ def build_presence(settings: Settings, worker_id: str, bus: Bus,
 
 
 def build_application(settings: Settings) -> ChatApplication:
-    store = ChatStore(open_database(settings.database_url, settings.db_pool_size),
+    store = ChatStore(open_database(settings.database_url, settings.db_pool_size,
+                                    settings.writer_threads),
                       event_source=settings.event_source)
     metrics = Metrics(stage_timing=bool(settings.stage_timing))
     worker_id = new_worker_id()

@@ -21,8 +21,10 @@ SQLITE_PRAGMAS = (
 )
 
 
-def open_database(url: str, pool_size: int = 8) -> pw.Database:
-    """A not-yet-connected database for ``url`` (validated by config)."""
+def open_database(url: str, pool_size: int = 8, writers: int = 1) -> pw.Database:
+    """A not-yet-connected database for ``url`` (validated by config): on
+    PostgreSQL a pool of ``pool_size`` connections for readers plus one per
+    group-commit writer thread."""
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = unquote(parts.path[1:])
@@ -33,7 +35,7 @@ def open_database(url: str, pool_size: int = 8) -> pw.Database:
         port=parts.port or 5432,
         user=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
-        max_connections=pool_size + 1,  # the readers' executor plus the writer thread
+        max_connections=pool_size + writers,  # the readers' executor plus the writers
         stale_timeout=300,
         timeout=10,
         connect_timeout=5,

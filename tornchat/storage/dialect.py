@@ -134,6 +134,10 @@ class Dialect(abc.ABC):
         """How many threads the store's executor may read with at once."""
 
     @abc.abstractmethod
+    def writer_threads(self, wanted: int) -> int:
+        """How many group-commit writer threads may commit batches at once."""
+
+    @abc.abstractmethod
     def write_transaction(self) -> Any:
         """A peewee ``atomic`` context for a transaction that will write."""
 

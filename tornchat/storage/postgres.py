@@ -87,6 +87,11 @@ class PostgresDialect(Dialect):
         """As many as the pool has connections for readers."""
         return pool_size
 
+    def writer_threads(self, wanted: int) -> int:
+        """As many as asked: batches touching one conversation serialise on its
+        row lock (seq order is commit order), the others commit side by side."""
+        return wanted
+
     def write_transaction(self) -> Any:
         return self.database.atomic()
 

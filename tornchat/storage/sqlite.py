@@ -32,6 +32,10 @@ class SqliteDialect(Dialect):
         """One: SQLite has a single writer lock, so more threads would only wait."""
         return 1
 
+    def writer_threads(self, wanted: int) -> int:
+        """One, for the same reason."""
+        return 1
+
     def write_transaction(self) -> Any:
         return self.database.atomic(lock_type="IMMEDIATE")
 

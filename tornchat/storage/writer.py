@@ -9,7 +9,10 @@ commit over up to ``max_batch`` messages, with no timer in between.
 Thread rule: :meth:`store` is awaited on the IOLoop; a batch's results come
 back in one ``call_soon_threadsafe`` per event loop (the asyncio form of
 ``add_callback``), which then settles each waiter on its own loop. The
-thread owns its database connection.
+thread owns its database connection. The hook set with :meth:`on_committed`
+runs on this thread, after the waiters are scheduled: it is how a committed
+batch reaches the other worker processes without waiting for this process's
+IOLoop (:meth:`tornchat.fanout.bus.Bus.publish_committed`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 
 from tornchat.contract.records import StoredMessage
 from tornchat.errors import ChatError, Unavailable
@@ -33,20 +37,39 @@ log = logging.getLogger(__name__)
 _Item = tuple[NewMessage, "asyncio.Future[StoredMessage]", float]
 _Outcome = StoredMessage | BaseException
 _STOP = object()
+#: called on the writer thread with each batch's stored messages
+CommittedHook = Callable[[Sequence[StoredMessage]], None]
 
 
 class GroupCommitWriter:
+    """``threads`` writer threads, each with its own queue and connection:
+    with more than one, batches of different conversations commit side by
+    side. A conversation's messages always go to the same thread (by a hash
+    of its id), so they are stored in the order they were submitted, as with
+    one thread."""
+
     def __init__(self, store: ChatStore, max_batch: int = 256,
-                 stages: StageTimes | None = None) -> None:
+                 stages: StageTimes | None = None, threads: int = 1) -> None:
         self._store = store
         self._stages = stages if stages is not None and stages.enabled else None
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="tornchat-writer", daemon=True)
+        self._queues: list[queue.SimpleQueue[object]] = [queue.SimpleQueue()
+                                                         for _ in range(threads)]
+        self._threads = [threading.Thread(target=self._run, args=(own,), daemon=True,
+                                          name=f"tornchat-writer-{n}" if n else "tornchat-writer")
+                         for n, own in enumerate(self._queues)]
         self._stopped = False
+        self._committed: CommittedHook | None = None
+
+    def on_committed(self, hook: CommittedHook) -> None:
+        """Run ``hook`` on the writer thread with every batch's stored messages
+        (set before :meth:`start`). It must not block for long: the next batch
+        waits for it."""
+        self._committed = hook
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, message: NewMessage) -> asyncio.Future[StoredMessage]:
         """Queue a message; the future settles (on this loop) once it is
@@ -54,7 +77,9 @@ class GroupCommitWriter:
         if self._stopped:
             raise Unavailable("Server is shutting down; nothing was stored")
         future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
-        self._queue.put((message, future, time.monotonic() if self._stages else 0.0))
+        queues = self._queues
+        own = queues[hash(message.conversation_id) % len(queues)] if len(queues) > 1 else queues[0]
+        own.put((message, future, time.monotonic() if self._stages else 0.0))
         return future
 
     async def store(self, message: NewMessage) -> StoredMessage:
@@ -66,34 +91,37 @@ class GroupCommitWriter:
         if self._stopped:
             return
         self._stopped = True
-        self._queue.put(_STOP)
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for own in self._queues:
+            own.put(_STOP)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     @property
     def alive(self) -> bool:
-        """False once the thread has ended; /health reports storage down then."""
-        return self._thread.is_alive()
+        """False once a thread has ended; /health reports storage down then."""
+        return all(thread.is_alive() for thread in self._threads)
 
-    def _run(self) -> None:
+    def _run(self, own: queue.SimpleQueue[object]) -> None:
         try:
-            self._loop()
+            self._loop(own)
         except BaseException:  # never die silently: /health turns red via ``alive``
             log.critical("the group-commit writer thread died", exc_info=True)
             raise
         finally:
             self._store.release_connection()
 
-    def _loop(self) -> None:
+    def _loop(self, own: queue.SimpleQueue[object]) -> None:
         stopping = False
         while not stopping:
-            item = self._queue.get()
+            item = own.get()
             if item is _STOP:
                 break
             batch: list[_Item] = [item]  # type: ignore[list-item]
             while len(batch) < self._max_batch:
                 try:
-                    more = self._queue.get_nowait()
+                    more = own.get_nowait()
                 except queue.Empty:
                     break
                 if more is _STOP:
@@ -122,6 +150,14 @@ class GroupCommitWriter:
             # RuntimeError: that loop is closed, so nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, settled, self._stages, committed)
+        if self._committed is not None:
+            stored = [result for result in results if isinstance(result, StoredMessage)]
+            if stored:
+                try:
+                    self._committed(stored)
+                except Exception:  # the messages are stored: never fail them for this
+                    log.exception("the committed-batch hook failed",
+                                  extra={"batch": len(stored)})
 
     def _store_all(self, messages: list[NewMessage]) -> list[_Outcome]:
         try:

@@ -1,0 +1,71 @@
+"""Committed messages leave for the other workers from the writer's thread
+(``Bus.publish_committed``), without waiting for this worker's IOLoop; when
+Redis refuses them they go to the publish queue, which delivers them once
+Redis is back, and only after it has drained does the writer publish again.
+
+Each test owns a ``redis-server`` and runs two :class:`RedisBus` on the
+test's IOLoop (two workers of one instance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from harness.redis_server import private_redis
+from tests.fanout.test_bus_peers import delivery, drain, eventually, published_on_redis, started
+
+pytestmark = [pytest.mark.redis]
+
+
+async def test_a_committed_batch_reaches_redis_while_the_ioloop_is_busy(tmp_path):
+    with private_redis(str(tmp_path)) as server:
+        (a, _), (b, received_by_b) = await started(server.url), await started(server.url)
+        try:
+            await eventually(lambda: not a.alone, "the workers to find each other")
+            spy = published_on_redis(server.url)
+            seen: list[bytes] = []
+
+            def writer_thread() -> None:
+                a.publish_committed([delivery(n) for n in (1, 2, 3)])
+                seen.extend(drain(spy, 0.3))
+
+            writer = threading.Thread(target=writer_thread)
+            writer.start()
+            time.sleep(0.5)  # the IOLoop is busy: nothing on it runs meanwhile
+            writer.join()
+            assert len(seen) == 3, "published only once the loop was free"
+            await eventually(lambda: len(received_by_b) == 3, "the other worker's deliveries")
+            assert [d.seq for d in received_by_b] == [1, 2, 3]
+            assert not a._outbox
+            spy.close()
+        finally:
+            await a.stop()
+            await b.stop()
+
+
+@pytest.mark.slow
+async def test_a_refused_batch_goes_through_the_queue_and_the_writer_waits_for_it(tmp_path):
+    with private_redis(str(tmp_path)) as server:
+        (a, _), (b, received_by_b) = await started(server.url), await started(server.url)
+        try:
+            await eventually(lambda: not a.alone, "the workers to find each other")
+            server.kill()
+            await asyncio.to_thread(a.publish_committed, [delivery(n) for n in (1, 2)])
+            assert not a._direct_open
+            await eventually(lambda: len(a._outbox) == 2, "the batch in the publish queue")
+            await asyncio.to_thread(a.publish_committed, [delivery(3)])  # queued behind them
+            await eventually(lambda: len(a._outbox) == 3, "the next batch queued behind")
+            server.start()
+            await eventually(lambda: [d.seq for d in received_by_b] == [1, 2, 3],
+                             "the queued deliveries, in order", timeout=20)
+            assert a._direct_open, "the writer's road reopens once the queue drained"
+            await asyncio.to_thread(a.publish_committed, [delivery(4)])
+            await eventually(lambda: len(received_by_b) == 4, "the writer's road again")
+            assert not a._outbox
+        finally:
+            await a.stop()
+            await b.stop()
