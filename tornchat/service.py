@@ -320,9 +320,20 @@ class ChatService:
 
 def _message_delivery(message: StoredMessage, exclude_connection: str | None) -> Delivery:
     return Delivery(kind=MESSAGE, conversation_id=message.conversation_id,
-                    user_ids=message.participants,
-                    frame=protocol.new_message(message.to_wire()),
+                    user_ids=message.participants, frame=_new_message_frame(message),
                     exclude_connection=exclude_connection, seq=message.seq)
+
+
+def _new_message_frame(message: StoredMessage) -> str:
+    """The ``new_message`` frame, built once per message by whichever of the
+    writer thread (for the other workers) and the IOLoop (for this one's
+    connections) gets there first; remembered on the instance as
+    :meth:`StoredMessage.to_wire` is (a race only builds it twice)."""
+    frame: str | None = message.__dict__.get("_frame")
+    if frame is None:
+        frame = protocol.new_message(message.to_wire())
+        object.__setattr__(message, "_frame", frame)
+    return frame
 
 
 class PublishedReads:

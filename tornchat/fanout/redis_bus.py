@@ -36,18 +36,18 @@ delivery and one task per worker publishes the queue in order, a batch at a
 time (pattern mode: one ``PUBLISH_MANY`` script call per batch). Stored
 messages skip that queue while the bus is healthy: the group-commit writer's
 thread publishes each committed batch itself (``publish_committed``) over a
-blocking client of its own, so a message bound for another worker leaves
-without waiting for this worker's busy IOLoop twice (docs/performance.md
-measures it). A failure there, an outage or a Redis Cluster sends them
-through the queue instead, which then owns order and retries until it has
-drained. While Redis
-is down the queue (``TORNCHAT_BUS_BACKLOG`` deliveries, oldest dropped first)
-is kept and published once this worker's subscriber is back and peers have
-had time to resubscribe; typing signals are dropped (they are stale a second
-later). Pub/sub is at-most-once: a worker still
-resubscribing misses what is published meanwhile; the message itself is safe
-in the database. An envelope of a newer version (a rolling upgrade) is
-dropped, logged once per version.
+lean blocking connection of its own (:mod:`tornchat.fanout.redis_direct`),
+so a message bound for another worker leaves without waiting for this
+worker's busy IOLoop twice (docs/performance.md measures it). A failure
+there, an outage or a Redis Cluster sends them through the queue instead,
+which then owns order and retries until it has drained. While Redis is down
+the queue (``TORNCHAT_BUS_BACKLOG`` deliveries, oldest dropped first) is kept
+and published once this worker's subscriber is back and peers have had time
+to resubscribe; typing signals are dropped (they are stale a second later).
+Pub/sub is at-most-once: a worker still resubscribing misses what is
+published meanwhile; the message itself is safe in the database. An
+envelope of a newer version (a rolling upgrade) is dropped, logged once per
+version.
 
 Health proves the path end to end: a nonce is published to this worker's
 probe channel and must come back through the subscriber thread.
@@ -55,7 +55,7 @@ probe channel and must come back through the subscriber thread.
 Thread rule: everything here runs on the IOLoop thread except the listener,
 which hands batches and state changes over with ``IOLoop.add_callback``, and
 ``publish_committed``, which runs on the writer's thread, owns the blocking
-client and reaches the queue only through ``call_soon_threadsafe``.
+connection and reaches the queue only through ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -71,11 +71,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
-import redis
 from tornado.ioloop import IOLoop
 
 from tornchat.backoff import CAP, Backoff
 from tornchat.fanout.bus import MESSAGE, TYPING, Bus, DeliverCallback, Delivery
+from tornchat.fanout.redis_direct import DirectConnection
 from tornchat.fanout.redis_keys import layout_for
 from tornchat.fanout.redis_listener import Listener
 from tornchat.fanout.redis_peers import PeerWatch
@@ -161,7 +161,7 @@ class RedisBus(Bus):
                                 timeout=timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
         # the writer thread's own client (single Redis only); opened by start()
-        self._direct: redis.Redis | None = None
+        self._direct: DirectConnection | None = None
         self._direct_open = True  # cleared on a failure or an outage, set once the queue drained
 
     # -- Bus interface -----------------------------------------------------
@@ -170,12 +170,8 @@ class RedisBus(Bus):
         self._deliver = deliver
         self._loop = asyncio.get_running_loop()
         if not self.cluster:
-            # connects on first use, on the writer thread (only it uses the client)
-            self._direct = redis.Redis.from_url(
-                self._url, socket_timeout=_DIRECT_TIMEOUT,
-                socket_connect_timeout=_DIRECT_TIMEOUT, socket_keepalive=True)
-            self._direct_routed = self._direct.register_script(ROUTED_PUBLISH)
-            self._direct_publish_many = self._direct.register_script(PUBLISH_MANY)
+            # connects on first use, on the writer thread (only it uses it)
+            self._direct = DirectConnection(self._url, _DIRECT_TIMEOUT)
         # the worker's own channel in both modes: presence changes come on it
         channels = [self._probe_channel, worker_channel(self.worker_id, self.cluster)]
         patterns: list[str] = []
@@ -239,16 +235,15 @@ class RedisBus(Bus):
         """The writer thread's publish: one script call (pattern) or one
         pipeline (routed) for the batch, on the blocking client."""
         assert self._direct is not None
-        stages = self._metrics.stages
-        sent_at = time.time() if stages.enabled else None
+        sent_at = time.time() if self._metrics.stages.enabled else None
         if self.mode == ROUTED_MODE:
-            pipe = self._direct.pipeline(transaction=False)
+            commands = []
             for delivery in batch:
                 keys, args = self._routed_call(delivery, sent_at)
-                self._direct_routed(keys=keys, args=args, client=pipe)
-            pipe.execute()
+                commands.append(("EVAL", ROUTED_PUBLISH, str(len(keys)), *keys, *args))
         else:
-            self._direct_publish_many(args=self._pattern_args(batch, sent_at))
+            commands = [("EVAL", PUBLISH_MANY, "0", *self._pattern_args(batch, sent_at))]
+        self._direct.execute(commands)
         self._sent(batch, sent_at)
 
     def _enqueue_all(self, deliveries: Sequence[Delivery]) -> None:
@@ -283,8 +278,7 @@ class RedisBus(Bus):
         await self._redis.aclose()
         await self._probe_redis.aclose()
         if self._direct is not None:
-            with contextlib.suppress(*REDIS_ERRORS, OSError):
-                self._direct.close()
+            self._direct.close()
 
     async def health(self) -> str:
         """``ok`` only if a probe published now comes back through the subscriber."""

@@ -1,0 +1,65 @@
+"""The writer thread's lean Redis connection against a real redis-server:
+commands in one write, replies in order, a refused command that leaves the
+connection usable, passwords, and failures that are redis-py's errors (so
+the bus's outage handling covers them) followed by a reconnect."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from harness.ports import free_port
+from harness.redis_server import RedisServer, private_redis, redis_server_installed
+from harness.services import unavailable
+from tornchat.fanout.redis_direct import DirectConnection
+from tornchat.fanout.redis_wire import PUBLISH_MANY
+
+pytestmark = [pytest.mark.redis]
+
+
+def test_commands_go_in_one_write_and_replies_come_back_in_order(tmp_path):
+    with private_redis(str(tmp_path)) as server:
+        connection = DirectConnection(server.url, 1.0)
+        assert connection.execute([("SET", "k", "v"), ("GET", "k"), ("INCR", "n"),
+                                   ("EVAL", PUBLISH_MANY, "0", "chat:a", "x", "chat:b", "y")]
+                                  ) == [b"OK", b"v", 1, 2]
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            connection.execute([("INCR", "n"), ("LPUSH", "k", "x"), ("INCR", "n")])
+        assert connection.execute([("GET", "n")]) == [b"3"]  # both INCRs ran; still in step
+        connection.close()
+
+
+def test_a_password_in_the_url_is_sent(tmp_path):
+    if not redis_server_installed():
+        unavailable("redis-server is not installed")
+    server = RedisServer(free_port(), str(tmp_path), ("--requirepass", "s3cret")).start()
+    try:
+        url = f"redis://:s3cret@127.0.0.1:{server.port}/0"
+        assert DirectConnection(url, 1.0).execute([("PING",)]) == [b"PONG"]
+        with pytest.raises(RedisConnectionError, match="AUTH refused"):
+            DirectConnection(f"redis://:wrong@127.0.0.1:{server.port}/0", 1.0).execute(
+                [("PING",)])
+    finally:
+        server.kill()
+
+
+def test_an_outage_raises_a_redis_error_and_the_next_call_reconnects(tmp_path):
+    with private_redis(str(tmp_path)) as server:
+        connection = DirectConnection(server.url, 0.3)
+        assert connection.execute([("PING",)]) == [b"PONG"]
+        server.kill()
+        with pytest.raises(RedisConnectionError):
+            connection.execute([("PING",)])
+        server.start()
+        assert connection.execute([("PING",)]) == [b"PONG"]
+        server.pause()  # hung: the call gives up after the timeout
+        started = time.monotonic()
+        with pytest.raises(RedisConnectionError):
+            connection.execute([("PING",)])
+        assert time.monotonic() - started < 1.5
+        server.resume()
+        assert connection.execute([("PING",)]) == [b"PONG"]
+        connection.close()
