@@ -72,7 +72,9 @@ def start_system(name: str, stack: contextlib.ExitStack, args: argparse.Namespac
         if args.bus_mode:
             env["TORNCHAT_BUS_MODE"] = args.bus_mode
         if name.startswith("base-"):  # the same server, another checkout's code
-            env["PYTHONPATH"] = str(args.baseline)
+            # PYTHONSAFEPATH: ``python -m`` would put the working directory (this
+            # checkout) ahead of PYTHONPATH and run this code instead
+            env.update(PYTHONPATH=str(args.baseline), PYTHONSAFEPATH="1")
         else:
             env.update(setting.split("=", 1) for setting in args.tornchat_env)
         server = servers.tornchat_server(int(name[-2]), env, out)
@@ -161,12 +163,17 @@ def table(results: dict[str, Any]) -> str:
 
 
 def highest_passing(steps: list[dict[str, Any]]) -> float | None:
-    """The highest rate whose every step (over the rounds) passed."""
+    """The highest rate below which, and at which, every step of every round
+    passed (a failure at a lower rate is not redeemed by a pass above it)."""
     verdict: dict[float, bool] = {}
     for step in steps:
         verdict[step["rate"]] = verdict.get(step["rate"], True) and step["passed"]
-    good = [rate for rate, ok in sorted(verdict.items()) if ok]
-    return good[-1] if good else None
+    best = None
+    for rate, passed in sorted(verdict.items()):
+        if not passed:
+            break
+        best = rate
+    return best
 
 
 def summary(results: dict[str, Any]) -> list[str]:
@@ -207,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--systems", default="tornchat-2w,node-seed-2w,socketio-2p",
                         help=f"comma list out of {', '.join(SYSTEMS)}")
     parser.add_argument("--rates", default="250,500,750,1000,1500,2000",
-                        help="comma list of messages/s, climbed in this order")
+                        help="comma list of messages/s, climbed from the lowest")
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per step")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     parser.add_argument("--rounds", type=int, default=1, help="times to climb the ladder")
@@ -242,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--tornchat-env wants KEY=VALUE, got {malformed[0]!r}")
     if any(name.startswith("base-") for name in names) and args.baseline is None:
         raise SystemExit("base-* systems need --baseline DIR (a checkout of tornchat)")
-    rates = [float(rate) for rate in args.rates.split(",")]
+    rates = sorted(float(rate) for rate in args.rates.split(","))
     out: Path = args.out or Path(tempfile.mkdtemp(prefix="ladder-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     raise_fd_limit()
@@ -262,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         redis, redis_url = servers.start_redis(out)
         stack.callback(redis.stop)
         kafka = None
-        if args.kafka_broker == "tansu" and any(n.startswith("tornchat") for n in names):
+        if args.kafka_broker == "tansu" and any(n.removeprefix("base-").startswith("tornchat")
+                                                for n in names):
             broker, kafka = servers.start_tansu(out)
             stack.callback(broker.stop)
         elif args.kafka_broker not in ("", "none", "tansu"):

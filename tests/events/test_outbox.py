@@ -124,3 +124,23 @@ def test_a_batch_kafka_acknowledged_is_not_sent_again_when_its_mark_is_lost():
         assert relay.backlog().size == 0
         relay.close()
         store.close()
+
+
+@pytest.mark.postgres
+def test_a_relay_stopping_after_a_lost_mark_records_it_on_the_way_out():
+    with fresh_postgres_database() as url:
+        store = _store_with_messages(url, 5)
+        relay = OutboxStore(open_database(url, 1))
+
+        def publish_then_lose_the_connection(rows):
+            pid = relay.database.connection().get_backend_pid()
+            with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            return {row.id for row in rows}
+
+        with pytest.raises((pw.OperationalError, pw.InterfaceError)):
+            relay.relay_batch(10, publish_then_lose_the_connection)
+        relay.flush_unrecorded()  # what the relay thread does when it stops
+        assert relay.backlog().size == 0
+        relay.close()
+        store.close()

@@ -17,6 +17,7 @@ import pytest
 
 from harness.redis_server import private_redis
 from tests.fanout.test_bus_peers import delivery, drain, eventually, published_on_redis, started
+from tornchat.fanout.bus import MESSAGE, Delivery
 
 pytestmark = [pytest.mark.redis]
 
@@ -66,6 +67,36 @@ async def test_a_refused_batch_goes_through_the_queue_and_the_writer_waits_for_i
             await asyncio.to_thread(a.publish_committed, [delivery(4)])
             await eventually(lambda: len(received_by_b) == 4, "the writer's road again")
             assert not a._outbox
+        finally:
+            await a.stop()
+            await b.stop()
+
+
+async def test_writer_threads_publishing_at_once_each_use_their_own_connection(tmp_path):
+    """TORNCHAT_WRITER_THREADS > 1: two threads publish large batches side by
+    side; every delivery arrives and none fell back to the queue."""
+    with private_redis(str(tmp_path)) as server:
+        (a, _), (b, received_by_b) = await started(server.url), await started(server.url)
+        try:
+            await eventually(lambda: not a.alone, "the workers to find each other")
+            big = "x" * 50_000
+
+            def writer_thread(first: int) -> None:
+                for n in range(first, first + 40):
+                    a.publish_committed([Delivery(kind=MESSAGE, conversation_id=f"c{first}",
+                                                  user_ids=("a", "b"), frame=big, seq=n)])
+
+            writers = [threading.Thread(target=writer_thread, args=(first,))
+                       for first in (1, 1001)]
+            for writer in writers:
+                writer.start()
+            for writer in writers:
+                await asyncio.to_thread(writer.join)
+            await eventually(lambda: len(received_by_b) == 80, "every delivery", timeout=10)
+            assert a._direct_open and len(a._directs) == 2
+            for first in (1, 1001):
+                assert [d.seq for d in received_by_b
+                        if d.conversation_id == f"c{first}"] == list(range(first, first + 40))
         finally:
             await a.stop()
             await b.stop()

@@ -5,16 +5,19 @@ the bus's outage handling covers them) followed by a reconnect."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import pytest
+import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from harness.ports import free_port
 from harness.redis_server import RedisServer, private_redis, redis_server_installed
 from harness.services import unavailable
-from tornchat.fanout.redis_direct import DirectConnection
+from tornchat.fanout.redis_direct import DirectConnection, supports
 from tornchat.fanout.redis_wire import PUBLISH_MANY
 
 pytestmark = [pytest.mark.redis]
@@ -63,3 +66,43 @@ def test_an_outage_raises_a_redis_error_and_the_next_call_reconnects(tmp_path):
         server.resume()
         assert connection.execute([("PING",)]) == [b"PONG"]
         connection.close()
+
+
+def test_the_url_database_is_selected_for_the_scripts_that_read_keys(tmp_path):
+    with private_redis(str(tmp_path)) as server:
+        url = f"redis://127.0.0.1:{server.port}/3"
+        assert DirectConnection(url, 1.0).execute([("SET", "slot", "x")]) == [b"OK"]
+        assert redis.Redis.from_url(url).get("slot") == b"x"
+        assert redis.Redis.from_url(server.url).get("slot") is None
+
+
+def test_only_plain_redis_urls_are_taken():
+    assert supports("redis://10.0.0.5:6379/0") and supports("rediss://:pw@cache:6380")
+    assert not supports("unix:///run/redis.sock")
+    assert not supports("rediss://cache:6380/0?ssl_ca_certs=/etc/ca.pem")
+    assert not supports("redis+cluster://10.0.0.5:7000/")
+
+
+def test_a_reply_that_cannot_be_parsed_closes_the_connection_and_the_next_call_starts_afresh():
+    """A peer that answers garbage, then (on the next connection) PONG."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    answers = [b"?not resp\r\n", b"+PONG\r\n"]
+
+    def serve() -> None:
+        for answer in answers:
+            peer, _ = listener.accept()
+            peer.recv(4096)
+            peer.sendall(answer)
+            peer.recv(4096)  # until the client closes it
+            peer.close()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    connection = DirectConnection(f"redis://127.0.0.1:{port}/0", 1.0)
+    with pytest.raises(RedisConnectionError):
+        connection.execute([("PING",)])
+    assert connection.execute([("PING",)]) == [b"PONG"]
+    connection.close()
+    server.join(5)
+    listener.close()

@@ -31,6 +31,9 @@ def test_the_highest_passing_rate_needs_every_round_to_pass() -> None:
              _step("a", 250, 6)]
     assert highest_passing(steps) == 250
     assert highest_passing([_step("a", 250, 90, passed=False)]) is None
+    # a pass above a failure does not count: a lucky round at 1,000 after one failed at 500
+    assert highest_passing([_step("a", 250, 5), _step("a", 500, 70, passed=False),
+                            _step("a", 1000, 9)]) == 250
 
 
 def test_table_summary_and_ratios_from_medians() -> None:

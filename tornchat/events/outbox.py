@@ -146,6 +146,15 @@ class OutboxStore:
             self._set_sent(sorted(self._unrecorded))
         self._unrecorded.clear()
 
+    def flush_unrecorded(self) -> None:
+        """At shutdown: record what Kafka acknowledged but the database never
+        heard of, if the database answers now (best effort; otherwise those
+        rows are sent again by the next relay)."""
+        if not self._unrecorded:
+            return
+        with contextlib.suppress(pw.OperationalError, pw.InterfaceError), self._session():
+            self._record_unrecorded()
+
     def _pending(self, limit: int, conversations: list[str] | None = None) -> list[OutboxRow]:
         """The oldest unsent rows (of ``conversations`` only, if given).
 

@@ -149,6 +149,7 @@ class OutboxRelay:
         finally:
             self._lock.release()
             self.publisher.close()
+            self.outbox.flush_unrecorded()
             self._housekeeping(final=True)
             if close:
                 self.outbox.close()

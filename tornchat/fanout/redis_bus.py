@@ -62,11 +62,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
@@ -76,6 +76,7 @@ from tornado.ioloop import IOLoop
 from tornchat.backoff import CAP, Backoff
 from tornchat.fanout.bus import MESSAGE, TYPING, Bus, DeliverCallback, Delivery
 from tornchat.fanout.redis_direct import DirectConnection
+from tornchat.fanout.redis_direct import supports as supports_direct
 from tornchat.fanout.redis_keys import layout_for
 from tornchat.fanout.redis_listener import Listener
 from tornchat.fanout.redis_peers import PeerWatch
@@ -161,17 +162,20 @@ class RedisBus(Bus):
                                 timeout=timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
         # the writer thread's own client (single Redis only); opened by start()
-        self._direct: DirectConnection | None = None
+        # the writer threads' own connections (single Redis only), one per thread
+        self._direct_enabled = not self.cluster and supports_direct(url)
+        self._direct_local = threading.local()
+        self._directs: list[DirectConnection] = []
         self._direct_open = True  # cleared on a failure or an outage, set once the queue drained
+        # batches a writer thread handed to the queue that the IOLoop has not queued yet
+        self._handing = 0
+        self._handing_lock = threading.Lock()
 
     # -- Bus interface -----------------------------------------------------
 
     async def start(self, deliver: DeliverCallback) -> None:
         self._deliver = deliver
         self._loop = asyncio.get_running_loop()
-        if not self.cluster:
-            # connects on first use, on the writer thread (only it uses it)
-            self._direct = DirectConnection(self._url, _DIRECT_TIMEOUT)
         # the worker's own channel in both modes: presence changes come on it
         channels = [self._probe_channel, worker_channel(self.worker_id, self.cluster)]
         patterns: list[str] = []
@@ -216,7 +220,7 @@ class RedisBus(Bus):
         in the queue after a failure; otherwise into the queue, via the IOLoop."""
         if self._closing or self._peers.alone or not deliveries:
             return
-        if self._direct is not None and self._direct_open and self._up and not self._failing:
+        if self._direct_enabled and self._direct_open and self._up and not self._failing:
             try:
                 self._send_direct(deliveries)
                 return
@@ -227,14 +231,28 @@ class RedisBus(Bus):
                 else:
                     log.warning("Redis publish from the writer failed; the publish queue "
                                 "takes over until it has drained: %s", exc)
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
-                self._loop.call_soon_threadsafe(self._enqueue_all, deliveries)
+        if self._loop is None:
+            return
+        with self._handing_lock:
+            self._handing += 1
+        try:
+            self._loop.call_soon_threadsafe(self._enqueue_handed, deliveries)
+        except RuntimeError:  # the loop is closed: shutting down
+            with self._handing_lock:
+                self._handing -= 1
+
+    def _direct_connection(self) -> DirectConnection:
+        """The calling writer thread's own connection (made on its first use)."""
+        connection: DirectConnection | None = getattr(self._direct_local, "connection", None)
+        if connection is None:
+            connection = DirectConnection(self._url, _DIRECT_TIMEOUT)
+            self._direct_local.connection = connection
+            self._directs.append(connection)
+        return connection
 
     def _send_direct(self, batch: Sequence[Delivery]) -> None:
         """The writer thread's publish: one script call (pattern) or one
         pipeline (routed) for the batch, on the blocking client."""
-        assert self._direct is not None
         sent_at = time.time() if self._metrics.stages.enabled else None
         if self.mode == ROUTED_MODE:
             commands = []
@@ -243,10 +261,13 @@ class RedisBus(Bus):
                 commands.append(("EVAL", ROUTED_PUBLISH, str(len(keys)), *keys, *args))
         else:
             commands = [("EVAL", PUBLISH_MANY, "0", *self._pattern_args(batch, sent_at))]
-        self._direct.execute(commands)
+        self._direct_connection().execute(commands)
         self._sent(batch, sent_at)
 
-    def _enqueue_all(self, deliveries: Sequence[Delivery]) -> None:
+    def _enqueue_handed(self, deliveries: Sequence[Delivery]) -> None:
+        """A writer thread's batch, into the queue behind what is there (IOLoop)."""
+        with self._handing_lock:
+            self._handing -= 1
         for delivery in deliveries:
             self._enqueue(delivery)
 
@@ -261,9 +282,9 @@ class RedisBus(Bus):
             self._publisher = asyncio.create_task(self._publish_loop())
 
     async def stop(self) -> None:
+        self._closing = True  # the writer threads publish nothing more either
         self._peers.stop()
         if self._publisher is not None:
-            self._closing = True
             self._wakeup.set()
             try:  # a last chance for what is queued, bounded
                 await asyncio.wait_for(asyncio.shield(self._publisher), _STOP_FLUSH)
@@ -277,8 +298,8 @@ class RedisBus(Bus):
             await asyncio.to_thread(self._listener.join, self._timeout + 1.0)
         await self._redis.aclose()
         await self._probe_redis.aclose()
-        if self._direct is not None:
-            self._direct.close()
+        for connection in self._directs:
+            connection.close()
 
     async def health(self) -> str:
         """``ok`` only if a probe published now comes back through the subscriber."""
@@ -315,8 +336,8 @@ class RedisBus(Bus):
             batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), _BATCH))]
             if await self._send(batch):
                 backoff.reset()
-                if not self._outbox:
-                    self._direct_open = True  # drained: the writer may publish again
+                if not self._outbox and not self._handing:
+                    self._direct_open = True  # drained: the writers may publish again
                 continue
             self._outbox.extendleft(reversed([d for d in batch if d.kind != TYPING]))
             if self._closing:

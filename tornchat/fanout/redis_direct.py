@@ -14,11 +14,14 @@ covers them) and the next call reconnects; the bus decides what happens to
 the deliveries. Depends on hiredis ≥ 3.0 (``pack_command``, ``Reader``),
 already required for the subscriber thread's parser.
 
-It speaks to one Redis (``redis://`` or ``rediss://``, with the URL's user
-and password); pub/sub and scripts need no database number.
+It speaks to one Redis (``redis://`` or ``rediss://`` without query
+options, with the URL's user, password and database number, which routed
+mode's script needs for the connection slots): :func:`supports` says which
+URLs; for any other the bus publishes through its queue instead.
 
-Thread rule: one thread owns a connection (the writer's); ``close`` may come
-from another thread at shutdown, and the owner's call then fails.
+Thread rule: one thread owns a connection (each writer thread has its own);
+``close`` may come from another thread at shutdown, and the owner's call
+then fails.
 """
 
 from __future__ import annotations
@@ -38,14 +41,26 @@ from redis.exceptions import ResponseError
 Command = Sequence[str | bytes]
 
 
+def supports(url: str) -> bool:
+    """``redis://`` or ``rediss://`` with a host and no query options (TLS
+    certificates and other client options are redis-py's to apply)."""
+    parts = urlsplit(url)
+    return parts.scheme.lower() in ("redis", "rediss") and bool(parts.hostname) \
+        and not parts.query
+
+
 class DirectConnection:
     def __init__(self, url: str, timeout: float) -> None:
+        if not supports(url):
+            raise ValueError("a direct connection takes redis:// or rediss:// without options")
         parts = urlsplit(url)
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 6379
         self._tls = parts.scheme.lower() == "rediss"
         self._username = unquote(parts.username) if parts.username else None
         self._password = unquote(parts.password) if parts.password else None
+        database = parts.path.strip("/")
+        self._database = database if database not in ("", "0") else None
         self._timeout = timeout
         self._sock: socket.socket | None = None
         self._reader = hiredis.Reader()
@@ -62,9 +77,14 @@ class DirectConnection:
             sock = self._sock if self._sock is not None else self._connect()
             sock.sendall(b"".join(_pack(command) for command in commands))
             replies = [self._reply(sock) for _ in commands]
-        except OSError as exc:  # refused, reset, timed out (socket.timeout is an OSError)
+        except (OSError, hiredis.HiredisError) as exc:
+            # refused, reset, timed out (socket.timeout is an OSError), or a reply
+            # hiredis cannot parse: the stream is out of step, start afresh
             self.close()
             raise RedisConnectionError(f"Redis at {self._host}:{self._port}: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
                 raise ResponseError(str(reply))
@@ -87,17 +107,22 @@ class DirectConnection:
                                                                 server_hostname=self._host)
             self._sock = sock
             if self._password is not None:
-                credentials = ((self._username, self._password) if self._username
-                               else (self._password,))
-                sock.sendall(_pack(("AUTH", *credentials)))
-                reply = self._reply(sock)
-                if isinstance(reply, hiredis.ReplyError):
-                    raise OSError(f"AUTH refused: {reply}")
+                credentials: tuple[str, ...] = ((self._username, self._password)
+                                                if self._username else (self._password,))
+                self._setup(sock, "AUTH", *credentials)
+            if self._database is not None:
+                self._setup(sock, "SELECT", self._database)
         except BaseException:
             self.close()
             sock.close()
             raise
         return sock
+
+    def _setup(self, sock: socket.socket, name: str, *args: str) -> None:
+        sock.sendall(_pack((name, *args)))
+        reply = self._reply(sock)
+        if isinstance(reply, hiredis.ReplyError):
+            raise OSError(f"{name} refused: {reply}")
 
     def _reply(self, sock: socket.socket) -> Any:
         reader = self._reader
