@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -73,22 +73,64 @@ class DirectConnection:
         a command was refused (after every reply was read, so the connection
         stays usable).
         """
-        try:
+        with self._failing_closes():
             sock = self._sock if self._sock is not None else self._connect()
             sock.sendall(b"".join(_pack(command) for command in commands))
             replies = [self._reply(sock) for _ in commands]
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                raise ResponseError(str(reply))
+        return replies
+
+    def send(self, commands: Sequence[Command]) -> None:
+        """Send ``commands`` without waiting for replies (a subscriber's
+        SUBSCRIBE and PING: what comes back is read by :meth:`replies`)."""
+        with self._failing_closes():
+            sock = self._sock if self._sock is not None else self._connect()
+            sock.sendall(b"".join(_pack(command) for command in commands))
+
+    def replies(self, wait: float) -> list[Any]:
+        """Every complete reply that arrives within ``wait`` seconds of waiting
+        for the first (none: an empty list). For a subscribed connection,
+        whose replies are pushed messages."""
+        with self._failing_closes():
+            sock = self._sock if self._sock is not None else self._connect()
+            reader = self._reader
+            found: list[Any] = []
+            reply = reader.gets()
+            while reply is not False:
+                found.append(reply)
+                reply = reader.gets()
+            if found:
+                return found
+            sock.settimeout(max(wait, 0.001))  # never 0: a non-blocking TLS read raises
+            try:
+                data = sock.recv(262144)
+            except TimeoutError:
+                return found
+            finally:
+                sock.settimeout(self._timeout)
+            if not data:
+                raise OSError("Redis closed the connection")
+            reader.feed(data)
+            reply = reader.gets()
+            while reply is not False:
+                found.append(reply)
+                reply = reader.gets()
+            return found
+
+    @contextlib.contextmanager
+    def _failing_closes(self) -> Iterator[None]:
+        """Any failure closes the connection (the stream is out of step) and
+        surfaces as redis-py's ``ConnectionError``."""
+        try:
+            yield
         except (OSError, hiredis.HiredisError) as exc:
-            # refused, reset, timed out (socket.timeout is an OSError), or a reply
-            # hiredis cannot parse: the stream is out of step, start afresh
             self.close()
             raise RedisConnectionError(f"Redis at {self._host}:{self._port}: {exc}") from exc
         except BaseException:
             self.close()
             raise
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                raise ResponseError(str(reply))
-        return replies
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
