@@ -180,8 +180,11 @@ def summary(results: dict[str, Any]) -> list[str]:
     lines = []
     best = {name: highest_passing(results["steps"][name]) for name in results["systems"]}
     for name, rate in best.items():
+        stored = _median([step["acked_per_s"] for step in results["steps"][name]
+                          if step["rate"] == rate])
         lines.append(f"- {name}: highest rate with p99 < {results['config']['p99_limit_ms']:.0f}"
-                     f" ms and nothing lost: {num(rate, 0)} msg/s")
+                     f" ms and nothing lost: {num(rate, 0)} msg/s (stored and acknowledged "
+                     f"there: {num(stored, 0)} msg/s)")
     ours = best.get("tornchat-2w")
     for peer in ("node-seed-2w", "socketio-2p"):
         if ours and best.get(peer):

@@ -16,7 +16,7 @@ from loadtest.ladder_bench import cpu_scaling, highest_passing, rotated, summary
 def _step(system: str, rate: float, p99: float, passed: bool = True,
           cpu: float = 100.0) -> dict:
     return {"system": system, "rate": rate, "p50": p99 / 3, "p99": p99, "loss": 0.0,
-            "passed": passed, "server_cpu_us_per_delivery": cpu}
+            "passed": passed, "server_cpu_us_per_delivery": cpu, "acked_per_s": rate}
 
 
 def test_the_order_rotates_from_step_to_step() -> None:
