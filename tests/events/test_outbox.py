@@ -94,6 +94,23 @@ def test_a_claim_locks_only_the_conversations_it_needs_so_parallel_relays_share(
             closing.close()
 
 
+def _publish_and_lose_the_mark(relay: OutboxStore, url: str, limit: int) -> list[int]:
+    """One relay round whose rows the "broker" acknowledges, after which the
+    relay's own database connection is killed before its mark commits."""
+    published: list[int] = []
+
+    def publish_then_lose_the_connection(rows):
+        published.extend(row.id for row in rows)
+        pid = relay.database.connection().get_backend_pid()
+        with psycopg2.connect(url) as admin, admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        return {row.id for row in rows}
+
+    with pytest.raises((pw.OperationalError, pw.InterfaceError)):
+        relay.relay_batch(limit, publish_then_lose_the_connection)
+    return published
+
+
 @pytest.mark.postgres
 def test_a_batch_kafka_acknowledged_is_not_sent_again_when_its_mark_is_lost():
     """The database connection dies after the broker acknowledged a batch but
@@ -102,17 +119,7 @@ def test_a_batch_kafka_acknowledged_is_not_sent_again_when_its_mark_is_lost():
     with fresh_postgres_database() as url:
         store = _store_with_messages(url, 30)
         relay = OutboxStore(open_database(url, 1))
-        published: list[int] = []
-
-        def publish_then_lose_the_connection(rows):
-            published.extend(row.id for row in rows)
-            pid = relay.database.connection().get_backend_pid()
-            with psycopg2.connect(url) as admin, admin.cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            return {row.id for row in rows}
-
-        with pytest.raises((pw.OperationalError, pw.InterfaceError)):
-            relay.relay_batch(10, publish_then_lose_the_connection)
+        published = _publish_and_lose_the_mark(relay, url, 10)
         assert relay.backlog().size == 30  # the mark never committed
 
         def publish(rows):
@@ -131,15 +138,7 @@ def test_a_relay_stopping_after_a_lost_mark_records_it_on_the_way_out():
     with fresh_postgres_database() as url:
         store = _store_with_messages(url, 5)
         relay = OutboxStore(open_database(url, 1))
-
-        def publish_then_lose_the_connection(rows):
-            pid = relay.database.connection().get_backend_pid()
-            with psycopg2.connect(url) as admin, admin.cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            return {row.id for row in rows}
-
-        with pytest.raises((pw.OperationalError, pw.InterfaceError)):
-            relay.relay_batch(10, publish_then_lose_the_connection)
+        _publish_and_lose_the_mark(relay, url, 10)
         relay.flush_unrecorded()  # what the relay thread does when it stops
         assert relay.backlog().size == 0
         relay.close()
