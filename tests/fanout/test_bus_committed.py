@@ -64,6 +64,9 @@ async def test_a_refused_batch_goes_through_the_queue_and_the_writer_waits_for_i
             await eventually(lambda: [d.seq for d in received_by_b] == [1, 2, 3],
                              "the queued deliveries, in order", timeout=20)
             assert a._direct_open, "the writer's road reopens once the queue drained"
+            # a check made while b was resubscribing may have found a alone, and
+            # a worker alone publishes nothing; it learns of b at once or next check
+            await eventually(lambda: not a.alone, "the worker to know its peer again")
             await asyncio.to_thread(a.publish_committed, [delivery(4)])
             await eventually(lambda: len(received_by_b) == 4, "the writer's road again")
             assert not a._outbox

@@ -163,19 +163,34 @@ class Listener(threading.Thread):
             commands.append(("SUBSCRIBE", *self._channels))
             commands.append(("PING", _READY.decode()))
             connection.send(commands)
-            deadline = time.monotonic() + self._timeout
-            while not any(reply[:2] == [b"pong", _READY] for reply in connection.replies(_POLL)):
-                if time.monotonic() > deadline:
-                    raise redis.TimeoutError("subscription not confirmed in time")
+            after_ready = self._await_pong(connection)
             self._backoff.reset()
             self._loop.add_callback(self._on_state, True, "subscribed")
-            self._listen(lambda wait, batch: self._read_direct(connection, wait, batch),
-                         lambda: connection.send([("PING",)]))
+            early: Batch = []
+            self._messages_of(after_ready, early)
+            if early:  # what came in the same read as the PONG
+                self._loop.add_callback(self._on_batch, early, time.time())
+            self._listen(
+                lambda wait, batch: self._messages_of(connection.replies(wait), batch),
+                lambda: connection.send([("PING",)]))
         finally:
             connection.close()
 
-    def _read_direct(self, connection: DirectConnection, wait: float, batch: Batch) -> bool:
-        replies = connection.replies(wait)
+    def _await_pong(self, connection: DirectConnection) -> list[Any]:
+        """Read until the PONG that follows the subscribe confirmations; returns
+        the replies read after it (messages published since)."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            replies = connection.replies(_POLL)
+            for index, reply in enumerate(replies):
+                if reply[:2] == [b"pong", _READY]:
+                    return replies[index + 1:]
+            if time.monotonic() > deadline:
+                raise redis.TimeoutError("subscription not confirmed in time")
+
+    def _messages_of(self, replies: list[Any], batch: Batch) -> bool:
+        """The deliverable messages among a subscribed connection's replies,
+        into ``batch``; True if anything (a PONG included) arrived."""
         prefix = self._ignore_prefix
         for reply in replies:
             kind = reply[0]
