@@ -106,3 +106,19 @@ def test_a_reply_that_cannot_be_parsed_closes_the_connection_and_the_next_call_s
     connection.close()
     server.join(5)
     listener.close()
+
+
+def test_a_subscriber_gets_pushed_messages_and_a_refused_command_raises(tmp_path):
+    with private_redis(str(tmp_path)) as server:
+        subscriber = DirectConnection(server.url, 1.0)
+        subscriber.send([("SUBSCRIBE", "chat"), ("PING", "ready")])
+        seen: list = []
+        while [b"pong", b"ready"] not in seen:
+            seen.extend(subscriber.replies(0.5))
+        DirectConnection(server.url, 1.0).execute([("PUBLISH", "chat", "hello")])
+        assert subscriber.replies(1.0) == [[b"message", b"chat", b"hello"]]
+        assert subscriber.replies(0.05) == []  # nothing more: an empty wait
+        subscriber.send([("GET", "k")])  # not allowed while subscribed
+        with pytest.raises(ResponseError):
+            subscriber.replies(1.0)
+        subscriber.close()

@@ -92,7 +92,15 @@ class DirectConnection:
     def replies(self, wait: float) -> list[Any]:
         """Every complete reply that arrives within ``wait`` seconds of waiting
         for the first (none: an empty list). For a subscribed connection,
-        whose replies are pushed messages."""
+        whose replies are pushed messages; an error reply (a refused
+        SUBSCRIBE) raises ``ResponseError``."""
+        found = self._read_replies(wait)
+        for reply in found:
+            if isinstance(reply, hiredis.ReplyError):
+                raise ResponseError(str(reply))
+        return found
+
+    def _read_replies(self, wait: float) -> list[Any]:
         with self._failing_closes():
             sock = self._sock if self._sock is not None else self._connect()
             reader = self._reader
