@@ -161,7 +161,6 @@ class RedisBus(Bus):
         self._peers = PeerWatch(self._probe_redis, worker_id, interval=probe_interval,
                                 timeout=timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
-        # the writer thread's own client (single Redis only); opened by start()
         # the writer threads' own connections (single Redis only), one per thread
         self._direct_enabled = not self.cluster and supports_direct(url)
         self._direct_local = threading.local()
@@ -251,8 +250,8 @@ class RedisBus(Bus):
         return connection
 
     def _send_direct(self, batch: Sequence[Delivery]) -> None:
-        """The writer thread's publish: one script call (pattern) or one
-        pipeline (routed) for the batch, on the blocking client."""
+        """The writer thread's publish: one script call (pattern) or one per
+        delivery (routed), all in one write on the thread's own connection."""
         sent_at = time.time() if self._metrics.stages.enabled else None
         if self.mode == ROUTED_MODE:
             commands = []
@@ -487,7 +486,7 @@ class RedisBus(Bus):
         """``read_at``: when the listener thread read the batch (time.time())."""
         received = 0
         stages = self._metrics.stages if self._metrics.stages.enabled else None
-        now = time.time()
+        now = time.time() if stages is not None else 0.0
         for channel, data in batch:
             if channel == HELLO_CHANNEL_BYTES:
                 self._peers.heard_hello(data)

@@ -1,4 +1,5 @@
-"""A lean blocking Redis connection: the writer thread's publishes.
+"""A lean blocking Redis connection: the writer threads' publishes and the
+bus subscriber's reads, on one Redis.
 
 Why hand-written: the group-commit writer publishes every committed batch
 itself (:meth:`tornchat.fanout.redis_bus.RedisBus.publish_committed`), and
@@ -11,8 +12,10 @@ packs commands with hiredis (C), writes them in one ``sendall`` and parses
 the replies with ``hiredis.Reader`` (C). No pool, no retry: a failure closes
 the socket, raises a redis-py error (:data:`tornchat.fanout.redis_wire.REDIS_ERRORS`
 covers them) and the next call reconnects; the bus decides what happens to
-the deliveries. Depends on hiredis ≥ 3.0 (``pack_command``, ``Reader``),
-already required for the subscriber thread's parser.
+the deliveries. The subscriber thread reads over the same connection
+(:meth:`DirectConnection.send`, :meth:`DirectConnection.replies`): redis-py's
+pub/sub parsing was 13-15 % of each worker's samples there. Depends on
+hiredis ≥ 3.0 (``pack_command``, ``Reader``).
 
 It speaks to one Redis (``redis://`` or ``rediss://`` without query
 options, with the URL's user, password and database number, which routed
@@ -39,6 +42,7 @@ from redis.exceptions import ResponseError
 
 #: one command: its name and arguments
 Command = Sequence[str | bytes]
+_READ_SIZE = 262144  # bytes per recv: a busy subscriber's batch in one call
 
 
 def supports(url: str) -> bool:
@@ -54,7 +58,7 @@ class DirectConnection:
         if not supports(url):
             raise ValueError("a direct connection takes redis:// or rediss:// without options")
         parts = urlsplit(url)
-        self._host = parts.hostname or "127.0.0.1"
+        self._host = parts.hostname or ""  # supports() made sure there is one
         self._port = parts.port or 6379
         self._tls = parts.scheme.lower() == "rediss"
         self._username = unquote(parts.username) if parts.username else None
@@ -74,58 +78,41 @@ class DirectConnection:
         stays usable).
         """
         with self._failing_closes():
-            sock = self._sock if self._sock is not None else self._connect()
-            sock.sendall(b"".join(_pack(command) for command in commands))
+            sock = self._write(commands)
             replies = [self._reply(sock) for _ in commands]
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                raise ResponseError(str(reply))
-        return replies
+        return _refused_raises(replies)
 
     def send(self, commands: Sequence[Command]) -> None:
         """Send ``commands`` without waiting for replies (a subscriber's
         SUBSCRIBE and PING: what comes back is read by :meth:`replies`)."""
         with self._failing_closes():
-            sock = self._sock if self._sock is not None else self._connect()
-            sock.sendall(b"".join(_pack(command) for command in commands))
+            self._write(commands)
 
     def replies(self, wait: float) -> list[Any]:
         """Every complete reply that arrives within ``wait`` seconds of waiting
         for the first (none: an empty list). For a subscribed connection,
         whose replies are pushed messages; an error reply (a refused
         SUBSCRIBE) raises ``ResponseError``."""
-        found = self._read_replies(wait)
-        for reply in found:
-            if isinstance(reply, hiredis.ReplyError):
-                raise ResponseError(str(reply))
-        return found
-
-    def _read_replies(self, wait: float) -> list[Any]:
         with self._failing_closes():
-            sock = self._sock if self._sock is not None else self._connect()
-            reader = self._reader
-            found: list[Any] = []
-            reply = reader.gets()
-            while reply is not False:
-                found.append(reply)
-                reply = reader.gets()
-            if found:
-                return found
-            sock.settimeout(max(wait, 0.001))  # never 0: a non-blocking TLS read raises
-            try:
-                data = sock.recv(262144)
-            except TimeoutError:
-                return found
-            finally:
-                sock.settimeout(self._timeout)
-            if not data:
-                raise OSError("Redis closed the connection")
-            reader.feed(data)
-            reply = reader.gets()
-            while reply is not False:
-                found.append(reply)
-                reply = reader.gets()
-            return found
+            sock = self._socket()
+            found = self._parsed()
+            if not found:
+                sock.settimeout(max(wait, 0.001))  # never 0: a non-blocking TLS read raises
+                try:
+                    self._feed(sock)
+                except TimeoutError:
+                    return found
+                finally:
+                    sock.settimeout(self._timeout)
+                found = self._parsed()
+        return _refused_raises(found)
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        self._reader = hiredis.Reader()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
 
     @contextlib.contextmanager
     def _failing_closes(self) -> Iterator[None]:
@@ -140,12 +127,13 @@ class DirectConnection:
             self.close()
             raise
 
-    def close(self) -> None:
-        sock, self._sock = self._sock, None
-        self._reader = hiredis.Reader()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
+    def _socket(self) -> socket.socket:
+        return self._sock if self._sock is not None else self._connect()
+
+    def _write(self, commands: Sequence[Command]) -> socket.socket:
+        sock = self._socket()
+        sock.sendall(b"".join(_pack(command) for command in commands))
+        return sock
 
     def _connect(self) -> socket.socket:
         sock = socket.create_connection((self._host, self._port), timeout=self._timeout)
@@ -175,15 +163,35 @@ class DirectConnection:
             raise OSError(f"{name} refused: {reply}")
 
     def _reply(self, sock: socket.socket) -> Any:
-        reader = self._reader
+        """The next reply, reading (within the socket's timeout) until it is whole."""
         while True:
-            reply = reader.gets()
+            reply = self._reader.gets()
             if reply is not False:
                 return reply
-            data = sock.recv(65536)
-            if not data:
-                raise OSError("Redis closed the connection")
-            reader.feed(data)
+            self._feed(sock)
+
+    def _parsed(self) -> list[Any]:
+        """Every reply already whole in the reader."""
+        found = []
+        reply = self._reader.gets()
+        while reply is not False:
+            found.append(reply)
+            reply = self._reader.gets()
+        return found
+
+    def _feed(self, sock: socket.socket) -> None:
+        data = sock.recv(_READ_SIZE)
+        if not data:
+            raise OSError("Redis closed the connection")
+        self._reader.feed(data)
+
+
+def _refused_raises(replies: list[Any]) -> list[Any]:
+    """``replies``, or ``ResponseError`` for the first error reply among them."""
+    for reply in replies:
+        if isinstance(reply, hiredis.ReplyError):
+            raise ResponseError(str(reply))
+    return replies
 
 
 def _pack(command: Command) -> bytes:
