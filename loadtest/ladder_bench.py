@@ -63,7 +63,6 @@ class Running:
 def start_system(name: str, stack: contextlib.ExitStack, args: argparse.Namespace,
                  redis_url: str, kafka: str | None, out: Path) -> tuple[servers.Server, Target]:
     """Start ``name``; ``stack`` stops it (and drops its database) at the end."""
-    chat = "/api/v1/chat"
     if name.removeprefix("base-").startswith("tornchat"):
         database_url = stack.enter_context(fresh_postgres_database(
             args.postgres, prefix="tornchat_bench", for_test=False))
@@ -91,12 +90,12 @@ def start_system(name: str, stack: contextlib.ExitStack, args: argparse.Namespac
         kind = "tornchat"  # it speaks tornchat's protocol
     elif name.startswith("socketio"):
         server = servers.peer_server(int(name[-2]), redis_url, SECRET, out)
-        kind, chat = "socketio", "/socket.io/?EIO=4&transport=websocket"
+        kind = "socketio"
     else:
-        server, kind, chat = servers.trivial_server(out), "trivial", "/"
+        server, kind = servers.trivial_server(out), "trivial"
     server.start()
     stack.callback(server.stop)
-    return server, Target(kind, f"ws://127.0.0.1:{server.port}{chat}", SECRET)
+    return server, Target.local(kind, server.port, SECRET)
 
 
 def rotated(items: list[Running], turn: int) -> list[Running]:

@@ -45,6 +45,11 @@ def raise_fd_limit(wanted: int = 200_000) -> int:
     return soft
 
 
+#: where each kind of server under test takes WebSocket connections
+WS_PATHS = {"tornchat": "/api/v1/chat", "socketio": "/socket.io/?EIO=4&transport=websocket",
+            "trivial": "/"}
+
+
 @dataclass
 class Target:
     """What a worker connects to: protocol kind, URL and the JWT secret."""
@@ -52,6 +57,11 @@ class Target:
     kind: str
     url: str
     secret: str
+
+    @classmethod
+    def local(cls, kind: str, port: int, secret: str) -> Target:
+        """A server of ``kind`` on this machine's ``port``."""
+        return cls(kind, f"ws://127.0.0.1:{port}{WS_PATHS[kind]}", secret)
 
 
 @dataclass

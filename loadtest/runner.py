@@ -106,8 +106,7 @@ class Bench:
                             f"process(es), redis bus '{bus}' (needs issue 3's Redis bus)")
                     self.log(f"  SKIPPED: {note}")
                     return {"available": False, "note": note}
-                target = Target("tornchat", f"ws://127.0.0.1:{server.port}/api/v1/chat",
-                                SECRET)
+                target = Target.local("tornchat", server.port, SECRET)
                 result = self.run_system(pool, name, server, target, workers)
                 result["redis_bus"] = bus
                 result["kafka"] = (health.get("dependencies") or {}).get("kafka")
@@ -121,8 +120,7 @@ class Bench:
     def peer(self, pool: ClientPool, redis_url: str, processes: int = 2) -> dict[str, Any]:
         server = servers.peer_server(processes, redis_url, SECRET, self.out).start()
         try:
-            target = Target("socketio", f"ws://127.0.0.1:{server.port}/socket.io/"
-                                        "?EIO=4&transport=websocket", SECRET)
+            target = Target.local("socketio", server.port, SECRET)
             result = self.run_system(pool, f"socketio-{processes}p", server, target,
                                      len(server.worker_pids()))
             result["note"] = "python-socketio stores nothing (no PostgreSQL, no outbox)"
@@ -141,8 +139,7 @@ class Bench:
                 server = servers.node_seed_server(processes, database_url, redis_url, SECRET,
                                                   self.out).start()
                 try:
-                    target = Target("tornchat", f"ws://127.0.0.1:{server.port}/api/v1/chat",
-                                    SECRET)
+                    target = Target.local("tornchat", server.port, SECRET)
                     result = self.run_system(pool, f"node-seed-{processes}w", server, target,
                                              len(server.worker_pids()))
                     result["stored_rows"] = servers.count_rows(database_url, "seed_message")
@@ -157,7 +154,7 @@ class Bench:
     def trivial(self, pool: ClientPool) -> dict[str, Any]:
         server = servers.trivial_server(self.out).start()
         try:
-            target = Target("trivial", f"ws://127.0.0.1:{server.port}/", SECRET)
+            target = Target.local("trivial", server.port, SECRET)
             return self.run_system(pool, "trivial", server, target, 1, idle=False)
         finally:
             server.stop()

@@ -115,7 +115,7 @@ def main() -> int:
         stack.callback(server.stop)
         pool = ClientPool(args.client_processes)
         stack.callback(pool.close)
-        target = Target("tornchat", f"ws://127.0.0.1:{server.port}/api/v1/chat", SECRET)
+        target = Target.local("tornchat", server.port, SECRET)
         groups = [[f"st-{g}-{m}" for m in range(args.group_size)] for g in range(args.groups)]
         pool.groups(target, groups)
         print(f"{args.groups} groups of {args.group_size}, {args.processes} workers "
