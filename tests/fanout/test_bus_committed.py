@@ -17,9 +17,14 @@ import pytest
 
 from harness.redis_server import private_redis
 from tests.fanout.test_bus_peers import delivery, drain, eventually, published_on_redis, started
+from tornchat.backoff import CAP, Backoff
 from tornchat.fanout.bus import MESSAGE, Delivery
 
 pytestmark = [pytest.mark.redis]
+
+#: the late peer's fixed retry delay: longer than one backoff cap after the
+#: other worker's reconnect, shorter than the bound of its wait (cap + timeout)
+LATE_RETRY = CAP + 1.2
 
 
 async def test_a_committed_batch_reaches_redis_while_the_ioloop_is_busy(tmp_path):
@@ -100,6 +105,31 @@ async def test_writer_threads_publishing_at_once_each_use_their_own_connection(t
             for first in (1, 1001):
                 assert [d.seq for d in received_by_b
                         if d.conversation_id == f"c{first}"] == list(range(first, first + 40))
+        finally:
+            await a.stop()
+            await b.stop()
+
+
+@pytest.mark.slow
+async def test_kept_deliveries_wait_for_a_peer_that_resubscribes_late(tmp_path):
+    """After an outage the kept queue goes out once every worker known before
+    it listens again, not after a fixed pause: here the peer's retry comes
+    later than one backoff cap after this worker's own reconnect."""
+    with private_redis(str(tmp_path)) as server:
+        (a, _), (b, received_by_b) = await started(server.url), await started(server.url)
+        try:
+            await eventually(lambda: not a.alone, "the workers to find each other")
+            assert b._listener is not None
+            b._listener._backoff = Backoff(base=LATE_RETRY, cap=LATE_RETRY, jitter=False)
+            server.kill()
+            await eventually(lambda: not a._up and not b._up, "both to see the outage")
+            a.publish_nowait(delivery(1))
+            server.start()
+            await eventually(lambda: a._up, "this worker back")
+            lost_at = time.monotonic() + CAP  # where a fixed pause would have published
+            await eventually(lambda: [d.seq for d in received_by_b] == [1],
+                             "the kept delivery at the late peer", timeout=10)
+            assert time.monotonic() > lost_at, "published only once the peer was back"
         finally:
             await a.stop()
             await b.stop()

@@ -42,8 +42,9 @@ worker's busy IOLoop twice (docs/performance.md measures it). A failure
 there, an outage or a Redis Cluster sends them through the queue instead,
 which then owns order and retries until it has drained. While Redis is down
 the queue (``TORNCHAT_BUS_BACKLOG`` deliveries, oldest dropped first) is kept
-and published once this worker's subscriber is back and peers have had time
-to resubscribe; typing signals are dropped (they are stale a second later).
+and published once this worker's subscriber is back and the workers it knew
+have resubscribed (or a bounded wait passed); typing signals are dropped
+(they are stale a second later).
 Pub/sub is at-most-once: a worker still resubscribing misses what is
 published meanwhile; the message itself is safe in the database. An
 envelope of a newer version (a rolling upgrade) is dropped, logged once per
@@ -316,8 +317,12 @@ class RedisBus(Bus):
         dropped instead). While this worker's subscriber is down nothing is
         published: Redis is presumed down or partitioned, so are the peers'
         subscribers, and a publish landing while they resubscribe would be
-        lost. It waits for the reconnect plus one backoff cap, so peers
-        retrying on the same backoff have resubscribed first.
+        lost. After the reconnect it waits until every worker it knew is
+        subscribed again (pattern mode; bounded by one backoff cap plus the
+        connect timeout, the latest a live peer retrying on the same backoff
+        is back), or one backoff cap (routed mode, which has no peer watch).
+        A fixed wait of one cap alone lost the kept deliveries to a peer
+        whose retry fell just after this worker's.
         """
         backoff = Backoff()
         while self._outbox or not self._closing:
@@ -329,7 +334,10 @@ class RedisBus(Bus):
                 if self._closing:
                     return
                 await self._became_up.wait()
-                await asyncio.sleep(CAP)
+                if self.mode == PATTERN_MODE:  # the peers' probe channels say when
+                    await self._peers.returned(CAP + self._timeout)
+                else:
+                    await asyncio.sleep(CAP)
                 self._drop_typing()
                 continue
             batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), _BATCH))]

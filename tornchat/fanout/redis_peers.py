@@ -16,6 +16,11 @@ other worker, Redis answered, this worker was subscribed and no hello arrived
 meanwhile. A check whose answer arrives after a hello was heard is discarded,
 so a stale "alone" never wins; any Redis error means "publish".
 
+After an outage the watch also says when the workers it knew before are
+listening again (:meth:`PeerWatch.returned`): the bus holds its kept
+deliveries until then, because a publish that lands while a peer is still
+resubscribing is lost to it.
+
 Thread rule: IOLoop thread only. The bus (:mod:`tornchat.fanout.redis_bus`)
 owns the watch and hands it, already on the loop, the subscription state and
 the hellos and acknowledgements its listener thread received.
@@ -37,6 +42,7 @@ from tornchat.fanout.redis_wire import ACK_PREFIX, HELLO_CHANNEL, PROBE_CHANNEL_
 log = logging.getLogger(__name__)
 
 HELLO_WAIT = 2.0  # seconds a starting worker waits for its peers' acknowledgements
+_RETURN_POLL = 0.05  # seconds between looks for peers resubscribing after an outage
 
 
 class PeerWatch:
@@ -58,6 +64,10 @@ class PeerWatch:
         self._announced = asyncio.Event()
         self._acks: set[str] = set()
         self._acked = asyncio.Event()
+        #: the other workers the last answer named (checks, announcements, hellos)
+        self._known: set[str] = set()
+        #: those known when the subscription was last lost: :meth:`returned` waits for them
+        self._before_outage: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -81,6 +91,7 @@ class PeerWatch:
         """The bus's subscriber is (re)subscribed, or lost its subscription."""
         self._up = up
         if not up:
+            self._before_outage = set(self._known)
             self._set_alone(False)
         elif self._watching:
             self._spawn(self._announce())
@@ -88,6 +99,7 @@ class PeerWatch:
     def heard_hello(self, worker: bytes) -> None:
         if worker != self._worker_id_bytes:
             self._hellos_heard += 1
+            self._known.add(worker.decode(errors="replace"))
             self._set_alone(False)  # before the acknowledgement: it promises this
             self._spawn(self._acknowledge(worker.decode(errors="replace")))
 
@@ -105,7 +117,28 @@ class PeerWatch:
         except RedisError:
             self._set_alone(False)
             return
+        if hellos == self._hellos_heard:
+            self._known = others
         self._set_alone(not others and self._up and hellos == self._hellos_heard)
+
+    async def returned(self, bound: float) -> None:
+        """Return once every worker known when the subscription was lost is subscribed again,
+        or after ``bound`` seconds (a worker that died meanwhile never is).
+
+        Why poll: a peer's hello may be published before this worker's own
+        subscription is back, so only its probe channel proves it listens."""
+        deadline = asyncio.get_running_loop().time() + bound
+        waiting = set(self._before_outage)
+        while waiting:
+            with contextlib.suppress(RedisError):
+                waiting -= await self._other_workers()
+            if not waiting or asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(_RETURN_POLL)
+        if waiting:
+            log.warning("workers known before the outage did not resubscribe in time; "
+                        "publishing the kept deliveries anyway",
+                        extra={"workers": sorted(waiting)})
 
     # -- internals -----------------------------------------------------------
 
@@ -131,6 +164,7 @@ class PeerWatch:
             try:
                 await self._redis.publish(HELLO_CHANNEL, self._worker_id)
                 peers = await self._other_workers()
+                self._known |= peers
                 break
             except RedisError as exc:
                 log.warning("could not announce this worker on the bus; retrying: %s", exc)
