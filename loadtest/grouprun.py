@@ -6,7 +6,10 @@ sockets) in one conversation; the sender sends ``rate`` messages a second of
 ``size`` bytes, open loop, for ``seconds``, each carrying its send time, and
 every reader records send-to-receive latency. The server's RSS is sampled
 while it runs, and ``late_at`` lists the seconds into the run at which some
-message took over 20 ms (where to look for a cause).
+message took over 20 ms (where to look for a cause). ``client_stall_ms`` is
+the longest this measuring process's own event loop was late (a 5 ms timer
+overshooting): readers share that loop, so a stall there shows up as latency
+the server did not cause.
 """
 
 from __future__ import annotations
@@ -28,6 +31,27 @@ from harness.server import TEST_SECRET, ServerProcess
 from tornchat.auth import mint_token
 
 Result = dict[str, float | str]
+
+_STALL_TICK = 0.005  # seconds between the client's own loop-lag samples
+
+
+class _StallProbe:
+    """The measuring process's event-loop lag: the longest a short sleep overslept."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(_STALL_TICK)
+            self.longest = max(self.longest, time.monotonic() - before - _STALL_TICK)
+
+    def stop(self) -> float:
+        """Stop sampling; the longest lag in milliseconds."""
+        self._task.cancel()
+        return self.longest * 1000
 
 
 @dataclass(frozen=True)
@@ -99,6 +123,7 @@ async def run_group(server: ServerProcess, load: GroupLoad, users: Sequence[str]
     rss_before = peak = process.memory_info().rss
     padding = "x" * load.size
     interval = 1.0 / load.rate
+    stalls = _StallProbe()
     start = time.monotonic()
     sent = 0
     while (elapsed := time.monotonic() - start) < load.seconds:
@@ -111,6 +136,7 @@ async def run_group(server: ServerProcess, load: GroupLoad, users: Sequence[str]
             peak = max(peak, process.memory_info().rss)
         await asyncio.sleep(max(0.0, start + sent * interval - time.monotonic()))
     await asyncio.sleep(1.0)
+    client_stall_ms = stalls.stop()
     for client in (sender, *readers):
         client.close()
     return {
@@ -119,7 +145,7 @@ async def run_group(server: ServerProcess, load: GroupLoad, users: Sequence[str]
         if len(latencies) > 100 else float("nan"),
         "delivered": f"{len(latencies)}/{sent * len(readers)}",
         "rss_mb": peak / 2 ** 20, "rss_growth_mb": (peak - rss_before) / 2 ** 20,
-        "late_at": str(sorted(set(late_at)))}
+        "late_at": str(sorted(set(late_at))), "client_stall_ms": client_stall_ms}
 
 
 def show(result: Result) -> None:
