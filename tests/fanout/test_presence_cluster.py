@@ -78,7 +78,7 @@ async def test_a_reconnect_on_the_other_instance_inside_the_grace_does_not_flap(
     bob_client = await authed(a, bob)
     assert await _subscribe(watcher, [bob]) == {bob: "online"}
     bob_client.close()
-    await asyncio.sleep(GRACE / 4)
+    await asyncio.sleep(GRACE / 10)  # the reconnect itself must fit in the grace too
     bob_client = await authed(b, bob)
     await watcher.nothing_within(GRACE * 2.5)
     bob_client.close()
@@ -122,7 +122,7 @@ async def test_users_of_a_sigkilled_worker_go_offline_when_their_slots_expire(cl
         assert status == "offline" and user in gone, (user, status)
         offline.append(user)
     took = time.monotonic() - killed_at
-    assert took < SLOT_TTL + 3, f"offline {took:.1f}s after the kill"
+    assert took < SLOT_TTL + 5, f"offline {took:.1f}s after the kill"
     await watcher.nothing_within(0.5)  # the others (on the surviving worker) stay online
     for client in clients:
         client.close()

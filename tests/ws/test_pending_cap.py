@@ -20,7 +20,8 @@ CAP = 3
 
 @pytest.fixture
 def server(io_loop, start_server):
-    return io_loop.run_sync(lambda: start_server(max_pending_connections=CAP))
+    # the waiting sockets must outlast the test's pauses: no auth timeout meanwhile
+    return io_loop.run_sync(lambda: start_server(max_pending_connections=CAP, auth_timeout=10.0))
 
 
 async def _upgrade(server) -> tuple[socket.socket, asyncio.Future[bytes]]:

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 _PROBE_TIMEOUT = 1.0
 _BACKOFF_MIN, _BACKOFF_MAX = 0.25, 5.0
+#: a database outage is retried at least every second: the relay must be back
+#: within 2 s of PostgreSQL (the broker's longer cap spares a broker that is down)
+_DATABASE_BACKOFF_MAX = 1.0
 _STANDBY_RETRY = 2.0
 _HOUSEKEEPING_INTERVAL = 5.0
 _PRUNE_INTERVAL = 300.0
@@ -96,6 +99,7 @@ class OutboxRelay:
         self._stopping = threading.Event()
         self._deadline = float("inf")
         self._backoff = Backoff(_BACKOFF_MIN, _BACKOFF_MAX, jitter=False)
+        self._database_backoff = Backoff(_BACKOFF_MIN, _DATABASE_BACKOFF_MAX, jitter=False)
         self._next_housekeeping = 0.0
         self._next_prune = 0.0
         self._thread: threading.Thread | None = None
@@ -170,7 +174,7 @@ class OutboxRelay:
             claimed, acked = self.outbox.relay_batch(self._batch_size, self._publish)
         except (pw.OperationalError, pw.InterfaceError) as exc:
             log.warning("outbox database unavailable", extra={"error": str(exc)})
-            return stopping or self._sleep_backoff()
+            return stopping or self._sleep(self._database_backoff.next())
         except Exception:
             log.exception("outbox relay round failed")
             return stopping or self._sleep_backoff()
@@ -182,6 +186,7 @@ class OutboxRelay:
             self._set_up(False)
             return stopping or self._sleep_backoff()
         self._backoff.reset()
+        self._database_backoff.reset()
         if claimed and (self.outbox.more_pending or stopping):
             return False  # a backlog, or a shutdown drain: the next batch at once
         if claimed:
