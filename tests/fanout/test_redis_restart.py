@@ -23,12 +23,15 @@ from tests.fanout.support import authed, frames_of, metric_value, metrics_text, 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
 
-@pytest.fixture
-def outage(tmp_path):
+@pytest.fixture(params=["pattern", "routed"])
+def outage(request, tmp_path):
+    """Routed mode finds workers through the connection slots, which a Redis
+    restarted empty has lost: the workers write them again on reconnecting."""
     with private_redis(str(tmp_path)) as redis_server, \
             fresh_postgres_database() as database_url:
         servers = start_instances({"DATABASE_URL": migrated(database_url),
-                                   "REDIS_URL": redis_server.url})
+                                   "REDIS_URL": redis_server.url,
+                                   "TORNCHAT_BUS_MODE": request.param})
         try:
             yield servers, redis_server, database_url
         finally:

@@ -93,6 +93,13 @@ class Bus(abc.ABC):
         A single-process bus has nobody to send them to."""
         return None
 
+    def on_resubscribed(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the IOLoop each time the bus is back after losing
+        its broker (never at the first subscription). Redis may have restarted
+        empty: whatever this process keeps there must be written again. A bus
+        that cannot lose its broker never calls it."""
+        return None
+
     @abc.abstractmethod
     async def stop(self) -> None:
         """Stop listening and release connections."""

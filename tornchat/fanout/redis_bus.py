@@ -10,15 +10,15 @@ and the Lua scripts are :mod:`tornchat.fanout.redis_wire`.
 
 Modes. ``pattern`` (default, the seed's scheme): a delivery is published to
 ``chat:{conversationId}`` and every worker subscribes to ``chat:*``, so every
-worker receives every message and drops those with no local receiver; a
-worker alone publishes nothing (:mod:`tornchat.fanout.redis_peers` finds its
-peers). ``routed``: a Lua script looks up which workers hold the recipients'
+worker receives every message and drops those with no local receiver.
+``routed``: a Lua script looks up which workers hold the recipients'
 connections (the connection-slot sets) and publishes once to each worker's
 own channel ``chat-worker:{workerId}``; a worker receives only what it
 delivers, for one extra Redis-side lookup per message. docs/scaling.md
 measures both. In both modes each worker also listens on its own channel,
 where deliveries addressed to it (``Delivery.to_workers``: presence changes)
-arrive.
+arrive. On one Redis, in either mode, a worker alone publishes nothing
+(:mod:`tornchat.fanout.redis_peers` finds its peers).
 
 The publishing worker delivers to its own connections at once
 (``call_soon``) and ignores its own echo, so local delivery needs no Redis
@@ -63,13 +63,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import os
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
 from tornado.ioloop import IOLoop
@@ -170,6 +171,7 @@ class RedisBus(Bus):
         # batches a writer thread handed to the queue that the IOLoop has not queued yet
         self._handing = 0
         self._handing_lock = threading.Lock()
+        self._resubscribed: list[Callable[[], None]] = []
 
     # -- Bus interface -----------------------------------------------------
 
@@ -181,13 +183,14 @@ class RedisBus(Bus):
         patterns: list[str] = []
         if self.mode == PATTERN_MODE:
             patterns.append(PATTERN)
+        if not self.cluster:  # the peer watch (a cluster lists no sharded channels)
             channels.append(HELLO_CHANNEL)
         self._listener = Listener(self._url, channels, patterns, IOLoop.current(),
                                   on_batch=self._on_batch, on_state=self._on_state,
                                   ping_interval=self._probe_interval, timeout=self._timeout,
                                   ignore_prefix=self._origin.encode(), sharded=self.cluster)
         self._listener.start()
-        if self.mode == PATTERN_MODE:
+        if not self.cluster:
             self._peers.start()
         try:
             await asyncio.wait_for(self._became_up.wait(), _START_WAIT)
@@ -195,7 +198,7 @@ class RedisBus(Bus):
             log.warning("Redis bus not subscribed yet; starting degraded (/health says down) "
                         "and retrying in the background", extra={"mode": self.mode})
             return
-        if self.mode == PATTERN_MODE:
+        if not self.cluster:
             await self._peers.announced()
 
     def publish_nowait(self, delivery: Delivery) -> None:
@@ -281,6 +284,9 @@ class RedisBus(Bus):
         if self._publisher is None:
             self._publisher = asyncio.create_task(self._publish_loop())
 
+    def on_resubscribed(self, callback: Callable[[], None]) -> None:
+        self._resubscribed.append(callback)
+
     async def stop(self) -> None:
         self._closing = True  # the writer threads publish nothing more either
         self._peers.stop()
@@ -318,11 +324,12 @@ class RedisBus(Bus):
         published: Redis is presumed down or partitioned, so are the peers'
         subscribers, and a publish landing while they resubscribe would be
         lost. After the reconnect it waits until every worker it knew is
-        subscribed again (pattern mode; bounded by one backoff cap plus the
-        connect timeout, the latest a live peer retrying on the same backoff
-        is back), or one backoff cap (routed mode, which has no peer watch).
-        A fixed wait of one cap alone lost the kept deliveries to a peer
-        whose retry fell just after this worker's.
+        subscribed again (bounded by one backoff cap plus the connect timeout,
+        the latest a live peer retrying on the same backoff is back; on a
+        Redis Cluster, which lists no sharded channels, one backoff cap). A
+        fixed wait of one cap lost the kept deliveries to a peer whose retry
+        fell just after this worker's. In routed mode what was kept then goes
+        to each of those workers (:meth:`_address_kept`).
         """
         backoff = Backoff()
         while self._outbox or not self._closing:
@@ -334,10 +341,12 @@ class RedisBus(Bus):
                 if self._closing:
                     return
                 await self._became_up.wait()
-                if self.mode == PATTERN_MODE:  # the peers' probe channels say when
-                    await self._peers.returned(CAP + self._timeout)
-                else:
+                if self.cluster:
                     await asyncio.sleep(CAP)
+                else:  # the peers' probe channels say when
+                    peers = await self._peers.returned(CAP + self._timeout)
+                    if self.mode == ROUTED_MODE:
+                        self._address_kept(peers)
                 self._drop_typing()
                 continue
             batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), _BATCH))]
@@ -350,6 +359,21 @@ class RedisBus(Bus):
             if self._closing:
                 return
             await asyncio.sleep(backoff.next())
+
+    def _address_kept(self, peers: frozenset[str]) -> None:
+        """Routed mode after an outage: send what was kept to every worker known
+        before it, not to those the connection slots name. Redis may have
+        restarted empty, and a peer's slots are back only once it has written
+        them again after its own reconnect; a worker without the recipients
+        drops the delivery, as every worker does in pattern mode."""
+        if not peers:
+            return
+        workers = tuple(sorted(peers))
+        kept = [delivery if delivery.to_workers is not None
+                else dataclasses.replace(delivery, to_workers=workers)
+                for delivery in self._outbox]
+        self._outbox.clear()
+        self._outbox.extend(kept)
 
     def _drop_typing(self) -> None:
         """Typing signals kept through an outage are stale: drop them."""
@@ -459,7 +483,7 @@ class RedisBus(Bus):
         return [worker_channel(worker, self.cluster) for worker in delivery.to_workers or ()
                 if worker != self.worker_id]
 
-    # -- peers (pattern mode) ---------------------------------------------
+    # -- peers (one Redis) -------------------------------------------------
 
     @property
     def alone(self) -> bool:
@@ -551,6 +575,8 @@ class RedisBus(Bus):
                 log.warning("Redis bus reconnected and resubscribed", extra={
                     "downSeconds": round(time.monotonic() - self._down_since, 2)})
                 self._down_since = None
+                for callback in self._resubscribed:
+                    callback()
             self._became_up.set()
             self._peers.subscribed(True)
         else:

@@ -1,7 +1,8 @@
-"""Peer discovery on the Redis bus (pattern mode): a worker alone publishes nothing.
+"""Peer discovery on the Redis bus (one Redis, either mode): a worker alone publishes nothing.
 
 Why: in pattern mode a worker with no peer would pay, per message, a publish
-and the parsing of its own echo for nobody. Every worker subscribes to its
+and the parsing of its own echo for nobody (in routed mode, a routing script
+that finds nobody). Every worker subscribes to its
 own probe channel, so ``PUBSUB CHANNELS tornchat:probe:*`` names the live
 workers; a worker that finds only itself there delivers locally and skips
 Redis. It checks again every ``interval`` seconds. A worker that
@@ -121,9 +122,10 @@ class PeerWatch:
             self._known = others
         self._set_alone(not others and self._up and hellos == self._hellos_heard)
 
-    async def returned(self, bound: float) -> None:
-        """Return once every worker known when the subscription was lost is subscribed again,
-        or after ``bound`` seconds (a worker that died meanwhile never is).
+    async def returned(self, bound: float) -> frozenset[str]:
+        """Return once every worker known when the subscription was lost is
+        subscribed again, or after ``bound`` seconds (a worker that died
+        meanwhile never is); returns those workers.
 
         Why poll: a peer's hello may be published before this worker's own
         subscription is back, so only its probe channel proves it listens."""
@@ -139,6 +141,7 @@ class PeerWatch:
             log.warning("workers known before the outage did not resubscribe in time; "
                         "publishing the kept deliveries anyway",
                         extra={"workers": sorted(waiting)})
+        return frozenset(self._before_outage)
 
     # -- internals -----------------------------------------------------------
 

@@ -120,6 +120,8 @@ class ChatApplication:
                                       service=self.service)
         self._openapi = encoded_document()
         self._server: HTTPServer | None = None
+        self._restoring: set[asyncio.Task[None]] = set()
+        self.bus.on_resubscribed(self._restore_shared_state)
 
     # -- wiring -------------------------------------------------------------
 
@@ -168,6 +170,27 @@ class ChatApplication:
         self.heartbeat.start()
         self.sessions.expiry.start()
         return self._server
+
+    def _restore_shared_state(self) -> None:
+        """The bus is back after losing Redis, which may have restarted empty:
+        write this worker's connection slots and presence watches again at
+        once. Until then the routed bus would find none of its users and
+        presence changes would reach none of its watchers (for up to a
+        heartbeat interval)."""
+        task = asyncio.ensure_future(self._restore())
+        self._restoring.add(task)
+        task.add_done_callback(self._restoring.discard)
+
+    async def _restore(self) -> None:
+        try:
+            await self.heartbeat.restore_slots()
+            await self.presence.rewatch()
+        except Exception as exc:  # Redis away again: the next heartbeat writes them
+            log.warning("could not restore connection slots after a Redis outage; the "
+                        "next heartbeat will: %s", exc)
+            return
+        log.info("connection slots and presence watches restored after a Redis outage",
+                 extra={"connections": len(self.sessions)})
 
     @property
     def draining(self) -> bool:

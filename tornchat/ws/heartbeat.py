@@ -35,6 +35,13 @@ class Heartbeat:
     def stop(self) -> None:
         self._timer.stop()
 
+    async def restore_slots(self) -> None:
+        """Write every authenticated session's slot again now, not at the next
+        beat: after Redis came back (perhaps restarted empty) the routed bus
+        finds this worker's users only through these entries."""
+        await self._slots.refresh([(session.user_id, session.connection_id)
+                                   for session in list(self._sessions) if session.user_id])
+
     async def beat(self) -> None:
         """Ping every session; terminate those that missed the last pong."""
         sessions = self._sessions
