@@ -10,6 +10,17 @@ never send ``auth``, as fast as the server answers, during the whole run.
 A and B alternate ``--rounds`` times. Reported: the readers' p50 / p99, the
 upgrades refused with 503 and the server's peak RSS.
 
+Each run starts from a settled machine. A flood that outruns the server's
+accept queue leaves thousands of client sockets whose handshake the server
+never completed; closed normally, they linger as orphans in FIN-WAIT-1,
+retransmitting their upgrade request in synchronised waves for a minute or
+more (``ss -s``: 3,000-4,500 orphans after one B run). Those waves fell into
+the next runs: quiet runs after a flood measured a p99 of 25-29 ms against
+4 ms before it, and the second B run of every round was the worst. So the
+flooders close their sockets with a reset (``SO_LINGER`` 0: no orphan), and
+every run waits until the kernel counts no orphaned sockets
+(``/proc/net/sockstat``), at most :data:`SETTLE_LIMIT` seconds.
+
 Target (issue: hardening): the readers' p99 in B within 2x of A, and the
 server's RSS bounded (about TORNCHAT_MAX_PENDING_CONNECTIONS times the cost
 of one waiting connection).
@@ -23,7 +34,9 @@ import multiprocessing
 import os
 import resource
 import socket
+import struct
 import tempfile
+import time
 
 from harness.rawws import upgrade_request
 from harness.server import ServerProcess
@@ -40,6 +53,8 @@ from loadtest.grouprun import (
 
 FLOODERS = 2
 REFUSED = "tornchat_connections_refused_pending_total"
+SETTLE_LIMIT = 120.0  # seconds a run waits for the last one's orphaned sockets
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +77,9 @@ async def _flood(port: int, count: int, seconds: float) -> None:
         async with gate:
             sock = socket.socket()
             sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
             try:
-                await loop.sock_connect(sock, ("127.0.0.1", port))
+                await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), seconds)
                 await loop.sock_sendall(sock, request)
                 while await asyncio.wait_for(loop.sock_recv(sock, 4096), seconds):
                     pass  # 101 then, after the auth timeout, the close; or 503 and EOF
@@ -85,7 +101,26 @@ def _flooder(port: int, count: int, seconds: float) -> None:
     asyncio.run(_flood(port, count, seconds))
 
 
+def orphaned_sockets() -> int:
+    """TCP sockets no process holds any more, still being closed by the kernel."""
+    with open("/proc/net/sockstat", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("TCP:"):
+                fields = line.split()
+                return int(fields[fields.index("orphan") + 1])
+    return 0
+
+
+async def settle() -> float:
+    """Wait until no orphaned socket is left (bounded); the seconds waited."""
+    started = time.monotonic()
+    while orphaned_sockets() and time.monotonic() - started < SETTLE_LIMIT:
+        await asyncio.sleep(0.5)
+    return time.monotonic() - started
+
+
 async def one_run(server: ServerProcess, load: GroupLoad, flood: int) -> Result:
+    settled = await settle()
     refused_before = metric(server, REFUSED)
     flooders = [multiprocessing.Process(target=_flooder,
                                         args=(server.port, flood // FLOODERS, load.seconds + 2))
@@ -99,6 +134,7 @@ async def one_run(server: ServerProcess, load: GroupLoad, flood: int) -> Result:
         if process.is_alive():
             process.kill()
     result["refused_503"] = metric(server, REFUSED) - refused_before
+    result["settled_s"] = settled
     return result
 
 
