@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+import redis
 
 from harness.redis_server import private_redis
 from tests.fanout.test_bus_peers import delivery, drain, eventually, published_on_redis, started
@@ -22,11 +23,6 @@ from tornchat.fanout.bus import MESSAGE, Delivery
 
 pytestmark = [pytest.mark.redis]
 
-#: the late peer's fixed retry delay after the outage began: it comes back
-#: more than one backoff cap after the other worker (which retries every 50 ms)
-#: as long as restarting Redis takes under 1.5 s, and within that worker's
-#: bound on waiting for it (one cap plus the 2 s connect timeout)
-LATE_RETRY = CAP + 1.5
 
 
 async def test_a_committed_batch_reaches_redis_while_the_ioloop_is_busy(tmp_path):
@@ -117,25 +113,33 @@ async def test_writer_threads_publishing_at_once_each_use_their_own_connection(t
 async def test_kept_deliveries_wait_for_a_peer_that_resubscribes_late(tmp_path):
     """After an outage the kept queue goes out once every worker known before
     it listens again, not after a fixed pause: here the peer is back later
-    than one backoff cap after this worker's own reconnect. Pub/sub keeps
-    nothing, so the delivery arriving proves it was published after that."""
+    than one backoff cap after this worker. Pub/sub keeps nothing, so the
+    delivery arriving proves it was published after that."""
     with private_redis(str(tmp_path)) as server:
         (a, _), (b, received_by_b) = await started(server.url), await started(server.url)
         try:
-            await eventually(lambda: not a.alone, "the workers to find each other")
+            await eventually(lambda: b.worker_id in a._peers._known, "a to know b")
             assert a._listener is not None and b._listener is not None
             a._listener._backoff = Backoff(base=0.05, cap=0.05, jitter=False)
-            b._listener._backoff = Backoff(base=LATE_RETRY, cap=LATE_RETRY, jitter=False)
+            b._listener._backoff = Backoff(base=0.05, cap=0.05, jitter=False)
+            back_at = [float("inf")]  # b's subscriber fails until then (its thread's clock)
+            resubscribe = b._listener._session
+
+            def late_session() -> None:
+                if time.monotonic() < back_at[0]:
+                    raise redis.ConnectionError("held back by the test")
+                resubscribe()
+
+            b._listener._session = late_session  # type: ignore[method-assign]
             server.kill()
             await eventually(lambda: not a._up and not b._up, "both to see the outage")
             a.publish_nowait(delivery(1))
             server.start()
             await eventually(lambda: a._up, "this worker back")
-            a_back = time.monotonic()
-            await eventually(lambda: b._up, "the late peer back", timeout=10)
-            assert time.monotonic() - a_back > CAP, "the case: later than a fixed pause"
+            back_at[0] = time.monotonic() + CAP + 0.5  # past a fixed pause, within the bound
             await eventually(lambda: [d.seq for d in received_by_b] == [1],
                              "the kept delivery at the late peer", timeout=10)
+            assert time.monotonic() > back_at[0]
         finally:
             await a.stop()
             await b.stop()

@@ -14,7 +14,9 @@ import asyncio
 import time
 
 import pytest
+from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from harness.cluster import all_workers_healthy, start_instances, stop_all
 from harness.ports import wait_until
@@ -25,6 +27,7 @@ from tests.fanout.support import authed, unique
 from tornchat.config import load_settings
 from tornchat.errors import ConfigError
 from tornchat.fanout.redis_keys import CLUSTER
+from tornchat.fanout.redis_wire import redis_client
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 
@@ -172,3 +175,28 @@ async def test_a_shard_killed_and_restarted(deployment):
         assert time.monotonic() < deadline, "delivery did not recover after the restart"
         await asyncio.sleep(0.5)
     assert "Redis bus reconnected and resubscribed" in a.logs() + b.logs()
+
+
+async def test_a_connection_torn_down_mid_command_is_a_connection_error(deployment,
+                                                                       monkeypatch):
+    """While a node restarts, a command can meet a connection another one is
+    tearing down; redis-py then fails on the cleared stream with an
+    AttributeError. The cluster client reports it as a connection error, which
+    every caller treats as an outage (a login then is not an internal error)."""
+    redis_cluster, _servers = deployment
+    client = redis_client(redis_cluster.url, 2.0)
+    try:
+        assert await client.set("torn-down", "1")
+        original = AbstractConnection._send_packed_command
+
+        async def writer_cleared(connection, command):
+            connection._writer = None  # what a concurrent disconnect leaves
+            await original(connection, command)
+
+        monkeypatch.setattr(AbstractConnection, "_send_packed_command", writer_cleared)
+        with pytest.raises(RedisConnectionError, match="torn down mid-command"):
+            await client.get("torn-down")
+        monkeypatch.undo()
+        assert await client.get("torn-down") == b"1", "the next command reconnects"
+    finally:
+        await client.aclose()

@@ -172,6 +172,10 @@ class RedisBus(Bus):
         self._handing = 0
         self._handing_lock = threading.Lock()
         self._resubscribed: list[Callable[[], None]] = []
+        #: True while this worker has been without Redis (a degraded start
+        #: included): the next subscription runs the ``on_resubscribed`` callbacks
+        self._missed_redis = False
+        self._outages = 0  # subscriptions lost so far; the publish loop handles each
 
     # -- Bus interface -----------------------------------------------------
 
@@ -195,6 +199,8 @@ class RedisBus(Bus):
         try:
             await asyncio.wait_for(self._became_up.wait(), _START_WAIT)
         except TimeoutError:
+            # what this worker keeps in Redis meanwhile is only counted locally
+            self._missed_redis = True
             log.warning("Redis bus not subscribed yet; starting degraded (/health says down) "
                         "and retrying in the background", extra={"mode": self.mode})
             return
@@ -332,15 +338,19 @@ class RedisBus(Bus):
         to each of those workers (:meth:`_address_kept`).
         """
         backoff = Backoff()
+        handled = self._outages
         while self._outbox or not self._closing:
             if not self._outbox:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if not self._up:  # peers are likely resubscribing too: publishing now loses
+            # down, or down and back while a batch was out: peers are likely
+            # resubscribing too, and publishing now loses
+            if not self._up or self._outages != handled:
                 if self._closing:
                     return
                 await self._became_up.wait()
+                handled = self._outages
                 if self.cluster:
                     await asyncio.sleep(CAP)
                 else:  # the peers' probe channels say when
@@ -575,12 +585,19 @@ class RedisBus(Bus):
                 log.warning("Redis bus reconnected and resubscribed", extra={
                     "downSeconds": round(time.monotonic() - self._down_since, 2)})
                 self._down_since = None
-                for callback in self._resubscribed:
-                    callback()
             self._became_up.set()
             self._peers.subscribed(True)
+            if self._missed_redis:
+                self._missed_redis = False
+                for callback in self._resubscribed:
+                    try:
+                        callback()
+                    except Exception:  # the bus is up whatever a listener does
+                        log.exception("a resubscription callback failed")
         else:
             self._direct_open = False  # until the queue, which waits for peers, drained
+            self._outages += 1
+            self._missed_redis = True
             self._peers.subscribed(False)
             self._down_since = time.monotonic()
             self._became_up.clear()

@@ -125,15 +125,18 @@ class PeerWatch:
     async def returned(self, bound: float) -> frozenset[str]:
         """Return once every worker known when the subscription was lost is
         subscribed again, or after ``bound`` seconds (a worker that died
-        meanwhile never is); returns those workers.
+        meanwhile never is); returns those workers and any other that
+        listens now (one started during the outage).
 
         Why poll: a peer's hello may be published before this worker's own
         subscription is back, so only its probe channel proves it listens."""
         deadline = asyncio.get_running_loop().time() + bound
         waiting = set(self._before_outage)
-        while waiting:
+        listening: set[str] = set()
+        while True:
             with contextlib.suppress(RedisError):
-                waiting -= await self._other_workers()
+                listening = await self._other_workers()
+                waiting -= listening
             if not waiting or asyncio.get_running_loop().time() >= deadline:
                 break
             await asyncio.sleep(_RETURN_POLL)
@@ -141,7 +144,7 @@ class PeerWatch:
             log.warning("workers known before the outage did not resubscribe in time; "
                         "publishing the kept deliveries anyway",
                         extra={"workers": sorted(waiting)})
-        return frozenset(self._before_outage)
+        return frozenset(self._before_outage | listening)
 
     # -- internals -----------------------------------------------------------
 

@@ -199,7 +199,16 @@ class QueuedRedisCluster(aioredis.RedisCluster):
     connection to a node is busy, where the single-Redis client's blocking pool
     waits; a login burst would then look like an outage. Commands queue here
     instead, at most ``concurrency`` in flight (pipelines take one connection per
-    node and are not counted)."""
+    node and are not counted).
+
+    It also turns an ``AttributeError`` or ``TypeError`` from inside redis-py
+    into a connection error. While a node restarts, a command can reach a
+    connection that another one is tearing down, and redis-py 8.1.0 then
+    fails writing to its cleared stream (``'NoneType' object has no attribute
+    'writelines'``; redis/redis-py#4287 reports the same family). That is no
+    ``RedisError``, so every caller's outage handling missed it: a login
+    during a shard restart got ``internal_error`` (seen in
+    tests/fanout/test_redis_cluster.py)."""
 
     def __init__(self, *args: Any, concurrency: int = POOL_SIZE, wait: float = 2.0,
                  **kwargs: Any) -> None:
@@ -214,6 +223,9 @@ class QueuedRedisCluster(aioredis.RedisCluster):
             raise RedisConnectionError("no free Redis Cluster connection in time") from None
         try:
             return await super().execute_command(*args, **kwargs)
+        except (AttributeError, TypeError) as exc:
+            raise RedisConnectionError(
+                f"Redis Cluster connection torn down mid-command: {exc!r}") from exc
         finally:
             self._gate.release()
 

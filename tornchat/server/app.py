@@ -176,7 +176,9 @@ class ChatApplication:
         write this worker's connection slots and presence watches again at
         once. Until then the routed bus would find none of its users and
         presence changes would reach none of its watchers (for up to a
-        heartbeat interval)."""
+        heartbeat interval). Not while draining: the sessions are closing."""
+        if self.draining:
+            return
         task = asyncio.ensure_future(self._restore())
         self._restoring.add(task)
         task.add_done_callback(self._restoring.discard)
@@ -185,9 +187,9 @@ class ChatApplication:
         try:
             await self.heartbeat.restore_slots()
             await self.presence.rewatch()
-        except Exception as exc:  # Redis away again: the next heartbeat writes them
-            log.warning("could not restore connection slots after a Redis outage; the "
-                        "next heartbeat will: %s", exc)
+        except Exception as exc:  # Redis away again: the next heartbeat and re-read will
+            log.warning("could not restore connection slots and presence watches after a "
+                        "Redis outage; the next heartbeat and presence re-read will: %s", exc)
             return
         log.info("connection slots and presence watches restored after a Redis outage",
                  extra={"connections": len(self.sessions)})
@@ -256,6 +258,9 @@ class ChatApplication:
         """Release backends (idempotent)."""
         self.heartbeat.stop()
         self.sessions.expiry.stop()
+        for task in list(self._restoring):  # before the Redis clients close under it
+            task.cancel()
+        await asyncio.gather(*self._restoring, return_exceptions=True)
         if self._server is not None:
             self._server.stop()
         await self.presence.stop()
