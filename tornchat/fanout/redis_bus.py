@@ -227,23 +227,29 @@ class RedisBus(Bus):
     def publish_committed(self, deliveries: Sequence[Delivery]) -> None:
         """Writer thread: straight to Redis while the bus is up and nothing waits
         in the queue after a failure; otherwise into the queue, via the IOLoop."""
-        if self._closing or self._peers.alone or not deliveries:
+        if self._closing or self._peers.alone or not deliveries or self._loop is None:
             return
-        if self._direct_enabled and self._direct_open and self._up and not self._failing:
+        # decided under the lock the IOLoop reopens the road with: a batch that
+        # finds it closed is counted as on its way to the queue before the
+        # loop can reopen it, so the next batch cannot go direct and overtake it
+        with self._handing_lock:
+            direct = (self._direct_enabled and self._direct_open and self._up
+                      and not self._failing)
+            if not direct:
+                self._handing += 1
+        if direct:
             try:
                 self._send_direct(deliveries)
                 return
             except Exception as exc:  # keep them: the queue retries, in order
-                self._direct_open = False
+                with self._handing_lock:
+                    self._direct_open = False
+                    self._handing += 1
                 if not isinstance(exc, REDIS_ERRORS):
                     log.exception("publishing from the writer failed unexpectedly")
                 else:
                     log.warning("Redis publish from the writer failed; the publish queue "
                                 "takes over until it has drained: %s", exc)
-        if self._loop is None:
-            return
-        with self._handing_lock:
-            self._handing += 1
         try:
             self._loop.call_soon_threadsafe(self._enqueue_handed, deliveries)
         except RuntimeError:  # the loop is closed: shutting down
@@ -362,8 +368,9 @@ class RedisBus(Bus):
             batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), _BATCH))]
             if await self._send(batch):
                 backoff.reset()
-                if not self._outbox and not self._handing:
-                    self._direct_open = True  # drained: the writers may publish again
+                with self._handing_lock:
+                    if not self._outbox and not self._handing:
+                        self._direct_open = True  # drained: the writers may publish again
                 continue
             self._outbox.extendleft(reversed([d for d in batch if d.kind != TYPING]))
             if self._closing:
