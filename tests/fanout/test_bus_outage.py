@@ -15,27 +15,18 @@ from __future__ import annotations
 import pytest
 
 from harness.redis_server import private_redis
-from tests.fanout.test_bus_peers import PROBE_INTERVAL, delivery, eventually, started
-from tornchat.fanout.bus import Delivery
-from tornchat.fanout.redis_bus import ROUTED_MODE, RedisBus, new_worker_id
-from tornchat.metrics import Metrics
+from tests.fanout.test_bus_peers import delivery, eventually, started
+from tornchat.fanout.redis_bus import ROUTED_MODE
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-
-async def routed(url: str) -> tuple[RedisBus, list[Delivery]]:
-    received: list[Delivery] = []
-    bus = RedisBus(url, new_worker_id(), Metrics(), mode=ROUTED_MODE,
-                   probe_interval=PROBE_INTERVAL)
-    await bus.start(received.append)
-    return bus, received
 
 
 async def test_routed_kept_deliveries_reach_the_workers_known_before_the_outage(tmp_path):
     """No connection slot names b (as after a restart that emptied Redis), so
     slot routing would send b nothing; what a kept goes to b all the same."""
     with private_redis(str(tmp_path)) as server:
-        (a, _), (b, received_by_b) = await routed(server.url), await routed(server.url)
+        (a, _), (b, received_by_b) = (await started(server.url, ROUTED_MODE),
+                                       await started(server.url, ROUTED_MODE))
         try:
             await eventually(lambda: b.worker_id in a._peers._known, "a to know b")
             server.kill()

@@ -17,7 +17,7 @@ import redis
 from harness.ports import free_port
 from harness.redis_server import RedisServer, private_redis
 from tornchat.fanout.bus import MESSAGE, Delivery
-from tornchat.fanout.redis_bus import RedisBus, new_worker_id
+from tornchat.fanout.redis_bus import PATTERN_MODE, RedisBus, new_worker_id
 from tornchat.fanout.redis_wire import PROBE_CHANNEL_PREFIX
 from tornchat.metrics import Metrics
 
@@ -31,9 +31,9 @@ def delivery(n: int) -> Delivery:
                     frame=f'{{"n":{n}}}', seq=n)
 
 
-async def started(url: str) -> tuple[RedisBus, list[Delivery]]:
+async def started(url: str, mode: str = PATTERN_MODE) -> tuple[RedisBus, list[Delivery]]:
     received: list[Delivery] = []
-    bus = RedisBus(url, new_worker_id(), Metrics(), probe_interval=PROBE_INTERVAL)
+    bus = RedisBus(url, new_worker_id(), Metrics(), mode=mode, probe_interval=PROBE_INTERVAL)
     await bus.start(received.append)
     return bus, received
 

@@ -39,8 +39,7 @@ class Heartbeat:
         """Write every authenticated session's slot again now, not at the next
         beat: after Redis came back (perhaps restarted empty) the routed bus
         finds this worker's users only through these entries."""
-        await self._slots.refresh([(session.user_id, session.connection_id)
-                                   for session in list(self._sessions) if session.user_id])
+        await self._refresh(list(self._sessions))
 
     async def beat(self) -> None:
         """Ping every session; terminate those that missed the last pong."""
@@ -61,8 +60,13 @@ class Heartbeat:
                 session.awaiting_pong = True
                 session.send_ping()
                 pinged.append(session)
-        # only those still open: a slot refreshed after its connection closed
-        # (during a later slice) would count against the user until it expires
+        await self._refresh(pinged)
+
+    async def _refresh(self, candidates: list[Session]) -> None:
+        """Re-score the slots of those still open and authenticated: a slot
+        refreshed after its connection closed (during a later slice of a beat)
+        would count against the user until it expires."""
+        sessions = self._sessions
         await self._slots.refresh([(session.user_id, session.connection_id)
-                                   for session in pinged
+                                   for session in candidates
                                    if session in sessions and session.user_id])
