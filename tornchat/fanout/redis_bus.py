@@ -341,7 +341,7 @@ class RedisBus(Bus):
         Redis Cluster, which lists no sharded channels, one backoff cap). A
         fixed wait of one cap lost the kept deliveries to a peer whose retry
         fell just after this worker's. In routed mode what was kept then goes
-        to each of those workers (:meth:`_address_kept`).
+        to each of those workers (:meth:`_keep_after_outage`).
         """
         backoff = Backoff()
         handled = self._outages
@@ -357,13 +357,12 @@ class RedisBus(Bus):
                     return
                 await self._became_up.wait()
                 handled = self._outages
+                peers: frozenset[str] = frozenset()
                 if self.cluster:
                     await asyncio.sleep(CAP)
                 else:  # the peers' probe channels say when
                     peers = await self._peers.returned(CAP + self._timeout)
-                    if self.mode == ROUTED_MODE:
-                        self._address_kept(peers)
-                self._drop_typing()
+                self._keep_after_outage(peers if self.mode == ROUTED_MODE else frozenset())
                 continue
             batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), _BATCH))]
             if await self._send(batch):
@@ -377,24 +376,18 @@ class RedisBus(Bus):
                 return
             await asyncio.sleep(backoff.next())
 
-    def _address_kept(self, peers: frozenset[str]) -> None:
-        """Routed mode after an outage: send what was kept to every worker known
-        before it, not to those the connection slots name. Redis may have
-        restarted empty, and a peer's slots are back only once it has written
-        them again after its own reconnect; a worker without the recipients
-        drops the delivery, as every worker does in pattern mode."""
-        if not peers:
-            return
+    def _keep_after_outage(self, peers: frozenset[str]) -> None:
+        """What was kept through an outage, made ready to go out: typing
+        signals dropped (they are stale), and with ``peers`` (routed mode on
+        one Redis) the rest addressed to each of those workers rather than to
+        those the connection slots name. Redis may have restarted empty, and a
+        peer's slots are back only once it has written them again after its
+        own reconnect; a worker without the recipients drops the delivery, as
+        every worker does in pattern mode."""
         workers = tuple(sorted(peers))
-        kept = [delivery if delivery.to_workers is not None
+        kept = [delivery if not workers or delivery.to_workers is not None
                 else dataclasses.replace(delivery, to_workers=workers)
-                for delivery in self._outbox]
-        self._outbox.clear()
-        self._outbox.extend(kept)
-
-    def _drop_typing(self) -> None:
-        """Typing signals kept through an outage are stale: drop them."""
-        kept = [delivery for delivery in self._outbox if delivery.kind != TYPING]
+                for delivery in self._outbox if delivery.kind != TYPING]
         self._outbox.clear()
         self._outbox.extend(kept)
 
