@@ -12,11 +12,20 @@ is empty) and runs :class:`RedisBus` objects on the test's IOLoop.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from harness.redis_server import private_redis
-from tests.fanout.test_bus_peers import delivery, eventually, started
-from tornchat.fanout.redis_bus import ROUTED_MODE
+from tests.fanout.test_bus_peers import (
+    delivery,
+    drain,
+    eventually,
+    published_on_redis,
+    started,
+)
+from tornchat.fanout.redis_bus import ROUTED_MODE, RedisBus, new_worker_id
+from tornchat.metrics import Metrics
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -75,3 +84,27 @@ async def test_a_worker_that_started_without_redis_is_told_at_its_first_subscrip
                              timeout=10)
         finally:
             await bus.stop()
+
+
+async def test_a_subscription_lost_while_nothing_was_queued_holds_no_publish_back(tmp_path):
+    """A blip of this worker's subscription (on a cluster: its channel's slot
+    moved) while its queue was idle keeps nothing: the next delivery goes out
+    at once, not after waiting for peers. Here the peer a still knows of has
+    gone, so a wait would last its whole bound."""
+    with private_redis(str(tmp_path)) as server:
+        b, _ = await started(server.url)
+        a = RedisBus(server.url, new_worker_id(), Metrics(), probe_interval=60)
+        await a.start(lambda _delivery: None)  # its announcement finds b; no check after
+        spy = published_on_redis(server.url)
+        try:
+            assert b.worker_id in a._peers._known and not a.alone
+            a.publish_nowait(delivery(0))  # the publish task runs from here on
+            assert len(await asyncio.to_thread(drain, spy, 0.5)) == 1
+            await b.stop()
+            a._on_state(False, "the listener lost its subscription")  # as the listener hands it
+            a._on_state(True, "subscribed")
+            a.publish_nowait(delivery(1))
+            assert len(await asyncio.to_thread(drain, spy, 1.0)) == 1, "published at once"
+        finally:
+            spy.close()
+            await a.stop()

@@ -175,7 +175,12 @@ class RedisBus(Bus):
         #: True while this worker has been without Redis (a degraded start
         #: included): the next subscription runs the ``on_resubscribed`` callbacks
         self._missed_redis = False
-        self._outages = 0  # subscriptions lost so far; the publish loop handles each
+        #: subscriptions lost while deliveries were queued or a batch was out: the
+        #: publish loop waits out each, even one that ended before it looked. One
+        #: lost while the queue was idle holds nothing back (a slot move on a
+        #: cluster would otherwise stall the next publish by a backoff cap)
+        self._outages = 0
+        self._sending = False
 
     # -- Bus interface -----------------------------------------------------
 
@@ -365,7 +370,12 @@ class RedisBus(Bus):
                 self._keep_after_outage(peers if self.mode == ROUTED_MODE else frozenset())
                 continue
             batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), _BATCH))]
-            if await self._send(batch):
+            self._sending = True
+            try:
+                sent = await self._send(batch)
+            finally:
+                self._sending = False
+            if sent:
                 backoff.reset()
                 with self._handing_lock:
                     if not self._outbox and not self._handing:
@@ -596,7 +606,8 @@ class RedisBus(Bus):
                         log.exception("a resubscription callback failed")
         else:
             self._direct_open = False  # until the queue, which waits for peers, drained
-            self._outages += 1
+            if self._outbox or self._sending:
+                self._outages += 1
             self._missed_redis = True
             self._peers.subscribed(False)
             self._down_since = time.monotonic()
