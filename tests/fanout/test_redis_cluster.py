@@ -59,6 +59,18 @@ def worker_channels(redis_cluster) -> dict[str, int]:
     return found
 
 
+def users_in_partitions(partitions: list[int]) -> list[str]:
+    """One fresh user id per partition, in that order (random ids could all
+    land in partitions of one shard)."""
+    found: dict[int, str] = {}
+    while len(found) < len(partitions):
+        user = unique("user")
+        partition = CLUSTER.partition(user)
+        if partition in partitions:
+            found.setdefault(partition, user)
+    return [found[partition] for partition in partitions]
+
+
 async def pairs_deliver(servers, users: int = 4) -> bool:
     """Users spread over both instances each get a message sent from the other one."""
     a, b = servers
@@ -93,7 +105,7 @@ def test_a_cluster_url_needs_routed_mode_and_names_a_node():
 
 async def test_each_users_keys_live_in_their_partition_on_the_shard_that_owns_it(deployment):
     redis_cluster, (a, b) = deployment
-    users = [unique(f"user{i}") for i in range(6)]
+    users = users_in_partitions([0, 3, 6, 9, 12, 15])  # evenly spaced slots: several shards
     clients = [await authed(a if i % 2 else b, user) for i, user in enumerate(users)]
     await clients[0].request({"type": "presence_subscribe", "userIds": users[1:2]})
     shards = set()
