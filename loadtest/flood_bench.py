@@ -101,6 +101,21 @@ def _flooder(port: int, count: int, seconds: float) -> None:
     asyncio.run(_flood(port, count, seconds))
 
 
+def kernel_drops() -> dict[str, int]:
+    """Packets the kernel dropped so far: ``softnet`` for a full per-CPU input
+    backlog (``net.core.netdev_max_backlog``; on loopback every packet, the
+    users' and the flood's alike, passes through it) and ``retransmits``, TCP
+    segments sent again. A dropped data segment waits for a retransmission
+    timer (a loss probe, or the 200 ms minimum RTO), which no server
+    callback shows."""
+    with open("/proc/net/softnet_stat", encoding="ascii") as handle:
+        softnet = sum(int(line.split()[1], 16) for line in handle if line.strip())
+    with open("/proc/net/snmp", encoding="ascii") as handle:
+        tcp = [line.split() for line in handle if line.startswith("Tcp:")]
+    retransmits = int(tcp[1][tcp[0].index("RetransSegs")])
+    return {"softnet": softnet, "retransmits": retransmits}
+
+
 def orphaned_sockets() -> int:
     """TCP sockets no process holds any more, still being closed by the kernel."""
     with open("/proc/net/sockstat", encoding="ascii") as handle:
@@ -122,6 +137,7 @@ async def settle() -> float:
 async def one_run(server: ServerProcess, load: GroupLoad, flood: int) -> Result:
     settled = await settle()
     refused_before = metric(server, REFUSED)
+    drops_before = kernel_drops()
     flooders = [multiprocessing.Process(target=_flooder,
                                         args=(server.port, flood // FLOODERS, load.seconds + 2))
                 for _ in range(FLOODERS if flood else 0)]
@@ -134,6 +150,9 @@ async def one_run(server: ServerProcess, load: GroupLoad, flood: int) -> Result:
         if process.is_alive():
             process.kill()
     result["refused_503"] = metric(server, REFUSED) - refused_before
+    drops = kernel_drops()
+    result["softnet_drops"] = float(drops["softnet"] - drops_before["softnet"])
+    result["retransmits"] = float(drops["retransmits"] - drops_before["retransmits"])
     result["settled_s"] = settled
     return result
 

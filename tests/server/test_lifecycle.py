@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sqlite3
@@ -13,6 +14,7 @@ import pytest
 
 from harness.server import TEST_SECRET, ServerProcess
 from harness.wsclient import ClosedError, authed
+from tornchat.server.lifecycle import FULL_COLLECTION_EVERY, settle_collector
 
 SEED_VARIABLES = ("PORT", "DATABASE_URL", "ACCESS_TOKEN_SECRET", "REDIS_URL", "KAFKA_BROKER",
                   "LOG_LEVEL", "NODE_ENV")
@@ -139,3 +141,15 @@ def test_logs_are_json_for_machines_and_one_readable_line_on_a_terminal():
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
+
+
+def test_a_started_worker_freezes_what_it_has_and_collects_fully_a_tenth_as_often():
+    threshold = gc.get_threshold()
+    try:
+        settle_collector()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (threshold[0], threshold[1], FULL_COLLECTION_EVERY)
+        assert FULL_COLLECTION_EVERY == 10 * 10  # CPython's default is 10
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import gc
+import multiprocessing
 import socket
 from typing import Any
 
@@ -10,6 +13,7 @@ import pytest
 from tornado.httputil import HTTPHeaders
 from tornado.iostream import IOStream
 
+from harness.rawws import RawWebSocket
 from harness.wsclient import authed
 from tornchat.ws.leanconn import LazyDeque, forget_request_headers, lighten_stream
 
@@ -78,6 +82,44 @@ async def test_an_idle_authenticated_connection_drops_the_upgrade_leftovers(
     assert isinstance(stream._write_futures, LazyDeque)
     assert isinstance(stream._write_buffer._buffers, LazyDeque)
     assert dict(handler.request.headers) == {}
+    assert handler.request.connection is None and handler.request.server_connection is None
+    assert handler.ui is None
     assert "write" not in vars(handler)  # the attribute dict stays small
     assert await client.request({"type": "ping"}) == {"type": "pong"}
     client.close()
+
+
+def _hold_unauthenticated(url: str, count: int, ready: Any, done: Any) -> None:
+    """A child process: ``count`` upgraded connections that never send auth."""
+    async def hold() -> None:
+        held = [await RawWebSocket.connect(url) for _ in range(count)]
+        ready.set()
+        await asyncio.get_running_loop().run_in_executor(None, done.wait)
+        for client in held:
+            client.close()
+    asyncio.run(hold())
+
+
+async def test_a_connection_waiting_to_authenticate_costs_the_collector_few_objects(
+        start_server: Any) -> None:
+    """Each one is walked by every full collection; 56 objects each before the
+    HTTP connection objects, the per-connection auth timer and the read
+    closures went (docs/performance.md, "Connection floods"). The clients run
+    in another process, so only the server's objects are counted."""
+    count = 100
+    server = await start_server(auth_timeout=60.0)
+    gc.collect()
+    before = len(gc.get_objects())
+    context = multiprocessing.get_context("fork")
+    ready, done = context.Event(), context.Event()
+    child = context.Process(target=_hold_unauthenticated, args=(server.url, count, ready, done))
+    child.start()
+    try:
+        while not ready.is_set() or server.app.sessions.pending < count:
+            await asyncio.sleep(0.05)
+        gc.collect()
+        per_connection = (len(gc.get_objects()) - before) / count
+    finally:
+        done.set()
+        await asyncio.get_running_loop().run_in_executor(None, child.join, 10)
+    assert per_connection <= 30, per_connection

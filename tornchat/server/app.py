@@ -257,7 +257,7 @@ class ChatApplication:
     async def close(self) -> None:
         """Release backends (idempotent)."""
         self.heartbeat.stop()
-        self.sessions.expiry.stop()
+        self.sessions.stop_timers()
         for task in list(self._restoring):  # before the Redis clients close under it
             task.cancel()
         await asyncio.gather(*self._restoring, return_exceptions=True)

@@ -33,6 +33,9 @@ from tornchat.storage.schema import migrate, pending_migrations
 
 log = logging.getLogger(__name__)
 
+#: generation-1 passes between full collections (CPython's default is 10)
+FULL_COLLECTION_EVERY = 100
+
 
 def prepare_schema(settings: Settings) -> None:
     database = open_database(settings.database_url, 1)
@@ -91,15 +94,31 @@ def supervise(settings: Settings, sockets: list[socket.socket], count: int) -> i
             shutil.rmtree(created, ignore_errors=True)
 
 
+def settle_collector() -> None:
+    """Once a worker has started: what exists now (modules, classes, the
+    application) lives as long as the worker, so the cycle collector need
+    never look at it again. A full collection otherwise walks these ~50,000
+    objects every time (a 25-50 ms pause measured under load) on top of the
+    connections' own.
+
+    And full collections a tenth as often. What the workers keep
+    (connections, caches) is freed by reference counting, not by the
+    collector (a full pass under load finds nothing: ``collected=0``), and
+    cyclic garbage mostly dies young, in the passes this leaves alone. A
+    flood of connections that never authenticate pushed a full pass every
+    second or two, each a stall of 35-70 ms for every user of the worker
+    (docs/performance.md, "Connection floods").
+    """
+    gc.collect()  # what start-up left as garbage is freed, not frozen
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+
+
 async def run_worker(settings: Settings, sockets: list[socket.socket]) -> int:
     app = build_application(settings)
     await app.start(sockets)
-    # What exists now (modules, classes, the application) lives as long as the
-    # worker: the cycle collector need never look at it again. A full
-    # collection otherwise walks these ~50,000 objects every time (a 25-50 ms
-    # pause measured under load) on top of the connections' own.
-    gc.collect()  # what start-up left as garbage is freed, not frozen
-    gc.freeze()
+    settle_collector()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -40,7 +40,7 @@ from tornchat.errors import (
 from tornchat.ws.context import SocketContext
 from tornchat.ws.framereader import lean_protocol
 from tornchat.ws.framewriter import PING_FRAME, drained, text_frame, write_frame
-from tornchat.ws.leanconn import forget_request_headers, lighten_stream
+from tornchat.ws.leanconn import forget_http_connection, forget_request_headers, lighten_stream
 from tornchat.ws.ratelimit import TokenBucket
 from tornchat.ws.replay import DeliveryLog
 from tornchat.ws.sessions import auth_deadline
@@ -95,7 +95,7 @@ class ChatSocketHandler(WebSocketHandler):
         self.connection_id = new_id("conn")
         self.user_id: str | None = None
         self.awaiting_pong = False
-        #: the auth deadline, then (once authenticated) the first-frame wait
+        #: once authenticated, the wait for the first frame (TORNCHAT_SYNC_HOLD)
         self._timer: object | None = None
         self._closed = False
         settings = context.settings
@@ -129,9 +129,7 @@ class ChatSocketHandler(WebSocketHandler):
         if not sessions.accepting:
             self.close(CLOSE_GOING_AWAY, "server shutting down")
             return
-        sessions.opened(self)
-        self._timer = IOLoop.current().call_later(
-            auth_deadline(self.context.settings.auth_timeout), self._on_auth_timeout)
+        sessions.opened(self, auth_deadline(self.context.settings.auth_timeout))
         self._forget_upgrade_state()
 
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
@@ -225,7 +223,7 @@ class ChatSocketHandler(WebSocketHandler):
 
     async def _authenticate(self, frame: protocol.ClientFrame, request_id: str | None) -> None:
         assert isinstance(frame, protocol.Auth)
-        self._cancel_timer()
+        self.context.sessions.auth_received(self)
         identity = self.context.verifier.identify(frame.token)
         expires_at = to_iso(from_epoch(identity.expires_at))
         await self.context.sessions.authenticate(self, identity)
@@ -396,9 +394,11 @@ class ChatSocketHandler(WebSocketHandler):
         cost as little memory as possible (:mod:`tornchat.ws.leanconn`), and
         these are never read again."""
         forget_request_headers(self.request.headers)
+        forget_http_connection(self.request)
         self._headers = HTTPHeaders()
         self.path_args = []
         self.path_kwargs = {}
+        self.ui = None  # type: ignore[assignment]  # template helpers, a cycle to the handler
         if self.ws_connection is not None:
             lighten_stream(self.ws_connection.stream)
 
@@ -454,11 +454,6 @@ class ChatSocketHandler(WebSocketHandler):
     def _reject(self, exc: AuthError, request_id: str | None = None) -> None:
         log.info("authentication failed: %s", exc.reason, extra=self._log_context())
         self._end(protocol.auth_error(exc.reason, request_id), exc.close_code, exc.reason)
-
-    def _on_auth_timeout(self) -> None:
-        self._timer = None
-        if self.user_id is None and not self._closed:
-            self.context.sessions.auth_timed_out(self)
 
     def auth_timed_out(self) -> None:
         if self.user_id is None and not self._closed:

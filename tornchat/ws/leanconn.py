@@ -15,7 +15,15 @@ again once the socket is open:
   while something is queued;
 - the handler's attribute dict, which grows to a 1.5 KB table when Tornado
   plants seven "not supported for WebSockets" attributes on the instance
-  (the handler overrides ``_detach_stream`` to skip that).
+  (the handler overrides ``_detach_stream`` to skip that);
+- the HTTP connection objects the request still points at once the stream
+  is detached: Tornado's ``HTTP1Connection`` and ``HTTP1ServerConnection``,
+  their shared context, the finished task of the request loop and its
+  coroutine, futures (13 objects the cycle collector tracks, of 56 a
+  waiting connection had; each full collection walks all of them, which is
+  what a flood of connections that never authenticate makes expensive:
+  docs/performance.md, "Connection floods"). The handler's template
+  namespace goes too (``ui``: two more, and a cycle back to the handler).
 
 Everything here is a fallback-safe adjustment of Tornado internals: when an
 attribute does not look as expected (another Tornado version, a TLS stream),
@@ -85,6 +93,18 @@ def forget_request_headers(headers: HTTPHeaders) -> None:
     """Empty ``headers`` in place (re-initialised: fresh, empty tables), so every
     holder of the object, Tornado's suspended ``get`` included, lets go of them."""
     HTTPHeaders.__init__(headers)
+
+
+def forget_http_connection(request: Any) -> None:
+    """Let go of the HTTP/1.1 connection objects behind an upgraded request.
+
+    Once the WebSocket has the stream, Tornado reads nothing more through
+    them, and they are referenced from the request alone; the request keeps
+    what a log line of it needs (method, URI, remote address).
+    """
+    for name in ("connection", "server_connection"):
+        if hasattr(request, name):
+            setattr(request, name, None)
 
 
 def lighten_stream(stream: Any) -> bool:

@@ -25,6 +25,7 @@ from tornchat.fanout.presence import Presence
 from tornchat.fanout.registry import Connection, ConnectionRegistry
 from tornchat.fanout.slots import ConnectionSlots
 from tornchat.metrics import Metrics
+from tornchat.ws.deadlines import DeadlineWheel
 from tornchat.ws.expiry import ExpiryWheel
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,15 @@ class Sessions:
         #: told how many wait to authenticate whenever that changes (the accept gate)
         self.pending_watch: PendingWatch | None = None
         self._timed_out: collections.deque[Session] = collections.deque()
+        #: open sessions that have yet to send ``auth``, by their deadline
+        self._auth_deadlines: DeadlineWheel[Session] = DeadlineWheel(self.auth_timed_out)
         self._refused = 0  # upgrades refused since the last warning
         self._refusal_logged = -_REFUSAL_LOG_INTERVAL
+
+    def stop_timers(self) -> None:
+        """Token expiry and auth deadlines stop (the application closes)."""
+        self.expiry.stop()
+        self._auth_deadlines.close()
 
     def __len__(self) -> int:
         """Authenticated sessions (those that count on ``/health``)."""
@@ -157,9 +165,15 @@ class Sessions:
         if self.pending_watch is not None:
             self.pending_watch.pending(self.pending)
 
-    def opened(self, session: Session) -> None:
+    def opened(self, session: Session, auth_within: float) -> None:
+        """A new session, closed if no ``auth`` frame comes within ``auth_within`` s."""
         self._open.add(session)
+        self._auth_deadlines.add(session, auth_within)
         self._pending_changed()
+
+    def auth_received(self, session: Session) -> None:
+        """Its ``auth`` frame came: the deadline no longer applies, whatever the answer."""
+        self._auth_deadlines.discard(session)
 
     async def authenticate(self, session: Session, identity: Identity) -> None:
         """Take a slot for the user and register the session for fan-out,
@@ -204,6 +218,7 @@ class Sessions:
         """Idempotent cleanup of everything a session is in."""
         was_open = session in self._open
         self._open.discard(session)
+        self._auth_deadlines.discard(session)
         self._presence.forget(session)  # also a subscription that was still being read
         if self.registry.remove(session):
             assert session.user_id is not None

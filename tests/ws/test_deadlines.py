@@ -1,0 +1,83 @@
+"""Auth deadlines on one timer (tornchat.ws.deadlines): never early, at most a
+bucket late, nothing handed over once discarded."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tornado.ioloop import IOLoop
+
+from tornchat.ws.deadlines import DeadlineWheel
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.due: list[tuple[str, float]] = []
+
+    def __call__(self, item: str) -> None:
+        self.due.append((item, IOLoop.current().time()))
+
+
+async def test_an_item_is_handed_over_at_its_deadline_and_not_before() -> None:
+    record = Recorder()
+    wheel: DeadlineWheel[str] = DeadlineWheel(record, resolution=0.05)
+    started = IOLoop.current().time()
+    wheel.add("a", 0.2)
+    wheel.add("b", 0.1)
+    assert len(wheel) == 2 and "a" in wheel
+    await asyncio.sleep(0.4)
+    assert [item for item, _ in record.due] == ["b", "a"]
+    for (item, at), delay in zip(record.due, (0.1, 0.2), strict=True):
+        assert delay <= at - started < delay + 0.05 + 0.1, (item, at - started)
+    assert len(wheel) == 0
+
+
+async def test_a_discarded_item_is_never_handed_over() -> None:
+    record = Recorder()
+    wheel: DeadlineWheel[str] = DeadlineWheel(record, resolution=0.05)
+    wheel.add("kept", 0.1)
+    wheel.add("authenticated", 0.1)
+    wheel.discard("authenticated")
+    wheel.discard("never added")
+    await asyncio.sleep(0.3)
+    assert [item for item, _ in record.due] == ["kept"]
+
+
+async def test_adding_again_moves_the_deadline() -> None:
+    record = Recorder()
+    wheel: DeadlineWheel[str] = DeadlineWheel(record, resolution=0.05)
+    wheel.add("a", 0.05)
+    wheel.add("a", 0.3)
+    await asyncio.sleep(0.15)
+    assert record.due == []
+    await asyncio.sleep(0.3)
+    assert [item for item, _ in record.due] == ["a"]
+
+
+async def test_items_of_one_bucket_come_together_and_a_failing_one_stops_none() -> None:
+    handed: list[int] = []
+
+    def on_due(item: int) -> None:
+        handed.append(item)
+        if item == 3:
+            raise RuntimeError("this one fails")
+
+    wheel: DeadlineWheel[int] = DeadlineWheel(on_due, resolution=0.2)
+    for item in range(10):
+        wheel.add(item, 0.01)
+    await asyncio.sleep(0.35)
+    assert sorted(handed) == list(range(10))
+
+
+async def test_one_timer_serves_every_item_and_close_forgets_them() -> None:
+    record = Recorder()
+    wheel: DeadlineWheel[str] = DeadlineWheel(record, resolution=0.05)
+    loop = asyncio.get_running_loop()
+    scheduled_before = len(loop._scheduled)  # type: ignore[attr-defined]
+    for n in range(500):
+        wheel.add(f"connection-{n}", 5.0 + n / 1000)
+    assert len(loop._scheduled) - scheduled_before == 1  # type: ignore[attr-defined]
+    wheel.close()
+    assert len(wheel) == 0
+    await asyncio.sleep(0.05)
+    assert record.due == []
