@@ -8,7 +8,8 @@ processes open ``--flood`` WebSocket connections between them (20,000; two
 because of the 20,000-descriptor limit per process here) that upgrade and
 never send ``auth``, as fast as the server answers, during the whole run.
 A and B alternate ``--rounds`` times. Reported: the readers' p50 / p99, the
-upgrades refused with 503 and the server's peak RSS.
+upgrades refused with 503, the server's peak RSS, and the packets the kernel
+dropped and the TCP segments it sent again during the run (:func:`kernel_drops`).
 
 Each run starts from a settled machine. A flood that outruns the server's
 accept queue leaves thousands of client sockets whose handshake the server
