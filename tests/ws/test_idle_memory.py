@@ -89,9 +89,10 @@ async def test_an_idle_authenticated_connection_drops_the_upgrade_leftovers(
     client.close()
 
 
-def _hold_unauthenticated(url: str, count: int, ready: Any, done: Any) -> None:
-    """A child process: ``count`` upgraded connections that never send auth."""
+def _hold_unauthenticated(url: str, count: int, go: Any, ready: Any, done: Any) -> None:
+    """A child process: on ``go``, ``count`` upgraded connections that never send auth."""
     async def hold() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, go.wait)
         held = [await RawWebSocket.connect(url) for _ in range(count)]
         ready.set()
         await asyncio.get_running_loop().run_in_executor(None, done.wait)
@@ -108,15 +109,20 @@ async def test_a_connection_waiting_to_authenticate_costs_the_collector_few_obje
     in another process, so only the server's objects are counted."""
     count = 100
     server = await start_server(auth_timeout=60.0)
-    gc.collect()
-    before = len(gc.get_objects())
-    context = multiprocessing.get_context("fork")
-    ready, done = context.Event(), context.Event()
-    child = context.Process(target=_hold_unauthenticated, args=(server.url, count, ready, done))
+    context = multiprocessing.get_context("spawn")  # the test process has threads
+    go, ready, done = context.Event(), context.Event(), context.Event()
+    child = context.Process(target=_hold_unauthenticated,
+                            args=(server.url, count, go, ready, done))
     child.start()
     try:
-        while not ready.is_set() or server.app.sessions.pending < count:
+        gc.collect()
+        before = len(gc.get_objects())
+        go.set()
+        for _ in range(600):
+            if ready.is_set() and server.app.sessions.pending >= count:
+                break
             await asyncio.sleep(0.05)
+        assert server.app.sessions.pending >= count, "the connections did not all open"
         gc.collect()
         per_connection = (len(gc.get_objects()) - before) / count
     finally:
