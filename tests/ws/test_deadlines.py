@@ -81,3 +81,15 @@ async def test_one_timer_serves_every_item_and_close_forgets_them() -> None:
     assert len(wheel) == 0
     await asyncio.sleep(0.05)
     assert record.due == []
+
+
+async def test_items_that_come_and_go_leave_one_key_per_bucket() -> None:
+    """Connections that authenticate at once (add, then discard) in the same
+    bucket must not grow the wheel with each one."""
+    wheel: DeadlineWheel[str] = DeadlineWheel(Recorder(), resolution=10.0)
+    for n in range(1000):
+        wheel.add(f"connection-{n}", 5.0)
+        wheel.discard(f"connection-{n}")
+    assert len(wheel) == 0
+    assert len(wheel._keys) <= 2 and len(wheel._buckets) <= 2
+    wheel.close()

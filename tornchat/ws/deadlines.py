@@ -40,7 +40,9 @@ class DeadlineWheel(Generic[T]):
         self._resolution = resolution
         self._buckets: dict[int, set[T]] = {}
         self._bucket_of: dict[T, int] = {}
-        self._keys: list[int] = []  # a heap of bucket keys; emptied buckets are skipped
+        #: a heap of the buckets' keys, one each: a bucket, emptied or not, lives
+        #: until its time, so a key is pushed once however often items come and go
+        self._keys: list[int] = []
         self._timer: object | None = None
         self._timer_key: int | None = None
 
@@ -68,10 +70,7 @@ class DeadlineWheel(Generic[T]):
         key = self._bucket_of.pop(item, None)
         if key is None:
             return
-        bucket = self._buckets[key]
-        bucket.discard(item)
-        if not bucket:
-            del self._buckets[key]
+        self._buckets[key].discard(item)  # an emptied bucket stays until its time
 
     def close(self) -> None:
         """Forget every item and the timer."""
@@ -94,13 +93,10 @@ class DeadlineWheel(Generic[T]):
         now = IOLoop.current().time()
         due: list[T] = []
         while self._keys and self._keys[0] * self._resolution <= now:
-            bucket = self._buckets.pop(heapq.heappop(self._keys), None)
-            if bucket:
-                for item in bucket:
-                    del self._bucket_of[item]
-                due.extend(bucket)
-        while self._keys and self._keys[0] not in self._buckets:
-            heapq.heappop(self._keys)  # emptied by discards
+            bucket = self._buckets.pop(heapq.heappop(self._keys))
+            for item in bucket:
+                del self._bucket_of[item]
+            due.extend(bucket)
         if self._keys:
             self._arm(self._keys[0])
         for item in due:
