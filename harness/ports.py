@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Callable
@@ -37,3 +38,14 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str = "conditio
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+async def eventually(predicate: Callable[[], object], what: str = "condition",
+                     timeout: float = 5.0, interval: float = 0.01) -> None:
+    """:func:`wait_until` for a coroutine: poll without blocking the loop the
+    code under test runs on."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)

@@ -7,14 +7,12 @@ probe channels) and runs :class:`RedisBus` objects on the test's IOLoop.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 
 import pytest
 import redis
 
-from harness.ports import free_port
+from harness.ports import eventually, free_port
 from harness.redis_server import RedisServer, private_redis
 from tornchat.fanout.bus import MESSAGE, Delivery
 from tornchat.fanout.redis_bus import PATTERN_MODE, RedisBus, new_worker_id
@@ -36,14 +34,6 @@ async def started(url: str, mode: str = PATTERN_MODE) -> tuple[RedisBus, list[De
     bus = RedisBus(url, new_worker_id(), Metrics(), mode=mode, probe_interval=PROBE_INTERVAL)
     await bus.start(received.append)
     return bus, received
-
-
-async def eventually(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def published_on_redis(url: str) -> redis.client.PubSub:

@@ -4,6 +4,7 @@ costs no system call (tornchat.metrics.ProcessId)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,13 @@ from tornchat.metrics import MULTIPROC_ENV, Metrics, ProcessId, prepare_multipro
 
 
 @pytest.fixture
-def multiprocess_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def multiprocess_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Multiprocess mode in a temporary directory; the value class restored after."""
     monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
     monkeypatch.setattr(values, "ValueClass", values.ValueClass)
     prepare_multiprocess()
-    return tmp_path
+    yield tmp_path
+    values.close_all_multiprocess_files()  # the mmap files of the temporary directory
 
 
 def _sample(metrics: Metrics, name: str) -> float:

@@ -78,6 +78,33 @@ async def test_no_auth_within_the_timeout_closes_with_4001(server):
     assert await client.wait_closed() == 4001
 
 
+async def test_an_auth_that_fails_on_the_server_side_may_be_retried_within_a_new_deadline(
+        server, monkeypatch):
+    """An internal failure answers ``internal_error`` and leaves the connection
+    open: the client may send ``auth`` again, and one that does not is still
+    closed at the auth timeout."""
+    presence = server.app.presence
+
+    async def broken(user_id: str) -> None:
+        raise RuntimeError("presence store broke")
+
+    original = presence.connected
+    monkeypatch.setattr(presence, "connected", broken)
+    retrying = await WsClient.connect(server.url)
+    giving_up = await WsClient.connect(server.url)
+    for client, user in ((retrying, "u1"), (giving_up, "u2")):
+        reply = await client.request({"type": "auth", "token": mint_token(server.secret, user)})
+        assert reply["type"] == "error" and reply["code"] == "internal_error"
+
+    monkeypatch.setattr(presence, "connected", original)
+    reply = await retrying.request({"type": "auth", "token": mint_token(server.secret, "u1")})
+    assert reply["type"] == "auth_success"
+    frame = await giving_up.recv(timeout=3)  # auth timeout is 1 s in tests
+    assert frame == {"type": "auth_error", "error": "Authentication timeout"}
+    assert await giving_up.wait_closed() == 4001
+    await retrying.nothing_within(1.5)  # authenticated: no deadline left for it
+
+
 async def test_any_other_message_before_auth_closes_with_4001(server):
     client = await WsClient.connect(server.url)
     await client.send({"type": "send_message", "recipientIds": ["u2"], "content": "hi"})

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from tornado.ioloop import IOLoop
 
+from harness.ports import eventually
 from harness.wsclient import authed
 from tornchat.auth import mint_token
 
@@ -88,13 +89,6 @@ def _auth(secret: str, user: str) -> bytes:
     return json.dumps({"type": "auth", "token": mint_token(secret, user)}).encode()
 
 
-async def _wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
-
-
 async def test_a_fragmented_message_is_one_message_and_pings_may_interleave(server):
     client = await FrameSocket.open(server.port)
     auth = _auth(server.secret, "alice")
@@ -140,7 +134,7 @@ async def test_protocol_violations_drop_only_that_connection(server, frames):
     assert (await client.receive_json())["type"] == "auth_success"
     client.send(*frames)
     assert await client.dropped()
-    await _wait_for(lambda: not server.app.registry.connections_of("alice"))
+    await eventually(lambda: not server.app.registry.connections_of("alice"))
     assert await bystander.request({"type": "ping"}) == {"type": "pong"}
     bystander.close()
 
@@ -153,7 +147,7 @@ async def test_a_close_frame_is_echoed_and_the_connection_is_forgotten(server):
     client.send(FrameSocket.frame(CLOSE, struct.pack("!H", 1000) + b"bye"))
     assert await client.receive() == (CLOSE, struct.pack("!H", 1000))
     assert await client.dropped()
-    await _wait_for(lambda: not server.app.registry.connections_of("alice"))
+    await eventually(lambda: not server.app.registry.connections_of("alice"))
 
 
 async def test_a_message_over_the_size_limit_in_fragments_closes_with_1009(start_server):

@@ -128,4 +128,8 @@ async def test_a_connection_waiting_to_authenticate_costs_the_collector_few_obje
     finally:
         done.set()
         await asyncio.get_running_loop().run_in_executor(None, child.join, 10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    assert child.exitcode == 0, f"the client process failed (exit code {child.exitcode})"
     assert per_connection <= 30, per_connection

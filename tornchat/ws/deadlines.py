@@ -45,6 +45,7 @@ class DeadlineWheel(Generic[T]):
         self._keys: list[int] = []
         self._timer: object | None = None
         self._timer_key: int | None = None
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._bucket_of)
@@ -54,8 +55,12 @@ class DeadlineWheel(Generic[T]):
 
     def add(self, item: T, delay: float) -> None:
         """Hand ``item`` to ``on_due`` ``delay`` seconds from now (or up to one
-        resolution later), unless it is discarded first."""
+        resolution later), unless it is discarded first. Once the wheel is
+        closed, nothing is added (an upgrade finishing while the application
+        closes must not arm a timer again)."""
         self.discard(item)
+        if self._closed:
+            return
         key = math.ceil((IOLoop.current().time() + delay) / self._resolution)
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -73,7 +78,8 @@ class DeadlineWheel(Generic[T]):
         self._buckets[key].discard(item)  # an emptied bucket stays until its time
 
     def close(self) -> None:
-        """Forget every item and the timer."""
+        """Forget every item and the timer; later adds are ignored."""
+        self._closed = True
         if self._timer is not None:
             IOLoop.current().remove_timeout(self._timer)
         self._timer, self._timer_key = None, None

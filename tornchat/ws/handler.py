@@ -223,10 +223,19 @@ class ChatSocketHandler(WebSocketHandler):
 
     async def _authenticate(self, frame: protocol.ClientFrame, request_id: str | None) -> None:
         assert isinstance(frame, protocol.Auth)
-        self.context.sessions.auth_received(self)
-        identity = self.context.verifier.identify(frame.token)
-        expires_at = to_iso(from_epoch(identity.expires_at))
-        await self.context.sessions.authenticate(self, identity)
+        sessions = self.context.sessions
+        sessions.auth_received(self)
+        try:
+            identity = self.context.verifier.identify(frame.token)
+            expires_at = to_iso(from_epoch(identity.expires_at))
+            await sessions.authenticate(self, identity)
+        except Exception:
+            # a failure that leaves the connection open (unavailable, internal
+            # error) lets the client try again, within a new deadline; a
+            # rejection closes it, and closing discards the deadline
+            if not self._closed and self.user_id is None:
+                sessions.awaiting_auth(self, auth_deadline(self.context.settings.auth_timeout))
+            raise
         if self._closed:
             return
         user_id = identity.user_id

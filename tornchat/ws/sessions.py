@@ -172,8 +172,14 @@ class Sessions:
         self._pending_changed()
 
     def auth_received(self, session: Session) -> None:
-        """Its ``auth`` frame came: the deadline no longer applies, whatever the answer."""
+        """Its ``auth`` frame came: the deadline no longer applies while it is answered."""
         self._auth_deadlines.discard(session)
+
+    def awaiting_auth(self, session: Session, auth_within: float) -> None:
+        """An ``auth`` failed but the connection stays open (a dependency was
+        unavailable): the client has ``auth_within`` s to try again."""
+        if session in self._open:
+            self._auth_deadlines.add(session, auth_within)
 
     async def authenticate(self, session: Session, identity: Identity) -> None:
         """Take a slot for the user and register the session for fan-out,
