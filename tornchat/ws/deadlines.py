@@ -1,4 +1,7 @@
-"""Auth deadlines of new connections: buckets on one timer, not a timer each.
+"""Deadlines of many connections in buckets on one timer, not a timer each:
+the auth deadline of a new connection, and the end of a session at its
+token's ``exp`` (:class:`tornchat.ws.sessions.Sessions` holds one wheel of
+each).
 
 Every connection that has not authenticated yet must be closed at its
 deadline (``TORNCHAT_AUTH_TIMEOUT``, spread a little, see
@@ -11,8 +14,11 @@ them all (docs/performance.md, "Connection floods"). Here a waiting
 connection costs an entry in a set and in a dict, which the collector does
 not track as objects of their own.
 
-Deadlines are rounded up to :data:`RESOLUTION` (never early); items due in
-the same bucket are handed to ``on_due`` together, in one timer callback.
+Deadlines are rounded up to the wheel's resolution (never early); items due
+in the same bucket are handed to ``on_due`` together, in one timer callback,
+and the timer is armed only for the earliest bucket that exists, so a wheel
+of sessions whose tokens last an hour does not wake every second. Delays
+run on the event loop's monotonic clock.
 Thread rule: IOLoop thread only.
 """
 

@@ -289,7 +289,7 @@ class ChatSocketHandler(WebSocketHandler):
         self._end(frame, CLOSE_DISCONNECTED, "Disconnected by server")
 
     def expire(self) -> None:
-        """Called by the expiry wheel at the token's ``exp``."""
+        """Called by the sessions' expiry wheel at the token's ``exp``."""
         log.info("token expired; closing", extra=self._log_context())
         self._end(protocol.auth_error("Token expired"), 4001, "Token expired")
 

@@ -26,7 +26,6 @@ from tornchat.fanout.registry import Connection, ConnectionRegistry
 from tornchat.fanout.slots import ConnectionSlots
 from tornchat.metrics import Metrics
 from tornchat.ws.deadlines import DeadlineWheel
-from tornchat.ws.expiry import ExpiryWheel
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +33,8 @@ _REFUSAL_LOG_INTERVAL = 10.0  # seconds between warnings about refused upgrades
 _CLOSES_PER_TURN = 32  # sessions closed for an auth timeout per event-loop turn
 #: auth deadlines fall up to this fraction of TORNCHAT_AUTH_TIMEOUT later, at random
 AUTH_DEADLINE_SPREAD = 0.2
+#: seconds per bucket of token expiries: a session ends at most this long after its ``exp``
+EXPIRY_RESOLUTION = 1.0
 
 
 def auth_deadline(auth_timeout: float) -> float:
@@ -42,6 +43,15 @@ def auth_deadline(auth_timeout: float) -> float:
     due in one burst too, and its closes would stall the users' messages (the
     client still has the whole timeout; the server only closes a little later)."""
     return auth_timeout * (1.0 + AUTH_DEADLINE_SPREAD * random.random())
+
+
+def _seconds_until(epoch: float) -> float:
+    """From an ``exp`` (wall clock) to a delay on the event loop's own clock."""
+    return epoch - time.time()
+
+
+def _expire(session: Session) -> None:
+    session.expire()
 
 
 class Session(Connection, Protocol):
@@ -78,8 +88,9 @@ class Sessions:
                  presence: Presence, metrics: Metrics) -> None:
         self.registry = registry
         self._presence = presence
-        #: ends sessions at their token's ``exp`` (start/stop with the app)
-        self.expiry = ExpiryWheel()
+        #: ends sessions at their token's ``exp`` (PROTOCOL section 14), unless
+        #: refreshed; sessions whose tokens end in the same second share a bucket
+        self.expiry: DeadlineWheel[Session] = DeadlineWheel(_expire, EXPIRY_RESOLUTION)
         self._slots = slots
         self._metrics = metrics
         self._open: set[Session] = set()
@@ -95,7 +106,7 @@ class Sessions:
 
     def stop_timers(self) -> None:
         """Token expiry and auth deadlines stop (the application closes)."""
-        self.expiry.stop()
+        self.expiry.close()
         self._auth_deadlines.close()
 
     def __len__(self) -> int:
@@ -207,14 +218,15 @@ class Sessions:
         session.user_id = user_id
         session.expires_at = identity.expires_at
         self.registry.add(session)
-        self.expiry.add(session)
+        self.expiry.add(session, _seconds_until(identity.expires_at))
         self._metrics.connections.inc()
         self._pending_changed()
 
     def refresh(self, session: Session, expires_at: float) -> None:
         """A refreshed token: the session lasts until its new ``exp``."""
         if session in self._open:
-            self.expiry.move(session, expires_at)
+            session.expires_at = expires_at
+            self.expiry.add(session, _seconds_until(expires_at))  # moves it
 
     def slow_consumer(self, session: Session) -> None:
         """Count a session closed for not reading (``tornchat_slow_consumers_closed``)."""
