@@ -61,6 +61,7 @@ def test_allowed_origins_from_a_comma_list():
     ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
     ({"TORNCHAT_ENV": "staging"}, "TORNCHAT_ENV"),
     ({"TORNCHAT_MAX_CONNECTIONS_PER_USER": "0"}, "TORNCHAT_MAX_CONNECTIONS_PER_USER"),
+    ({"TORNCHAT_LISTEN_BACKLOG": "0"}, "TORNCHAT_LISTEN_BACKLOG"),
     ({"TORNCHAT_AUTH_TIMEOUT": "soon"}, "TORNCHAT_AUTH_TIMEOUT"),
     ({"TORNCHAT_ENV": "production"}, "ACCESS_TOKEN_SECRET"),
     ({"NODE_ENV": "production", "ACCESS_TOKEN_SECRET": "short"}, "ACCESS_TOKEN_SECRET"),

@@ -72,6 +72,10 @@ class Settings:
         "WebSocket connections per worker that have not authenticated yet; more are "
         "refused with 503 before the upgrade"
     )
+    listen_backlog: int = _setting(
+        1024, "TORNCHAT_LISTEN_BACKLOG",
+        "TCP connections the kernel queues for accepting (capped by net.core.somaxconn)"
+    )
     max_connections_per_user: int = _setting(
         5, "TORNCHAT_MAX_CONNECTIONS_PER_USER", "live connections a user may hold"
     )
@@ -291,9 +295,9 @@ def _validate(s: Settings) -> None:
     for name in ("auth_timeout", "heartbeat_interval", "shutdown_timeout", "rate_limit_per_second",
                  "redis_probe_interval"):
         _require(getattr(s, name) > 0, env_of[name], "must be greater than 0")
-    for name in ("max_connections_per_user", "max_pending_connections", "max_message_length",
-                 "max_frame_bytes", "max_recipients", "rate_limit_burst", "db_pool_size",
-                 "bus_backlog", "sync_max_conversations", "sync_max_replay"):
+    for name in ("max_connections_per_user", "max_pending_connections", "listen_backlog",
+                 "max_message_length", "max_frame_bytes", "max_recipients", "rate_limit_burst",
+                 "db_pool_size", "bus_backlog", "sync_max_conversations", "sync_max_replay"):
         _require(getattr(s, name) >= 1, env_of[name], "must be at least 1")
     _require(s.api_key == s.api_key.strip(), "TORNCHAT_API_KEY",
              "must not start or end with white space (HTTP headers cannot carry it)")

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = Non
                           cwd=cwd, capture_output=True, text=True, timeout=30)
 
 
+def listen_backlog(port: int) -> int:
+    """The accept queue's length of the socket listening on ``port`` (``ss``
+    shows it as the Send-Q of a listening socket)."""
+    shown = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True,
+                           text=True, check=True, timeout=10).stdout.split()
+    return int(shown[2])
+
+
 @pytest.mark.slow
 def test_serve_starts_with_nothing_configured(tmp_path):
     server = ServerProcess(cwd=str(tmp_path))
@@ -43,6 +52,8 @@ def test_serve_starts_with_nothing_configured(tmp_path):
                                         "kafka": "disabled"}
         assert (tmp_path / "tornchat.db").exists()
         assert "DEVELOPMENT secret" in server.logs()
+        somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+        assert listen_backlog(server.port) == min(1024, somaxconn)  # not Tornado's 128
     finally:
         assert server.stop() == 0
 

@@ -164,11 +164,11 @@ class ChatApplication:
         if sockets is not None:
             self._server.add_sockets(sockets)
         else:
-            self._server.listen(self.settings.port, self.settings.host)
+            self._server.listen(self.settings.port, self.settings.host,
+                                backlog=self.settings.listen_backlog)
         self.sessions.pending_watch = AcceptGate(
             self._server, self.settings.max_pending_connections, self.metrics)
         self.heartbeat.start()
-        self.sessions.expiry.start()
         return self._server
 
     def _restore_shared_state(self) -> None:
@@ -237,7 +237,7 @@ class ChatApplication:
         if self._server is not None:
             self._server.stop()
         self.heartbeat.stop()
-        self.sessions.expiry.stop()
+        self.sessions.expiry.close()  # no session ends for its token while draining
         notice = protocol.server_shutdown(RECONNECT_AFTER_MS)
         sessions = list(self.sessions)
         log.info("draining", extra={"connections": len(sessions),

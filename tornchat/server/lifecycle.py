@@ -74,7 +74,7 @@ def serve(settings: Settings) -> int:
                           "or the workers could not reach each other's connections")
     warn_about_settings(settings)
     prepare_schema(settings)
-    sockets = bind_sockets(settings.port, settings.host)
+    sockets = bind_sockets(settings.port, settings.host, backlog=settings.listen_backlog)
     count = settings.processes or os.cpu_count() or 1
     if count == 1:
         return asyncio.run(run_worker(settings, sockets))
