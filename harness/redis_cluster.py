@@ -32,12 +32,16 @@ class RedisCluster:
 
     def start(self, masters: int = 3) -> RedisCluster:
         for _ in range(masters):
-            port = free_port()
+            # two free_port() calls in a row may return the same port (neither
+            # is bound yet): the node's own port and its bus port must differ
+            port, bus_port = free_port(), free_port()
+            while bus_port == port:
+                bus_port = free_port()
             node_dir = os.path.join(self.workdir, f"node-{port}")
             os.makedirs(node_dir, exist_ok=True)
             self.nodes.append(RedisServer(port, node_dir, options=(
                 # its own bus port: the default (port + 10000) may be taken or past 65535
-                "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+                "--cluster-enabled", "yes", "--cluster-port", str(bus_port),
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "2000",
                 # a node that lost a shard keeps serving the slots it has

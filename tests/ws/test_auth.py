@@ -95,6 +95,7 @@ async def test_an_auth_that_fails_on_the_server_side_may_be_retried_within_a_new
     for client, user in ((retrying, "u1"), (giving_up, "u2")):
         reply = await client.request({"type": "auth", "token": mint_token(server.secret, user)})
         assert reply["type"] == "error" and reply["code"] == "internal_error"
+        assert await server.app.slots.count(user) == 0  # the slot went back
 
     monkeypatch.setattr(presence, "connected", original)
     reply = await retrying.request({"type": "auth", "token": mint_token(server.secret, "u1")})

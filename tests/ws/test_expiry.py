@@ -105,3 +105,15 @@ async def test_a_token_with_an_exp_past_year_9999_is_refused(server):
     reply = await client.request({"type": "auth", "token": token})
     assert reply == {"type": "auth_error", "error": "Invalid token"}
     assert await client.wait_closed() == 4001
+
+
+async def test_a_session_due_on_the_loops_clock_waits_for_the_wall_clocks_exp(server):
+    """The wheel counts on the monotonic clock; if the wall clock was stepped
+    back meanwhile, the session is not ended before its ``exp``."""
+    client, _ = await _connect(server, "alice", 3600)
+    session = next(iter(server.app.sessions))
+    sessions = server.app.sessions
+    sessions.expiry.discard(session)
+    sessions._token_ended(session)  # as if due: the wall clock says an hour is left
+    assert session in sessions.expiry
+    assert await client.request({"type": "ping"}) == {"type": "pong"}

@@ -38,6 +38,7 @@ T = TypeVar("T")
 
 #: seconds per bucket: how late past its deadline an item may be handed over
 RESOLUTION = 0.1
+_SLACK = 64  # queued keys without a bucket tolerated before the heap is rebuilt
 
 
 class DeadlineWheel(Generic[T]):
@@ -46,9 +47,11 @@ class DeadlineWheel(Generic[T]):
         self._resolution = resolution
         self._buckets: dict[int, set[T]] = {}
         self._bucket_of: dict[T, int] = {}
-        #: a heap of the buckets' keys, one each: a bucket, emptied or not, lives
-        #: until its time, so a key is pushed once however often items come and go
+        #: a heap of bucket keys, each pushed once until its time (``_queued``),
+        #: however often items come and go; an emptied bucket's set is freed at
+        #: once (sessions refreshed out of an hour-long wheel leave no sets behind)
         self._keys: list[int] = []
+        self._queued: set[int] = set()
         self._timer: object | None = None
         self._timer_key: int | None = None
         self._closed = False
@@ -71,7 +74,9 @@ class DeadlineWheel(Generic[T]):
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = set()
-            heapq.heappush(self._keys, key)
+            if key not in self._queued:
+                self._queued.add(key)
+                heapq.heappush(self._keys, key)
         bucket.add(item)
         self._bucket_of[item] = key
         if self._timer_key is None or key < self._timer_key:
@@ -81,7 +86,17 @@ class DeadlineWheel(Generic[T]):
         key = self._bucket_of.pop(item, None)
         if key is None:
             return
-        self._buckets[key].discard(item)  # an emptied bucket stays until its time
+        bucket = self._buckets[key]
+        bucket.discard(item)
+        if not bucket:
+            del self._buckets[key]  # its key stays queued until its time...
+            if len(self._keys) > 2 * len(self._buckets) + _SLACK:
+                self._compact()  # ...unless most queued keys have no bucket left
+
+    def _compact(self) -> None:
+        self._keys = list(self._buckets)
+        heapq.heapify(self._keys)
+        self._queued = set(self._keys)
 
     def close(self) -> None:
         """Forget every item and the timer; later adds are ignored."""
@@ -92,6 +107,7 @@ class DeadlineWheel(Generic[T]):
         self._buckets.clear()
         self._bucket_of.clear()
         self._keys.clear()
+        self._queued.clear()
 
     def _arm(self, key: int) -> None:
         loop = IOLoop.current()
@@ -105,7 +121,9 @@ class DeadlineWheel(Generic[T]):
         now = IOLoop.current().time()
         due: list[T] = []
         while self._keys and self._keys[0] * self._resolution <= now:
-            bucket = self._buckets.pop(heapq.heappop(self._keys))
+            key = heapq.heappop(self._keys)
+            self._queued.discard(key)
+            bucket = self._buckets.pop(key, set())
             for item in bucket:
                 del self._bucket_of[item]
             due.extend(bucket)

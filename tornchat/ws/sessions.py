@@ -50,10 +50,6 @@ def _seconds_until(epoch: float) -> float:
     return epoch - time.time()
 
 
-def _expire(session: Session) -> None:
-    session.expire()
-
-
 class Session(Connection, Protocol):
     """What the sessions, the heartbeat and drain need of a connection (and
     the registry's fan-out, :class:`~tornchat.fanout.registry.Connection`)."""
@@ -90,7 +86,8 @@ class Sessions:
         self._presence = presence
         #: ends sessions at their token's ``exp`` (PROTOCOL section 14), unless
         #: refreshed; sessions whose tokens end in the same second share a bucket
-        self.expiry: DeadlineWheel[Session] = DeadlineWheel(_expire, EXPIRY_RESOLUTION)
+        self.expiry: DeadlineWheel[Session] = DeadlineWheel(self._token_ended,
+                                                             EXPIRY_RESOLUTION)
         self._slots = slots
         self._metrics = metrics
         self._open: set[Session] = set()
@@ -103,6 +100,16 @@ class Sessions:
         self._auth_deadlines: DeadlineWheel[Session] = DeadlineWheel(self.auth_timed_out)
         self._refused = 0  # upgrades refused since the last warning
         self._refusal_logged = -_REFUSAL_LOG_INTERVAL
+
+    def _token_ended(self, session: Session) -> None:
+        """Due on the event loop's clock; ended once the wall clock agrees too
+        (one stepped back by more than a bucket since the session was added
+        sets it again; a forward step ends sessions that much late)."""
+        left = _seconds_until(session.expires_at)
+        if left > EXPIRY_RESOLUTION:
+            self.expiry.add(session, left)
+        else:
+            session.expire()
 
     def stop_timers(self) -> None:
         """Token expiry and auth deadlines stop (the application closes)."""
@@ -206,7 +213,11 @@ class Sessions:
         if self.registry.disconnected_since(user_id, started):  # during the claim
             await self._slots.release(user_id, session.connection_id)
             raise DisconnectedByServer()  # before presence: never announced online
-        await self._presence.connected(user_id)
+        try:
+            await self._presence.connected(user_id)
+        except Exception:  # the slot goes back, or the user could be locked out
+            await self._release_quietly(user_id, session.connection_id)
+            raise
         if session not in self._open:  # closed meanwhile
             await self._release(user_id, session.connection_id)
             return
@@ -253,3 +264,11 @@ class Sessions:
         """Give the slot back, then let presence see whether it was the last."""
         await self._slots.release(user_id, connection_id)
         await self._presence.disconnected(user_id)
+
+    async def _release_quietly(self, user_id: str, connection_id: str) -> None:
+        """:meth:`_release` while another error is on its way to the client."""
+        try:
+            await self._release(user_id, connection_id)
+        except Exception:
+            log.warning("giving back the slot of a failed auth failed", exc_info=True,
+                        extra={"userId": user_id, "connectionId": connection_id})
