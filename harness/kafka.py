@@ -56,8 +56,13 @@ class TansuBroker:
                 stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while not port_open("127.0.0.1", self.port, timeout=0.2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"tansu did not start; see {self.log_path}")
+            code = self.proc.poll()
+            if code is not None:
+                raise RuntimeError(f"tansu exited with status {code} before it listened on "
+                                   f"{self.port}; see {self.log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"tansu did not listen on {self.port} within 10 s; "
+                                   f"see {self.log_path}")
             time.sleep(0.02)
         self.create_topics(*topics)
         return self

@@ -59,6 +59,20 @@ def test_ids_are_prefixed_unique_and_time_sortable():
     assert ids[0][:14] <= ids[-1][:14]
 
 
+def test_an_id_carries_its_creation_millisecond_in_crockford_base32():
+    import time
+
+    from tornchat.contract.ids import ALPHABET
+    before = time.time_ns() // 1_000_000
+    encoded = new_id("c").removeprefix("c_")
+    after = time.time_ns() // 1_000_000
+    value = 0
+    for char in encoded:
+        value = value * 32 + ALPHABET.index(char)
+    assert value < 1 << 128
+    assert before <= value >> 80 <= after
+
+
 def test_timestamps_are_iso_utc_with_milliseconds():
     from datetime import datetime
     assert to_iso(datetime(2026, 1, 11, 12, 0, 0, 123456)) == "2026-01-11T12:00:00.123Z"

@@ -59,7 +59,7 @@ def define_models(database: pw.Database) -> Models:
 
     class Participant(Base):
         id = pw.CharField(primary_key=True, max_length=40)
-        user_id = pw.CharField(max_length=128, index=True)
+        user_id = pw.CharField(max_length=128)  # led by the unique (user_id, conversation)
         conversation = pw.ForeignKeyField(Conversation, on_delete="CASCADE",
                                           column_name="conversation_id")
         joined_at = pw.DateTimeField(default=utc_now_ms)
@@ -71,8 +71,9 @@ def define_models(database: pw.Database) -> Models:
 
     class Message(Base):
         id = pw.CharField(primary_key=True, max_length=40)
+        # (conversation, seq) below leads with the column: no index of its own
         conversation = pw.ForeignKeyField(Conversation, on_delete="CASCADE",
-                                          column_name="conversation_id")
+                                          column_name="conversation_id", index=False)
         sender_id = pw.CharField(max_length=128)
         content = pw.TextField()
         created_at = pw.DateTimeField(default=utc_now_ms)
@@ -81,7 +82,6 @@ def define_models(database: pw.Database) -> Models:
 
         class Meta:
             indexes = (
-                (("conversation", "created_at"), False),
                 (("conversation", "seq"), True),
                 (("sender_id", "client_message_id"), True),
             )

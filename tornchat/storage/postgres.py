@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import peewee as pw
 
 from tornchat.contract.ids import new_id
@@ -41,8 +42,11 @@ if TYPE_CHECKING:  # annotations only (the store imports this module)
     from tornchat.storage.store import NewMessage, StoreResult
 
 # A batch in one autocommitted statement, prepared once per connection
-# (planning it costs more than running it). The arrays hold one element per
-# new message; ``rank`` numbers a conversation's messages in the batch from 1.
+# (planning it costs more than running it). The new messages travel as one
+# JSON array of objects, one per message (encoded by orjson: psycopg2 quoting
+# eight arrays element by element cost five times as much client CPU, 129
+# against 24 µs for 20 messages); ``rank`` numbers a conversation's messages
+# in the batch from 1.
 # ``locked`` takes the conversation row locks in id order (two workers'
 # batches over the same conversations cannot deadlock); ``bumped`` advances
 # each counter (an UPDATE applies to the newest row version, so concurrent
@@ -55,28 +59,29 @@ if TYPE_CHECKING:  # annotations only (the store imports this module)
 _BATCH_STATEMENT = "tornchat_store_batch"
 _PREPARE_BATCH = (
     f"PREPARE {_BATCH_STATEMENT} "
-    "(text[], text[], text[], text[], text[], int[], text[], text[], timestamp) AS "
-    "WITH v AS (SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) AS v(id, conversation_id, "
-    "sender_id, content, client_message_id, rank, dedupe_id, payload)), "
+    "(json, timestamp) AS "
+    "WITH v AS (SELECT * FROM json_to_recordset($1) AS v(id text, conversation_id text, "
+    "sender_id text, content text, client_message_id text, rank int, dedupe_id text, "
+    "payload text)), "
     "n AS (SELECT conversation_id, count(*) AS added FROM v GROUP BY conversation_id), "
     "locked AS MATERIALIZED (SELECT id FROM conversation "
     "WHERE id IN (SELECT conversation_id FROM n) ORDER BY id FOR UPDATE), "
     "bumped AS (UPDATE conversation AS c SET last_seq = c.last_seq + n.added, "
-    "last_message_at = $9, updated_at = $9 "
+    "last_message_at = $2, updated_at = $2 "
     "FROM n JOIN locked ON locked.id = n.conversation_id WHERE c.id = n.conversation_id "
     "RETURNING c.id, c.last_seq - n.added AS base), "
     f"stored AS ({MESSAGE_INSERT} SELECT v.id, v.conversation_id, v.sender_id, v.content, "
-    "$9, b.base + v.rank, v.client_message_id FROM v JOIN bumped AS b "
+    "$2, b.base + v.rank, v.client_message_id FROM v JOIN bumped AS b "
     "ON b.id = v.conversation_id RETURNING id, seq), "
     f"events AS ({OUTBOX_INSERT} SELECT v.id, v.conversation_id, v.dedupe_id, v.payload, "
-    "$9, 0 FROM v JOIN stored AS s ON s.id = v.id ORDER BY v.conversation_id, s.seq), "
-    "senders AS (UPDATE participant AS p SET last_read_seq = r.seq, last_read_at = $9 "
+    "$2, 0 FROM v JOIN stored AS s ON s.id = v.id ORDER BY v.conversation_id, s.seq), "
+    "senders AS (UPDATE participant AS p SET last_read_seq = r.seq, last_read_at = $2 "
     "FROM (SELECT v.conversation_id, v.sender_id, max(s.seq) AS seq FROM v "
     "JOIN stored AS s ON s.id = v.id GROUP BY v.conversation_id, v.sender_id) AS r "
     "WHERE p.conversation_id = r.conversation_id AND p.user_id = r.sender_id "
     "AND p.last_read_seq < r.seq) "
     "SELECT id, seq FROM stored")
-_EXECUTE_BATCH = f"EXECUTE {_BATCH_STATEMENT} ({', '.join(['%s'] * 9)})"
+_EXECUTE_BATCH = f"EXECUTE {_BATCH_STATEMENT} (%s, %s)"
 _UNDEFINED_PREPARED_STATEMENT = "26000"
 
 
@@ -120,25 +125,22 @@ class PostgresDialect(Dialect):
         now = utc_now_ms()
         created_at = to_iso(now)
         ranks: Counter[str] = Counter()
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
-        ids, conversations, senders, contents, client_ids, rank_of, dedupe_ids, payloads = columns
+        rows: list[dict[str, Any]] = []
         for index in plan.fresh:
             request = batch[index]
             ranks[request.conversation_id] += 1
             message_id = new_id("msg")
             dedupe_id, payload = self._event(message_id, request, created_at)
-            ids.append(message_id)
-            conversations.append(request.conversation_id)
-            senders.append(request.sender_id)
-            contents.append(request.content)
-            client_ids.append(request.client_message_id)
-            rank_of.append(ranks[request.conversation_id])
-            dedupe_ids.append(dedupe_id)
-            payloads.append(payload)
-        cursor = self._execute_prepared([*columns, now])
+            rows.append({"id": message_id, "conversation_id": request.conversation_id,
+                         "sender_id": request.sender_id, "content": request.content,
+                         "client_message_id": request.client_message_id,
+                         "rank": ranks[request.conversation_id], "dedupe_id": dedupe_id,
+                         "payload": payload})
+        cursor = self._execute_prepared([orjson.dumps(rows).decode(), now])
         seqs: dict[str, int] = dict(cursor.fetchall())
-        for index, message_id in zip(plan.fresh, ids, strict=True):
+        for index, row in zip(plan.fresh, rows, strict=True):
             request = batch[index]
+            message_id = row["id"]
             seq = seqs.get(message_id)
             plan.results[index] = NotFound(
                 f"Conversation {request.conversation_id!r} does not exist") if seq is None \

@@ -1,0 +1,45 @@
+"""The migrated schema: each index serves a query, and each migration can be undone."""
+
+from __future__ import annotations
+
+from playhouse.migrations import Runner
+
+from tornchat.storage.database import open_database
+from tornchat.storage.schema import MIGRATIONS_DIR, migrate
+
+#: every index a send pays for, by table (docs/storage.md says which read each serves)
+EXPECTED_INDEXES = {
+    "message": {"message_conversation_id_seq", "message_sender_id_client_message_id"},
+    "participant": {"participant_conversation_id", "participant_user_id_conversation_id"},
+}
+
+
+def _indexes(database, table: str) -> set[str]:
+    return {index.name for index in database.get_indexes(table)
+            if not index.name.endswith("_pkey") and not index.name.startswith("sqlite_")}
+
+
+def test_a_message_row_feeds_only_the_indexes_some_read_needs(database_url):
+    database = open_database(database_url, 1)
+    try:
+        migrate(database)
+        with database.connection_context():
+            assert {table: _indexes(database, table) for table in EXPECTED_INDEXES} \
+                == EXPECTED_INDEXES
+    finally:
+        database.close()
+
+
+def test_dropping_the_redundant_indexes_can_be_undone(database_url):
+    database = open_database(database_url, 1)
+    try:
+        migrate(database)
+        with database.connection_context():
+            Runner(database, directory=MIGRATIONS_DIR).down(target="0003_read_position")
+            assert "message_conversation_id_created_at" in _indexes(database, "message")
+            assert "participant_user_id" in _indexes(database, "participant")
+        migrate(database)
+        with database.connection_context():
+            assert _indexes(database, "message") == EXPECTED_INDEXES["message"]
+    finally:
+        database.close()
