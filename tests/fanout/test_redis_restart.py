@@ -21,6 +21,7 @@ from harness.services import fresh_postgres_database, migrated
 from tests.fanout.support import authed, frames_of, metric_value, metrics_text, unique
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
+GRACE = 1.0
 
 
 @pytest.fixture(params=["pattern", "routed"])
@@ -31,7 +32,8 @@ def outage(request, tmp_path):
             fresh_postgres_database() as database_url:
         servers = start_instances({"DATABASE_URL": migrated(database_url),
                                    "REDIS_URL": redis_server.url,
-                                   "TORNCHAT_BUS_MODE": request.param})
+                                   "TORNCHAT_BUS_MODE": request.param,
+                                   "TORNCHAT_PRESENCE_GRACE": str(GRACE)})
         try:
             yield servers, redis_server, database_url
         finally:
@@ -116,3 +118,36 @@ async def test_hung_redis_is_noticed_by_the_subscriber_pings(outage):
     """SIGSTOP: no FIN, no RST; only the listener's unanswered PINGs reveal it."""
     await _scenario(outage, break_redis=lambda redis: redis.pause(),
                     mend_redis=lambda redis: redis.resume())
+
+
+async def test_a_user_connected_through_an_empty_restart_still_leaves_with_a_last_seen_time(
+        outage):
+    """The restart took bob's presence record with it; his worker writes it
+    again on reconnecting, so when he leaves, his watcher on the other
+    instance hears it after the grace, with ``lastSeenAt``, as usual. And
+    the watcher's own worker, re-reading before bob's has written the record
+    again, does not flap him offline meanwhile: the first change the watcher
+    hears is his departure."""
+    servers, redis_server, _ = outage
+    a, b = servers
+    alice, bob = unique("alice"), unique("bob")
+    alice_client, bob_client = await authed(a, alice), await authed(b, bob)
+    ack = await alice_client.request({"type": "send_message", "recipientIds": [bob],
+                                      "content": "hi"}, timeout=3)
+    assert ack["type"] == "message_sent", ack
+    await alice_client.send({"type": "presence_subscribe", "userIds": [bob]})
+    assert (await alice_client.expect("presence"))["data"]["status"] == "online"
+
+    redis_server.kill()
+    redis_server.start()
+    restored = "presence and presence watches restored after a Redis outage"
+    for server in servers:  # every worker: bob's may be either of his instance's two
+        await asyncio.to_thread(
+            wait_until, lambda server=server: server.logs().count(restored)
+            >= len(workers_of(server)), 20, what="the restore after the restart")
+    bob_client.close()
+    frame = await alice_client.expect("presence", timeout=GRACE + 5)
+    assert frame["data"]["userId"] == bob
+    assert frame["data"]["status"] == "offline"
+    assert frame["data"].get("lastSeenAt"), frame
+    alice_client.close()

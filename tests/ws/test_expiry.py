@@ -117,3 +117,23 @@ async def test_a_session_due_on_the_loops_clock_waits_for_the_wall_clocks_exp(se
     sessions._token_ended(session)  # as if due: the wall clock says an hour is left
     assert session in sessions.expiry
     assert await client.request({"type": "ping"}) == {"type": "pong"}
+
+
+async def test_a_wall_clock_stepped_forward_ends_sessions_at_exp_not_that_much_later(
+        server, monkeypatch):
+    """The wheel waits on the monotonic clock; a heartbeat that finds the wall
+    clock an hour ahead of it reschedules every expiry from the wall clock."""
+    import types
+
+    import tornchat.ws.sessions as sessions_module
+
+    client, _ = await _connect(server, "alice", 3600)
+    sessions = server.app.sessions
+    assert sessions.notice_clock_step() == 0  # the first beat only takes the offset
+    assert sessions.notice_clock_step() == 0  # no step: nothing moves
+    real = time.time
+    monkeypatch.setattr(sessions_module, "time", types.SimpleNamespace(
+        time=lambda: real() + 3599, monotonic=time.monotonic))
+    assert sessions.notice_clock_step() == 1
+    assert await client.recv(4) == {"type": "auth_error", "error": "Token expired"}
+    assert await client.wait_closed() == 4001

@@ -47,6 +47,7 @@ class Presence(abc.ABC):
         self._bus = bus
         self._sweep_interval = max(0.05, min(1.0, grace / 4))
         self._rewatch_interval = rewatch_interval
+        self._lenient_rereads = 0  # periodic re-reads left that follow a loss of state
         self._task: asyncio.Task[None] | None = None
 
     # -- what a backend supplies -------------------------------------------
@@ -64,6 +65,11 @@ class Presence(abc.ABC):
                      ) -> list[PresenceStatus]:
         """The users' statuses now (``watch``: and tell this worker of their
         changes from now on). Raises Unavailable when the state cannot be read."""
+
+    @abc.abstractmethod
+    async def restore(self, user_ids: Sequence[str]) -> None:
+        """After the shared state may have been lost (Redis restarted empty),
+        record again that these users, connected here, are online."""
 
     @abc.abstractmethod
     async def sweep(self) -> None:
@@ -141,13 +147,28 @@ class Presence(abc.ABC):
                 await self.sweep()
                 if time.monotonic() >= next_rewatch:
                     next_rewatch = time.monotonic() + self._rewatch_interval
-                    await self.rewatch()
+                    lenient, self._lenient_rereads = self._lenient_rereads > 0, 0
+                    await self.rewatch(after_loss=lenient)
             except Exception as exc:  # Redis away: the next round tries again
                 log.warning("presence maintenance failed: %s", exc)
 
-    async def rewatch(self) -> None:
+    async def reread_after_loss(self) -> None:
+        """The shared state was just lost: re-read every watched user now,
+        leniently (:meth:`rewatch`), and the next periodic re-read too, since a
+        peer worker may reconnect to Redis a little after this one."""
+        self._lenient_rereads = 1
+        await self.rewatch(after_loss=True)
+
+    async def rewatch(self, after_loss: bool = False) -> None:
         """Re-read every user watched here, renewing the registration, and
-        tell the watchers what differs from what they were told."""
+        tell the watchers what differs from what they were told.
+
+        ``after_loss``: the shared state was just lost (Redis restarted
+        empty). A user told online who reads as offline with no
+        ``lastSeenAt`` has no record at all, most likely because their own
+        worker has not written it again yet: that change is left to the next
+        re-read instead of flapping the user offline and back.
+        """
         watchers = self.watchers
         users = watchers.users()
         for start in range(0, len(users), _LOOKUP_BATCH):
@@ -155,8 +176,13 @@ class Presence(abc.ABC):
             before = {user: watchers.changes(user) for user in batch}
             for status in await self.lookup(batch, watch=True):
                 # a change that came while this read ran is newer than the read
-                if watchers.changes(status.user_id) == before[status.user_id]:
-                    watchers.changed(status)
+                if watchers.changes(status.user_id) != before[status.user_id]:
+                    continue
+                if after_loss and status.status == OFFLINE and status.last_seen_at is None:
+                    told = watchers.latest(status.user_id)
+                    if told is not None and told.status == ONLINE:
+                        continue
+                watchers.changed(status)
 
 
 def _now_ms() -> int:
@@ -188,6 +214,9 @@ class InMemoryPresence(Presence):
     async def lookup(self, user_ids: Sequence[str], watch: bool = False
                      ) -> list[PresenceStatus]:
         return [self._status(user) for user in user_ids]
+
+    async def restore(self, user_ids: Sequence[str]) -> None:
+        """Nothing was lost: this process holds the state itself."""
 
     def _status(self, user_id: str) -> PresenceStatus:
         if user_id in self._online:

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 #: how long an offline user's ``lastSeenAt`` is remembered
 LAST_SEEN_RETENTION = 30 * 24 * 3600
 _SWEEP_BATCH = 200  # users one sweep call re-checks at most
+_RESTORE_BATCH = 500  # connect scripts in flight at once while restoring
 #: sweep calls per round while they come back full: 2,000 due users a round and
 #: worker, several rounds a second (every online user comes due about once a
 #: minute; 100,000 online users need about 1,700 checks a second cluster-wide)
@@ -168,6 +169,19 @@ class RedisPresence(Presence):
             return
         if watchers:
             self.announce(PresenceStatus(user_id, ONLINE), tuple(map(_text, watchers)))
+
+    async def restore(self, user_ids: Sequence[str]) -> None:
+        """The connect script again for each user (it changes nothing for one
+        still recorded online), :data:`_RESTORE_BATCH` calls at a time. A
+        Redis error is raised: the caller reports the restore as failed and
+        the next heartbeat's slot refresh and the sweep carry on."""
+        keys = self._keys
+        for start in range(0, len(user_ids), _RESTORE_BATCH):
+            await asyncio.gather(*(self._connected(
+                keys=[keys.slot_key(user), keys.state_key(user), keys.watch_key(user),
+                      keys.user_due_key(user)],
+                args=[user, self._slot_ttl_ms, self._retention_ms])
+                for user in user_ids[start:start + _RESTORE_BATCH]))
 
     async def disconnected(self, user_id: str) -> None:
         try:

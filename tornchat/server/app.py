@@ -173,10 +173,12 @@ class ChatApplication:
 
     def _restore_shared_state(self) -> None:
         """The bus is back after losing Redis, which may have restarted empty:
-        write this worker's connection slots and presence watches again at
-        once. Until then the routed bus would find none of its users and
-        presence changes would reach none of its watchers (for up to a
-        heartbeat interval). Not while draining: the sessions are closing."""
+        write this worker's connection slots, its users' presence records and
+        its presence watches again at once. Until then the routed bus would
+        find none of its users, presence changes would reach none of its
+        watchers (for up to a heartbeat interval), and its users would leave
+        without a ``lastSeenAt``. Not while draining: the sessions are
+        closing."""
         if self.draining:
             return
         task = asyncio.ensure_future(self._restore())
@@ -186,13 +188,16 @@ class ChatApplication:
     async def _restore(self) -> None:
         try:
             await self.heartbeat.restore_slots()
-            await self.presence.rewatch()
+            await self.presence.restore(sorted({session.user_id for session in self.sessions
+                                                if session.user_id is not None}))
+            await self.presence.reread_after_loss()
         except Exception as exc:  # Redis away again: the next heartbeat and re-read will
-            log.warning("could not restore connection slots and presence watches after a "
-                        "Redis outage; the next heartbeat and presence re-read will: %s", exc)
+            log.warning("could not restore connection slots, presence and presence watches "
+                        "after a Redis outage; the next heartbeat and presence re-read "
+                        "will: %s", exc)
             return
-        log.info("connection slots and presence watches restored after a Redis outage",
-                 extra={"connections": len(self.sessions)})
+        log.info("connection slots, presence and presence watches restored after a Redis "
+                 "outage", extra={"connections": len(self.sessions)})
 
     @property
     def draining(self) -> bool:

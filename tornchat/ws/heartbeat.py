@@ -44,6 +44,7 @@ class Heartbeat:
     async def beat(self) -> None:
         """Ping every session; terminate those that missed the last pong."""
         sessions = self._sessions
+        sessions.notice_clock_step()
         pinged: list[Session] = []
         snapshot = list(sessions)
         for start in range(0, len(snapshot), _SLICE):

@@ -98,18 +98,39 @@ class Sessions:
         self._timed_out: collections.deque[Session] = collections.deque()
         #: open sessions that have yet to send ``auth``, by their deadline
         self._auth_deadlines: DeadlineWheel[Session] = DeadlineWheel(self.auth_timed_out)
+        #: wall clock minus the loop's clock at the last heartbeat (None: not yet)
+        self._clock_offset: float | None = None
         self._refused = 0  # upgrades refused since the last warning
         self._refusal_logged = -_REFUSAL_LOG_INTERVAL
 
     def _token_ended(self, session: Session) -> None:
         """Due on the event loop's clock; ended once the wall clock agrees too
         (one stepped back by more than a bucket since the session was added
-        sets it again; a forward step ends sessions that much late)."""
+        sets it again; a forward step is :meth:`notice_clock_step`'s)."""
         left = _seconds_until(session.expires_at)
         if left > EXPIRY_RESOLUTION:
             self.expiry.add(session, left)
         else:
             session.expire()
+
+    def notice_clock_step(self) -> int:
+        """Called every heartbeat: if the wall clock jumped ahead of the event
+        loop's monotonic clock since the last call (an NTP step, a resumed
+        VM), the ``exp`` of every session came that much closer, so each
+        session's expiry is scheduled again from the wall clock. Without it a
+        session would end as late as the step was long. Returns how many
+        were rescheduled."""
+        offset = time.time() - IOLoop.current().time()
+        previous, self._clock_offset = self._clock_offset, offset
+        if previous is None or offset - previous <= EXPIRY_RESOLUTION:
+            return 0
+        waiting = [session for session in self._open if session in self.expiry]
+        for session in waiting:
+            self.expiry.add(session, _seconds_until(session.expires_at))  # moves it
+        log.warning("the wall clock jumped ahead of the monotonic clock: token expiries "
+                    "rescheduled", extra={"stepSeconds": round(offset - previous, 3),
+                                          "sessions": len(waiting)})
+        return len(waiting)
 
     def stop_timers(self) -> None:
         """Token expiry and auth deadlines stop (the application closes)."""
