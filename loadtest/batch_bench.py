@@ -5,7 +5,8 @@ the writer thread makes) on a fresh PostgreSQL database, 50 conversations of
 10 members, one message per conversation in turn; no server, no Redis, no
 load generator. For each batch size it prints, as medians over ``--repeats``
 runs of ``--batches`` batches: the wall time per batch, the CPU the calling
-thread spent (``time.thread_time``: building the batch, encoding it, psycopg2
+thread spent ("writer CPU", what the group-commit writer thread would
+spend: ``time.thread_time`` over building the batch, encoding it, psycopg2
 and libpq) and the CPU the PostgreSQL backend spent (its ``/proc`` counters,
 Linux only; resolution one clock tick, so keep the runs long).
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             [(pid,)] = store.database.execute_sql("SELECT pg_backend_pid()").fetchall()
             print(f"{store.dialect.__module__}: {args.batches} batches x {args.repeats} runs "
                   "per size, medians per batch", flush=True)
-            print("| messages per batch | wall ms | client CPU µs | PostgreSQL CPU µs |")
+            print("| messages per batch | wall ms | writer CPU µs | PostgreSQL CPU µs |")
             print("| --- | --- | --- | --- |")
             for size in sizes:
                 walls, clients, backends = [], [], []

@@ -87,6 +87,23 @@ def test_membership_is_checked_and_unknown_conversations_are_not_found(store):
         store.participants_of("c_does_not_exist")
 
 
+def test_content_round_trips_exactly_whatever_it_holds(store):
+    """Quotes, backslashes, escapes, control characters and non-ASCII reach
+    the database as sent (on PostgreSQL the batch travels as one JSON
+    parameter), with or without a clientMessageId."""
+    conversation = store.find_or_create_conversation(frozenset({"a", "b"}))
+    contents = ['say "hi"', "back\\slash \\u0041 \\n", "tab\tnew\nline\r\x07",
+                "héllo wörld ✓ 😀 \u2028\ufeff", "{\"json\": [1, 2]}", ""]
+    results = store.store_batch([
+        NewMessage("a", conversation, ("a", "b"), content, f"k{index}" if index % 2 else None)
+        for index, content in enumerate(contents)])
+    assert [message.content for message in results] == contents
+    stored = store.messages_of(conversation)
+    assert [message.content for message in stored] == contents
+    assert [message.client_message_id for message in stored] == [
+        None, "k1", None, "k3", None, "k5"]
+
+
 def test_timestamps_round_trip_with_millisecond_precision(store):
     users = ("alice", "bob")
     conversation = store.find_or_create_conversation(frozenset(users))

@@ -93,6 +93,12 @@ class Bus(abc.ABC):
         A single-process bus has nobody to send them to."""
         return None
 
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the IOLoop each time the bus loses its broker:
+        what this process keeps there may be gone until ``on_resubscribed``. A
+        bus that cannot lose its broker never calls it."""
+        return None
+
     def on_resubscribed(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the IOLoop each time the bus is back after losing
         its broker (never at the first subscription). Redis may have restarted

@@ -47,7 +47,9 @@ class Presence(abc.ABC):
         self._bus = bus
         self._sweep_interval = max(0.05, min(1.0, grace / 4))
         self._rewatch_interval = rewatch_interval
-        self._lenient_rereads = 0  # periodic re-reads left that follow a loss of state
+        #: the broker was lost and this worker has not written its state again yet
+        self._loss_pending = False
+        self._lenient_rereads = 0  # lenient periodic re-reads left after that
         self._task: asyncio.Task[None] | None = None
 
     # -- what a backend supplies -------------------------------------------
@@ -147,15 +149,28 @@ class Presence(abc.ABC):
                 await self.sweep()
                 if time.monotonic() >= next_rewatch:
                     next_rewatch = time.monotonic() + self._rewatch_interval
-                    lenient, self._lenient_rereads = self._lenient_rereads > 0, 0
-                    await self.rewatch(after_loss=lenient)
+                    await self.rewatch(after_loss=self.periodic_reread_is_lenient())
             except Exception as exc:  # Redis away: the next round tries again
                 log.warning("presence maintenance failed: %s", exc)
 
+    def state_lost(self) -> None:
+        """The bus lost its broker: the shared state may be gone. Re-reads are
+        lenient (:meth:`rewatch`) from now until :meth:`reread_after_loss`."""
+        self._loss_pending = True
+
+    def periodic_reread_is_lenient(self) -> bool:
+        """Whether the periodic re-read that starts now is lenient: while the
+        state is lost, and once right after it was written again."""
+        if self._loss_pending:
+            return True
+        lenient, self._lenient_rereads = self._lenient_rereads > 0, 0
+        return lenient
+
     async def reread_after_loss(self) -> None:
-        """The shared state was just lost: re-read every watched user now,
-        leniently (:meth:`rewatch`), and the next periodic re-read too, since a
-        peer worker may reconnect to Redis a little after this one."""
+        """This worker has written its shared state again: re-read every
+        watched user now, leniently, and the next periodic re-read too, since
+        a peer worker may reconnect to Redis a little after this one."""
+        self._loss_pending = False
         self._lenient_rereads = 1
         await self.rewatch(after_loss=True)
 

@@ -172,6 +172,7 @@ class RedisBus(Bus):
         self._handing = 0
         self._handing_lock = threading.Lock()
         self._resubscribed: list[Callable[[], None]] = []
+        self._lost: list[Callable[[], None]] = []
         #: True while this worker has been without Redis (a degraded start
         #: included): the next subscription runs the ``on_resubscribed`` callbacks
         self._missed_redis = False
@@ -300,6 +301,9 @@ class RedisBus(Bus):
         self._wakeup.set()
         if self._publisher is None:
             self._publisher = asyncio.create_task(self._publish_loop())
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        self._lost.append(callback)
 
     def on_resubscribed(self, callback: Callable[[], None]) -> None:
         self._resubscribed.append(callback)
@@ -613,3 +617,8 @@ class RedisBus(Bus):
             self._down_since = time.monotonic()
             self._became_up.clear()
             log.warning("Redis bus down; reconnecting with capped backoff: %s", reason)
+            for callback in self._lost:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("a bus-lost callback failed")

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 #: how long an offline user's ``lastSeenAt`` is remembered
 LAST_SEEN_RETENTION = 30 * 24 * 3600
 _SWEEP_BATCH = 200  # users one sweep call re-checks at most
-_RESTORE_BATCH = 500  # connect scripts in flight at once while restoring
+_RESTORE_BATCH = 500  # restore scripts in flight at once
 #: sweep calls per round while they come back full: 2,000 due users a round and
 #: worker, several rounds a second (every online user comes due about once a
 #: minute; 100,000 online users need about 1,700 checks a second cluster-wide)
@@ -72,6 +72,20 @@ if redis.call('HGET', KEYS[2], 'state') == 'online' then return {} end
 redis.call('HSET', KEYS[2], 'state', 'online')
 redis.call('HDEL', KEYS[2], 'seen')
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf')
+"""
+
+# After Redis lost everything: the record again, only for a user with a live
+# slot and no record (one who left meanwhile, or is recorded already, is left
+# alone; nor is a grace touched). KEYS: slots, state, watch, due; ARGV: user,
+# retention ms -> the live watchers if the record was written, else {}
+_RESTORED = _NOW + """
+if redis.call('ZCOUNT', KEYS[1], now, '+inf') == 0 then return {} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('ZADD', KEYS[4], 'GT', top[2], ARGV[1])
+redis.call('HSET', KEYS[2], 'state', 'online')
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return redis.call('ZRANGEBYSCORE', KEYS[3], now, '+inf')
 """
 
@@ -153,6 +167,7 @@ class RedisPresence(Presence):
         self._watch_ttl_ms = max(1000, int(rewatch_interval * 2.5 * 1000))
         self._retention_ms = LAST_SEEN_RETENTION * 1000
         self._connected = self._redis.register_script(_CONNECTED)
+        self._restored = self._redis.register_script(_RESTORED)
         self._disconnected = self._redis.register_script(_DISCONNECTED)
         self._sweep = self._redis.register_script(_SWEEP)
         self._lookup = self._redis.register_script(_LOOKUP)
@@ -171,17 +186,20 @@ class RedisPresence(Presence):
             self.announce(PresenceStatus(user_id, ONLINE), tuple(map(_text, watchers)))
 
     async def restore(self, user_ids: Sequence[str]) -> None:
-        """The connect script again for each user (it changes nothing for one
-        still recorded online), :data:`_RESTORE_BATCH` calls at a time. A
-        Redis error is raised: the caller reports the restore as failed and
-        the next heartbeat's slot refresh and the sweep carry on."""
+        """:data:`_RESTORED` for each user, :data:`_RESTORE_BATCH` calls at a
+        time (run after this worker's slots were written again, so each live
+        user has one); watchers registered meanwhile are told. A Redis error
+        is raised: the caller retries the whole restore."""
         keys = self._keys
         for start in range(0, len(user_ids), _RESTORE_BATCH):
-            await asyncio.gather(*(self._connected(
+            batch = user_ids[start:start + _RESTORE_BATCH]
+            answers = await asyncio.gather(*(self._restored(
                 keys=[keys.slot_key(user), keys.state_key(user), keys.watch_key(user),
                       keys.user_due_key(user)],
-                args=[user, self._slot_ttl_ms, self._retention_ms])
-                for user in user_ids[start:start + _RESTORE_BATCH]))
+                args=[user, self._retention_ms]) for user in batch))
+            for user, watchers in zip(batch, answers, strict=True):
+                if watchers:
+                    self.announce(PresenceStatus(user, ONLINE), tuple(map(_text, watchers)))
 
     async def disconnected(self, user_id: str) -> None:
         try:

@@ -32,6 +32,7 @@ from tornchat.api.openapi import OpenApiHandler, encoded_document
 from tornchat.api.presence import PresenceHandler
 from tornchat.api.server import ServerDisconnectHandler, ServerMessagesHandler
 from tornchat.auth import TokenVerifier
+from tornchat.backoff import Backoff
 from tornchat.config import Settings
 from tornchat.contract import protocol
 from tornchat.fanout.bus import Bus
@@ -121,6 +122,7 @@ class ChatApplication:
         self._openapi = encoded_document()
         self._server: HTTPServer | None = None
         self._restoring: set[asyncio.Task[None]] = set()
+        self.bus.on_lost(self.presence.state_lost)
         self.bus.on_resubscribed(self._restore_shared_state)
 
     # -- wiring -------------------------------------------------------------
@@ -181,23 +183,32 @@ class ChatApplication:
         closing."""
         if self.draining:
             return
+        for earlier in list(self._restoring):  # one still retrying: this one replaces it
+            earlier.cancel()
         task = asyncio.ensure_future(self._restore())
         self._restoring.add(task)
         task.add_done_callback(self._restoring.discard)
 
     async def _restore(self) -> None:
-        try:
-            await self.heartbeat.restore_slots()
-            await self.presence.restore(sorted({session.user_id for session in self.sessions
-                                                if session.user_id is not None}))
-            await self.presence.reread_after_loss()
-        except Exception as exc:  # Redis away again: the next heartbeat and re-read will
-            log.warning("could not restore connection slots, presence and presence watches "
-                        "after a Redis outage; the next heartbeat and presence re-read "
-                        "will: %s", exc)
+        """Until it succeeds (Redis may fail again meanwhile), with capped
+        backoff; until then the presence re-reads stay lenient."""
+        backoff = Backoff()
+        while not self.draining:
+            try:
+                await self.heartbeat.restore_slots()
+                await self.presence.restore(sorted({
+                    session.user_id for session in self.sessions
+                    if session.user_id is not None}))
+                await self.presence.reread_after_loss()
+            except Exception as exc:
+                delay = backoff.next()
+                log.warning("could not restore connection slots, presence and presence "
+                            "watches after a Redis outage; retrying in %.1f s: %s", delay, exc)
+                await asyncio.sleep(delay)
+                continue
+            log.info("connection slots, presence and presence watches restored after a "
+                     "Redis outage", extra={"connections": len(self.sessions)})
             return
-        log.info("connection slots, presence and presence watches restored after a Redis "
-                 "outage", extra={"connections": len(self.sessions)})
 
     @property
     def draining(self) -> bool:

@@ -6,9 +6,9 @@ nothing that ``message (conversation_id, seq)`` does not: it leads with the
 same column, so the foreign key's cascade and every per-conversation read
 use it. ``participant (user_id)`` is the leading column of the unique
 ``participant (user_id, conversation_id)``. Without the three, PostgreSQL
-spends about a fifth less CPU on a batch of 16 messages
-(docs/performance.md); ``tests/storage/test_reads.py`` checks that every
-read still goes through an index.
+spent 3-18% less CPU on a batch of 16 messages in the runs of
+docs/performance.md ("A cheaper batch"); ``tests/storage/test_reads.py``
+checks that every read still goes through an index.
 """
 
 def up(migrator, db):
