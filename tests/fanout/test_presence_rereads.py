@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import pytest
+
 from tornchat.contract.records import OFFLINE, ONLINE, PresenceStatus
 from tornchat.fanout.bus import InMemoryBus
 from tornchat.fanout.presence import Presence
@@ -95,3 +97,41 @@ async def test_periodic_rereads_stay_lenient_until_restored_and_once_more():
     await presence.reread_after_loss()
     assert presence.periodic_reread_is_lenient()  # a peer may reconnect later
     assert not presence.periodic_reread_is_lenient()
+
+
+@pytest.mark.redis
+async def test_the_restore_writes_a_record_only_for_users_with_a_live_slot_and_none_yet():
+    """On the real Redis: bob is connected (a live slot) and lost his record;
+    carol's connection ended while the restore was on its way (no slot); dave
+    is recorded as leaving (his grace runs). Only bob gets a record."""
+    import time
+    import uuid
+
+    import redis
+
+    from harness.services import require_redis
+    from tornchat.fanout.redis_keys import layout_for
+    from tornchat.fanout.redis_presence import RedisPresence
+
+    url = require_redis()
+    keys = layout_for(url)
+    bob, carol, dave = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("bob", "carol", "dave"))
+    client = redis.Redis.from_url(url)
+    later = int(time.time() * 1000) + 60_000
+    client.zadd(keys.slot_key(bob), {"conn-b": later})
+    client.zadd(keys.slot_key(dave), {"conn-d": later})
+    client.hset(keys.state_key(dave), mapping={"state": "online", "left": "1"})
+    presence = RedisPresence(url, "worker-test", InMemoryBus(), grace=1.0, slot_ttl=7.5,
+                             rewatch_interval=3.0)
+    try:
+        await presence.restore([bob, carol, dave])
+        assert client.hgetall(keys.state_key(bob)) == {b"state": b"online"}
+        assert client.exists(keys.state_key(carol)) == 0
+        assert client.hgetall(keys.state_key(dave)) == {b"state": b"online", b"left": b"1"}
+        assert client.zscore(keys.user_due_key(bob), bob) == later
+    finally:
+        await presence.stop()
+        client.delete(*(key for user in (bob, carol, dave) for key in (
+            keys.slot_key(user), keys.state_key(user))))
+        client.zrem(keys.user_due_key(bob), bob)
+        client.close()
