@@ -1,7 +1,8 @@
 """The watchers' re-read (PROTOCOL §13) around a loss of the shared state.
 
-A backend whose lookup answers from a script-set table: no Redis needed,
-the rule under test is the re-read's own (tornchat/fanout/presence.py).
+A backend whose lookup answers from a script-set table (no Redis needed:
+the rule under test is the re-read's own, tornchat/fanout/presence.py), and the
+restore script on the real Redis.
 """
 
 from __future__ import annotations
