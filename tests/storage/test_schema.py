@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from playhouse.migrations import Runner
 
 from tornchat.storage.database import open_database
@@ -19,31 +20,31 @@ def _indexes(database, table: str) -> set[str]:
             if not index.name.endswith("_pkey") and not index.name.startswith("sqlite_")}
 
 
-def test_a_message_row_feeds_only_the_indexes_some_read_needs(database_url):
-    database = open_database(database_url, 1)
-    try:
-        migrate(database)
-        with database.connection_context():
-            assert {table: _indexes(database, table) for table in EXPECTED_INDEXES} \
-                == EXPECTED_INDEXES
-    finally:
-        database.close()
+def _indexes_by_table(database) -> dict[str, set[str]]:
+    return {table: _indexes(database, table) for table in EXPECTED_INDEXES}
 
 
-def test_dropping_the_redundant_indexes_can_be_undone(database_url):
+@pytest.fixture
+def database(database_url):
     database = open_database(database_url, 1)
-    try:
-        migrate(database)
-        with database.connection_context():
-            assert Runner(database, directory=MIGRATIONS_DIR).down() == [
-                "0004_drop_redundant_indexes"]
-            assert _indexes(database, "message") == EXPECTED_INDEXES["message"] | {
-                "message_conversation_id", "message_conversation_id_created_at"}
-            assert _indexes(database, "participant") == EXPECTED_INDEXES["participant"] | {
-                "participant_user_id"}
-        migrate(database)
-        with database.connection_context():
-            assert {table: _indexes(database, table) for table in EXPECTED_INDEXES} \
-                == EXPECTED_INDEXES
-    finally:
-        database.close()
+    migrate(database)
+    yield database
+    database.close()
+
+
+def test_a_message_row_feeds_only_the_indexes_some_read_needs(database):
+    with database.connection_context():
+        assert _indexes_by_table(database) == EXPECTED_INDEXES
+
+
+def test_dropping_the_redundant_indexes_can_be_undone(database):
+    with database.connection_context():
+        assert Runner(database, directory=MIGRATIONS_DIR).down() == [
+            "0004_drop_redundant_indexes"]
+        assert _indexes_by_table(database) == {
+            "message": EXPECTED_INDEXES["message"] | {
+                "message_conversation_id", "message_conversation_id_created_at"},
+            "participant": EXPECTED_INDEXES["participant"] | {"participant_user_id"}}
+    migrate(database)
+    with database.connection_context():
+        assert _indexes_by_table(database) == EXPECTED_INDEXES
