@@ -8,7 +8,9 @@ use it. ``participant (user_id)`` is the leading column of the unique
 ``participant (user_id, conversation_id)``. Without the three, PostgreSQL
 spent 3-18% less CPU on a batch of 16 messages in the runs of
 docs/performance.md ("A cheaper batch"); ``tests/storage/test_reads.py``
-checks that every read still goes through an index.
+checks that every read still goes through an index. Dropping takes a
+moment's exclusive lock; ``down()`` builds the three again without
+``CONCURRENTLY``, so on a large ``message`` table writes wait for the build.
 """
 
 def up(migrator, db):
