@@ -6,6 +6,7 @@ import asyncio
 import time
 from datetime import datetime
 
+from harness.ports import eventually
 from harness.wsclient import WsClient
 from tornchat.auth import mint_token
 
@@ -132,10 +133,8 @@ async def test_a_wall_clock_stepped_forward_ends_sessions_at_exp_not_that_much_l
     await server.app.heartbeat.beat()  # the first beat only takes the offset
     assert sessions.notice_clock_step() == 0  # no step: nothing moves
     assert await client.request({"type": "ping"}) == {"type": "pong"}  # reads the beat's ping
-    for _ in range(50):  # its pong is back: the next beat does not drop the session
-        if not next(iter(sessions)).awaiting_pong:
-            break
-        await asyncio.sleep(0.02)
+    # its pong is back: the next beat does not drop the session
+    await eventually(lambda: not next(iter(sessions)).awaiting_pong, "the pong", timeout=1.0)
     real = time.time
     monkeypatch.setattr(sessions_module, "time", types.SimpleNamespace(
         time=lambda: real() + 3599, monotonic=time.monotonic))

@@ -174,14 +174,22 @@ class RedisPresence(Presence):
 
     async def connected(self, user_id: str) -> None:
         try:
-            keys = self._keys
             watchers = await self._connected(
-                keys=[keys.slot_key(user_id), keys.state_key(user_id), keys.watch_key(user_id),
-                      keys.user_due_key(user_id)],
+                keys=self._online_keys(user_id),
                 args=[user_id, self._slot_ttl_ms, self._retention_ms])
         except REDIS_ERRORS as exc:  # the next sweep or re-read sets it right
             log.warning("could not record presence: %s", exc, extra={"userId": user_id})
             return
+        self._announce_online(user_id, watchers)
+
+    def _online_keys(self, user_id: str) -> list[str]:
+        """The keys of :data:`_CONNECTED` and :data:`_RESTORED`: slots, state, watch, due."""
+        keys = self._keys
+        return [keys.slot_key(user_id), keys.state_key(user_id), keys.watch_key(user_id),
+                keys.user_due_key(user_id)]
+
+    def _announce_online(self, user_id: str, watchers: Sequence[Any]) -> None:
+        """Tell the watchers a script returned (it wrote the user online)."""
         if watchers:
             self.announce(PresenceStatus(user_id, ONLINE), tuple(map(_text, watchers)))
 
@@ -190,16 +198,13 @@ class RedisPresence(Presence):
         time (run after this worker's slots were written again, so each live
         user has one); watchers registered meanwhile are told. A Redis error
         is raised: the caller retries the whole restore."""
-        keys = self._keys
         for start in range(0, len(user_ids), _RESTORE_BATCH):
             batch = user_ids[start:start + _RESTORE_BATCH]
             answers = await asyncio.gather(*(self._restored(
-                keys=[keys.slot_key(user), keys.state_key(user), keys.watch_key(user),
-                      keys.user_due_key(user)],
-                args=[user, self._retention_ms]) for user in batch))
+                keys=self._online_keys(user), args=[user, self._retention_ms])
+                for user in batch))
             for user, watchers in zip(batch, answers, strict=True):
-                if watchers:
-                    self.announce(PresenceStatus(user, ONLINE), tuple(map(_text, watchers)))
+                self._announce_online(user, watchers)
 
     async def disconnected(self, user_id: str) -> None:
         try:

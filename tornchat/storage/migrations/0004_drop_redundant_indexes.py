@@ -13,6 +13,7 @@ moment's exclusive lock; ``down()`` builds the three again without
 ``CONCURRENTLY``, so on a large ``message`` table writes wait for the build.
 """
 
+
 def up(migrator, db):
     migrator.migrate(
         migrator.drop_index("message", "message_conversation_id"),
