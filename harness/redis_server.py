@@ -28,6 +28,11 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int | None:
+        """The running server's process id (None before :meth:`start`)."""
+        return self.proc.pid if self.proc is not None else None
+
     def start(self) -> RedisServer:
         """Start (or restart, on the same port) and wait until it listens."""
         with open(os.path.join(self.workdir, f"redis-{self.port}.log"), "ab") as log:

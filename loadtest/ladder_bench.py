@@ -20,6 +20,15 @@ python-socketio peer, which stores nothing).
 It prints, per rate, each system's p50/p99/loss and server CPU per delivery,
 then each system's highest passing rate and tornchat's ratios to the peers
 (``results.json`` in ``--out`` keeps every step).
+
+Every system has a Redis of its own. On a shared one, the idle systems'
+workers heard the running one's traffic: in pattern mode each of them
+received and dropped every message of the step, on the same two cores, and
+a one-worker tornchat found the other systems' workers as peers and
+published every message it should have kept local. Each step also records
+the CPU of the system's Redis per delivery (``redis_cpu_us_per_delivery``),
+so a change that moves work from the server into Redis (routed mode's slot
+lookups) is not counted as a saving.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from harness.services import fresh_postgres_database, migrated
 from loadtest import servers
@@ -58,11 +69,20 @@ class Running:
     pool: ClientPool
     failed_at: float | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
+    #: the Redis process the system talks to (None: none)
+    redis_pid: int | None = None
 
 
 def start_system(name: str, stack: contextlib.ExitStack, args: argparse.Namespace,
-                 redis_url: str, kafka: str | None, out: Path) -> tuple[servers.Server, Target]:
-    """Start ``name``; ``stack`` stops it (and drops its database) at the end."""
+                 kafka: str | None, out: Path) -> tuple[servers.Server, Target, int | None]:
+    """Start ``name`` with a Redis of its own (none for the trivial server);
+    ``stack`` stops both (and drops its database) at the end. Returns the
+    server, its target and the pid of its Redis."""
+    redis_url, redis_pid = "", None
+    if name != "trivial":
+        redis, redis_url = servers.start_redis(out)
+        stack.callback(redis.stop)
+        redis_pid = redis.pid
     if name.removeprefix("base-").startswith("tornchat"):
         database_url = stack.enter_context(fresh_postgres_database(
             args.postgres, prefix="tornchat_bench", for_test=False))
@@ -81,11 +101,9 @@ def start_system(name: str, stack: contextlib.ExitStack, args: argparse.Namespac
     elif name.startswith("node-seed"):
         if not servers.node_available():
             raise servers.ServerError("Node.js and npm are not installed")
-        own_redis, own_redis_url = servers.start_redis(out)
-        stack.callback(own_redis.stop)
         database_url = stack.enter_context(fresh_postgres_database(
             args.postgres, prefix="tornchat_bench", for_test=False))
-        server = servers.node_seed_server(int(name[-2]), database_url, own_redis_url,
+        server = servers.node_seed_server(int(name[-2]), database_url, redis_url,
                                           SECRET, out)
         kind = "tornchat"  # it speaks tornchat's protocol
     elif name.startswith("socketio"):
@@ -95,7 +113,7 @@ def start_system(name: str, stack: contextlib.ExitStack, args: argparse.Namespac
         server, kind = servers.trivial_server(out), "trivial"
     server.start()
     stack.callback(server.stop)
-    return server, Target.local(kind, server.port, SECRET)
+    return server, Target.local(kind, server.port, SECRET), redis_pid
 
 
 def rotated(items: list[Running], turn: int) -> list[Running]:
@@ -113,16 +131,40 @@ def run_ladder(systems: list[Running], rates: list[float], steps: Steps, seconds
         live = [system for system in systems if system.failed_at is None]
         for place, system in enumerate(rotated(live, turn + index)):
             steps.wait_quiet(system.server)
+            redis_before = process_cpu(system.redis_pid)
             step = steps.step(system.pool, system.server, rate, seconds, warmup)
+            step["redis_cpu_us_per_delivery"] = per_delivery(
+                process_cpu(system.redis_pid) - redis_before, step, seconds, warmup)
             step["passed"] = passes(step, p99_limit) and step["loss"] <= LOSS_ALLOWED
             step["system"], step["place"] = system.name, place  # place in the rate's turn
             system.steps.append(step)
             log(f"  {rate:6.0f} msg/s {system.name:<13} p50 {num(step['p50']):>7} "
                 f"p99 {num(step['p99']):>7} ms loss {step['loss']:.2%} "
                 f"{num(step['server_cpu_us_per_delivery'], 0):>5} us/delivery "
+                f"(+{num(step['redis_cpu_us_per_delivery'], 0)} in Redis) "
                 f"{'ok' if step['passed'] else 'FAIL'}")
             if not step["passed"]:
                 system.failed_at = rate
+
+
+def process_cpu(pid: int | None) -> float:
+    """Seconds of CPU process ``pid`` has used (0.0 without one, or once it is gone)."""
+    if pid is None:
+        return 0.0
+    with contextlib.suppress(psutil.NoSuchProcess):
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system
+    return 0.0
+
+
+def per_delivery(cpu: float, step: dict[str, Any], seconds: float,
+                 warmup: float) -> float | None:
+    """µs of ``cpu`` (taken over the step, warm-up included) per delivery, the
+    way the server's figure is counted."""
+    delivered = step.get("delivered_per_s") or 0.0
+    if not delivered:
+        return None
+    return cpu * seconds / (seconds + warmup) / seconds / delivered * 1e6
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -186,9 +228,10 @@ def summary(results: dict[str, Any]) -> list[str]:
                      f"there: {num(stored, 0)} msg/s)")
     ours = best.get("tornchat-2w")
     for peer in ("node-seed-2w", "socketio-2p"):
-        if ours and best.get(peer):
+        theirs = best.get(peer)
+        if ours and theirs:
             lines.append(f"- tornchat-2w / {peer}, highest passing rate: "
-                         f"{ours / best[peer]:.2f}x")
+                         f"{ours / theirs:.2f}x")
     lines.extend(cpu_scaling(results))
     return lines
 
@@ -268,8 +311,6 @@ def main(argv: list[str] | None = None) -> int:
                                              for k, v in vars(args).items()},
                                           "rates": rates}, "systems": names, "steps": {}}
     with contextlib.ExitStack() as stack:
-        redis, redis_url = servers.start_redis(out)
-        stack.callback(redis.stop)
         kafka = None
         if args.kafka_broker == "tansu" and any(n.removeprefix("base-").startswith("tornchat")
                                                 for n in names):
@@ -279,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             kafka = args.kafka_broker
         running = []
         for name in names:
-            server, target = start_system(name, stack, args, redis_url, kafka, out)
+            server, target, redis_pid = start_system(name, stack, args, kafka, out)
             pool = ClientPool(args.client_processes)
             stack.callback(pool.close)
             groups = [[f"l-{name}-{g}-{m}" for m in range(args.group_size)]
@@ -287,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             setup = pool.groups(target, groups)
             log(f"{name}: {len(server.worker_pids())} worker(s), {setup['connected']} "
                 f"members connected")
-            running.append(Running(name, server, target, pool))
+            running.append(Running(name, server, target, pool, redis_pid=redis_pid))
         for round_number in range(args.rounds):
             log(f"== round {round_number + 1} of {args.rounds}")
             for system in running:

@@ -119,3 +119,20 @@ def test_the_server_api_key_must_be_long_and_stays_out_of_the_settings_repr():
                                       "ACCESS_TOKEN_SECRET": "t" * 32})
     assert settings.api_key == "s" * 32
     assert "s" * 32 not in repr(settings) and "t" * 32 not in repr(settings)
+
+
+@pytest.mark.parametrize(("environ", "message"), [
+    ({"TORNCHAT_PROCESSES": "abc"}, "TORNCHAT_PROCESSES: must be a whole number, got 'abc'"),
+    ({"TORNCHAT_AUTH_TIMEOUT": "5s"},
+     "TORNCHAT_AUTH_TIMEOUT: must be a number of seconds, got '5s'"),
+    ({"TORNCHAT_STAGE_TIMING": "true"}, "TORNCHAT_STAGE_TIMING: must be a whole number"),
+])
+def test_a_value_of_the_wrong_kind_says_what_it_must_be(environ, message):
+    with pytest.raises(ConfigError) as raised:
+        load_settings(environ=environ)
+    assert str(raised.value).startswith(message)
+    assert "invalid literal" not in str(raised.value)  # no Python internals
+
+
+def test_numbers_may_carry_surrounding_white_space():
+    assert load_settings(environ={"PORT": " 4100 "}).port == 4100

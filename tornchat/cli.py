@@ -1,14 +1,15 @@
 """The ``tornchat`` command: serve, migrate, token, healthcheck, events.
 
 Every command reads the same settings (``--config`` file, environment, flags);
-a bad setting prints one readable line naming the variable and exits 2.
+a bad setting prints one readable line naming the variable and exits 2, a
+database that cannot be reached or a port that cannot be bound one line
+saying so, exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
@@ -16,11 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 from tornchat import __version__
-from tornchat.auth import mint_token
+from tornchat.auth import MAX_USER_ID_LENGTH, is_valid_user_id, mint_token
 from tornchat.config import Settings, describe_settings, load_settings
-from tornchat.errors import ConfigError
+from tornchat.errors import ConfigError, StartupError
 from tornchat.events import cli as events_cli
-from tornchat.storage.database import open_database
+from tornchat.storage.database import startup_database
 
 DESCRIPTION = """\
 tornchat: a real-time WebSocket chat service (Tornado, PostgreSQL/SQLite,
@@ -35,10 +36,11 @@ prints a token to try it.
 
 
 def _settings_epilog() -> str:
-    rows = "\n".join(f"  {env:<36} {doc} (default {default})"
-                     for env, default, doc in describe_settings())
-    return ("settings (environment variable; also `name = value` in the --config TOML "
-            f"file):\n{rows}")
+    rows = "\n".join(f"  {env:<36} {doc} (default: {default})"
+                     + (f"\n  {'':<36} file: {key}" if key else "")
+                     for env, key, default, doc in describe_settings())
+    return ("settings (environment variable, then the `key = value` name in the --config "
+            f"TOML file):\n{rows}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="lifetime of the token in seconds (default 3600)")
 
     check = add("healthcheck", "exit 0 if the server's /health answers 200 (for Docker)")
-    check.add_argument("--url", help="health URL (default http://127.0.0.1:$PORT/health)")
+    check.add_argument("--url", help="health URL (default: /health on the settings' port "
+                                     "and host, 127.0.0.1 when that is 0.0.0.0)")
     check.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
 
     events_cli.add_parser(add)
@@ -94,11 +97,8 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     from tornchat.storage.schema import migrate
 
     settings = _settings(args)
-    database = open_database(settings.database_url, 1)
-    try:
+    with startup_database(settings.database_url) as database:
         applied = migrate(database)
-    finally:
-        database.close()
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return 0
 
@@ -107,6 +107,9 @@ def _cmd_token(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.ttl <= 0:
         raise ConfigError("--ttl", "must be a positive number of seconds")
+    if not is_valid_user_id(args.user_id):
+        raise ConfigError("USER_ID", f"must be 1 to {MAX_USER_ID_LENGTH} printable "
+                          "characters (the server refuses a token for any other)")
     if settings.uses_dev_secret:
         print("warning: signing with the development secret (ACCESS_TOKEN_SECRET unset)",
               file=sys.stderr)
@@ -114,18 +117,31 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def health_url(settings: Settings) -> str:
+    """Where this host's server answers ``/health``: the settings' port, on
+    loopback when the server binds every interface."""
+    host = settings.host
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}/health"
+
+
 def _cmd_healthcheck(args: argparse.Namespace) -> int:
-    url = args.url or f"http://127.0.0.1:{os.environ.get('PORT') or 4004}/health"
+    url = args.url or health_url(_settings(args))
     try:
         with urllib.request.urlopen(url, timeout=args.timeout) as response:
             body = json.loads(response.read() or b"{}")
             print(json.dumps(body))
             return 0 if response.status == 200 else 1
     except urllib.error.HTTPError as exc:
-        print(f"unhealthy: HTTP {exc.code} {exc.read().decode(errors='replace')}",
+        print(f"unhealthy: {url}: HTTP {exc.code} {exc.read().decode(errors='replace')}",
               file=sys.stderr)
     except (OSError, ValueError) as exc:
-        print(f"unhealthy: {exc}", file=sys.stderr)
+        print(f"unhealthy: {url}: {exc}", file=sys.stderr)
     return 1
 
 
@@ -145,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tornchat: configuration error: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"tornchat: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -55,11 +55,12 @@ class Settings:
                                         secret=True)
     redis_url: str = _setting("", "REDIS_URL", "redis://host:6379/0; empty = in-memory bus")
     kafka_broker: str = _setting("", "KAFKA_BROKER", "host:9092; empty = events stay in outbox")
-    log_level: str = _setting("info", "LOG_LEVEL", "debug, info, warning, error")
+    log_level: str = _setting("info", "LOG_LEVEL", "debug, info, warning, error, critical")
     log_format: str = _setting(
         "auto", "TORNCHAT_LOG_FORMAT",
         "json, text, or auto: text when stderr is a terminal, else JSON")
-    processes: int = _setting(1, "TORNCHAT_PROCESSES", "worker processes; 0 = one per CPU")
+    processes: int = _setting(
+        1, "TORNCHAT_PROCESSES", "worker processes; 0 = one per CPU; more than 1 needs REDIS_URL")
     auth_timeout: float = _setting(5.0, "TORNCHAT_AUTH_TIMEOUT", "seconds to send the auth frame")
     heartbeat_interval: float = _setting(
         30.0, "TORNCHAT_HEARTBEAT_INTERVAL", "seconds between server pings"
@@ -69,8 +70,9 @@ class Settings:
     )
     max_pending_connections: int = _setting(
         1000, "TORNCHAT_MAX_PENDING_CONNECTIONS",
-        "WebSocket connections per worker that have not authenticated yet; more are "
-        "refused with 503 before the upgrade"
+        "WebSocket connections per worker that have not authenticated yet; at the cap "
+        "the worker stops accepting until fewer than 90% wait (one accepted in that "
+        "turn gets 503)"
     )
     listen_backlog: int = _setting(
         1024, "TORNCHAT_LISTEN_BACKLOG",
@@ -115,7 +117,9 @@ class Settings:
     allowed_origins: tuple[str, ...] = _setting(
         (), "TORNCHAT_ALLOWED_ORIGINS", "comma list of browser Origins; * = any"
     )
-    db_pool_size: int = _setting(8, "TORNCHAT_DB_POOL_SIZE", "PostgreSQL connections per worker")
+    db_pool_size: int = _setting(
+        8, "TORNCHAT_DB_POOL_SIZE", "PostgreSQL reader connections per worker (plus one per "
+        "writer thread, and two for the Kafka relay)")
     writer_threads: int = _setting(
         1, "TORNCHAT_WRITER_THREADS",
         "group-commit batches in flight per worker (PostgreSQL; SQLite always 1)")
@@ -186,14 +190,24 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType({
 })
 
 
+#: what a value of each type must look like, for the error that refuses one
+_EXPECTED: Mapping[str, str] = MappingProxyType({
+    "int": "a whole number", "float": "a number", "str": "text",
+    "tuple[str, ...]": "a comma-separated list",
+})
+
+
 def _coerce(spec: dataclasses.Field[Any], raw: Any, source: str) -> Any:
-    parser = _PARSERS[str(spec.type)]
-    if str(spec.type) in ("int", "float") and isinstance(raw, bool):
-        raise ConfigError(source, f"expected a number, got {raw!r}")
+    kind = str(spec.type)
+    parser = _PARSERS[kind]
+    expected = ("a number of seconds" if kind == "float"
+                and spec.metadata["doc"].startswith("seconds") else _EXPECTED[kind])
+    if kind in ("int", "float") and isinstance(raw, bool):
+        raise ConfigError(source, f"must be {expected}, got {raw!r}")
     try:
         return parser(raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(source, f"invalid value {raw!r} ({exc})") from None
+    except (TypeError, ValueError):
+        raise ConfigError(source, f"must be {expected}, got {raw!r}") from None
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -327,9 +341,30 @@ def _validate_database_url(url: str) -> None:
              "postgresql://user:pass@localhost:5432/chat")
 
 
-def describe_settings() -> list[tuple[str, str, str]]:
-    """(environment variable, default, meaning) rows, for --help and docs."""
+#: how --help shows a default that is not simply its value
+_SHOWN_DEFAULTS: Mapping[str, str] = MappingProxyType({
+    "access_token_secret": "a built-in development secret",
+})
+
+
+def _shown_default(spec: dataclasses.Field[Any]) -> str:
+    if spec.name in _SHOWN_DEFAULTS:
+        return _SHOWN_DEFAULTS[spec.name]
+    value = spec.default
+    if value == "" or value == ():
+        return "unset"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def describe_settings() -> list[tuple[str, str, str, str]]:
+    """(environment variable, TOML key, default as a person reads it, meaning)
+    rows, for --help: every setting, and the two variables that are not
+    settings themselves (the config file, the seed's ``NODE_ENV``)."""
     return [
-        (spec.metadata["env"], repr(spec.default), spec.metadata["doc"])
-        for spec in dataclasses.fields(Settings)
+        ("TORNCHAT_CONFIG", "", "unset", "a TOML file of the settings below (as --config)"),
+        *((spec.metadata["env"], spec.name, _shown_default(spec), spec.metadata["doc"])
+          for spec in dataclasses.fields(Settings)),
+        ("NODE_ENV", "", "unset", "the seed's name for TORNCHAT_ENV, read when that is unset"),
     ]

@@ -27,6 +27,14 @@ class ConfigError(TornchatError):
         return f"ConfigError(setting={self.setting!r}, message={self.message!r})"
 
 
+class StartupError(TornchatError):
+    """A command cannot start: the database named by ``DATABASE_URL`` cannot be
+    opened, or the port cannot be bound. The settings may be well-formed, so
+    this is not a :class:`ConfigError`; the command prints the one line and
+    exits 1, and the cause (the driver's or the kernel's error) is kept as
+    ``__cause__`` for anyone who wants the traceback."""
+
+
 class ChatError(TornchatError):
     """A request could not be served; the connection stays open."""
 

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from loadtest import ladder_bench
-from loadtest.ladder_bench import cpu_scaling, highest_passing, rotated, summary, table
+from loadtest.ladder_bench import (
+    cpu_scaling,
+    highest_passing,
+    per_delivery,
+    process_cpu,
+    rotated,
+    summary,
+    table,
+)
 
 
 def _step(system: str, rate: float, p99: float, passed: bool = True,
@@ -54,6 +62,14 @@ def test_table_summary_and_ratios_from_medians() -> None:
         "- server CPU per delivery, tornchat 2 workers / 1 worker: 500: 1.20x (60 / 50 µs)"]
 
 
+def test_redis_cpu_is_counted_per_delivery_like_the_servers() -> None:
+    # 0.7 s of CPU over a 6 s step after 1 s of warm-up: 0.6 s for the 6
+    # measured seconds, at 1,000 deliveries a second
+    assert per_delivery(0.7, {"delivered_per_s": 1000.0}, 6.0, 1.0) == pytest.approx(100.0)
+    assert per_delivery(0.7, {"delivered_per_s": 0.0}, 6.0, 1.0) is None
+    assert process_cpu(None) == 0.0
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_a_short_ladder_alternates_real_systems(tmp_path: Path,
@@ -72,4 +88,8 @@ def test_a_short_ladder_alternates_real_systems(tmp_path: Path,
                      (80, 0, "trivial"), (80, 1, "tornchat-1w")]
     assert all(step["loss"] == 0 for name in results["systems"]
                for step in results["steps"][name])
+    # the tornchat system's Redis is measured; the trivial server uses none
+    assert all(step["redis_cpu_us_per_delivery"] is not None
+               for step in results["steps"]["tornchat-1w"])
+    assert all(step["redis_cpu_us_per_delivery"] == 0.0 for step in results["steps"]["trivial"])
     assert "systems alternating at every step" in capsys.readouterr().out

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
@@ -22,20 +23,28 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from tornchat.config import Settings
-from tornchat.errors import ConfigError
+from tornchat.errors import ConfigError, StartupError
 from tornchat.events.outbox import OutboxStore
-from tornchat.storage.database import open_database
+from tornchat.storage.database import shown_url, sqlite_path, startup_database
+from tornchat.storage.schema import pending_migrations
 
 _DEDUPE_MEMORY = 100_000
 
 
 def add_parser(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     """Register ``events`` and its subcommands through cli.py's ``add`` helper."""
-    events = add("events", "watch, drain or inspect the MessageSent Kafka events "
-                           "(docs/events.md)")
+    events = add("events", "watch, drain or inspect the Kafka events (MessageSent, "
+                           "ConversationRead; docs/events.md)")
     commands = events.add_subparsers(dest="events_command", metavar="ACTION", required=True)
 
-    tail = commands.add_parser("tail", help="print events from Kafka as JSON lines")
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        # also after the action; SUPPRESS keeps one given before it
+        sub.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                         help="TOML settings file (default: $TORNCHAT_CONFIG)")
+        return sub
+
+    tail = action("tail", "print events from Kafka as JSON lines")
     tail.add_argument("--broker", help="host:port[,host:port] (default $KAFKA_BROKER)")
     tail.add_argument("--topic", help="topic (default $TORNCHAT_KAFKA_TOPIC or chat-events)")
     tail.add_argument("--from-beginning", action="store_true",
@@ -51,12 +60,11 @@ def add_parser(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
     tail.add_argument("--keys", action="store_true",
                       help="prefix each line with the record key (conversationId) and a tab")
 
-    drain = commands.add_parser("drain", help="publish the outbox backlog once, then exit "
-                                              "(needs KAFKA_BROKER)")
+    drain = action("drain", "publish the outbox backlog once, then exit (needs KAFKA_BROKER)")
     drain.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                        help="give up after this long; the rest stays queued (default 60)")
 
-    commands.add_parser("status", help="print the outbox backlog as JSON")
+    action("status", "print the outbox backlog (unsent events, age of the oldest) as JSON")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -68,12 +76,25 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return _tail(args, settings)
 
 
+def _require_schema(settings: Settings) -> None:
+    """The outbox is there to read: the database exists (a SQLite file is not
+    created by looking) and is migrated; otherwise one line saying what to run."""
+    url = settings.database_url
+    path = sqlite_path(url)
+    if path is not None and path != ":memory:" and not os.path.exists(path):
+        raise StartupError(f"no database at {path} yet (DATABASE_URL): run "
+                           "`tornchat migrate` or start `tornchat serve` first")
+    with startup_database(url) as database:
+        pending = pending_migrations(database)
+    if pending:
+        raise StartupError(f"the schema of DATABASE_URL {shown_url(url)} is behind "
+                           f"({', '.join(pending)} pending): run `tornchat migrate` first")
+
+
 def _status(settings: Settings) -> int:
-    outbox = OutboxStore(open_database(settings.database_url, 1))
-    try:
-        backlog = outbox.backlog()
-    finally:
-        outbox.close()
+    _require_schema(settings)
+    with startup_database(settings.database_url) as database:
+        backlog = OutboxStore(database).backlog()
     print(json.dumps({"pending": backlog.size, "oldestAgeSeconds": round(backlog.oldest_age, 3)}))
     return 0
 
@@ -81,6 +102,9 @@ def _status(settings: Settings) -> int:
 def _drain(settings: Settings, timeout: float) -> int:
     from tornchat.events.relay import build_relay
 
+    if not settings.kafka_broker:
+        raise ConfigError("KAFKA_BROKER", "is needed to drain the outbox (host:port)")
+    _require_schema(settings)
     relay = build_relay(settings)
     if relay is None:
         raise ConfigError("KAFKA_BROKER", "is needed to drain the outbox (host:port)")

@@ -24,11 +24,11 @@ import threading
 from tornado.netutil import bind_sockets
 
 from tornchat.config import Settings
-from tornchat.errors import ConfigError
+from tornchat.errors import ConfigError, StartupError
 from tornchat.metrics import mark_worker_dead, prepare_multiprocess
 from tornchat.server.wiring import build_application
 from tornchat.server.workers import Supervisor
-from tornchat.storage.database import is_sqlite, open_database
+from tornchat.storage.database import is_sqlite, startup_database
 from tornchat.storage.schema import migrate, pending_migrations
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,7 @@ FULL_COLLECTION_EVERY = 100
 
 
 def prepare_schema(settings: Settings) -> None:
-    database = open_database(settings.database_url, 1)
-    try:
+    with startup_database(settings.database_url) as database:
         if is_sqlite(database):
             applied = migrate(database)
             if applied:
@@ -49,8 +48,16 @@ def prepare_schema(settings: Settings) -> None:
         if pending:
             raise ConfigError("DATABASE_URL", f"schema is behind ({', '.join(pending)} "
                               "pending): run `tornchat migrate` first")
-    finally:
-        database.close()
+
+
+def listen(settings: Settings) -> list[socket.socket]:
+    """The listening sockets, bound before any fork; a port in use or a host
+    that does not resolve is one readable :class:`StartupError`."""
+    try:
+        return bind_sockets(settings.port, settings.host, backlog=settings.listen_backlog)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {settings.host}:{settings.port} "
+                           f"(TORNCHAT_HOST, PORT): {exc.strerror or exc}") from exc
 
 
 def warn_about_settings(settings: Settings) -> None:
@@ -74,7 +81,7 @@ def serve(settings: Settings) -> int:
                           "or the workers could not reach each other's connections")
     warn_about_settings(settings)
     prepare_schema(settings)
-    sockets = bind_sockets(settings.port, settings.host, backlog=settings.listen_backlog)
+    sockets = listen(settings)
     count = settings.processes or os.cpu_count() or 1
     if count == 1:
         return asyncio.run(run_worker(settings, sockets))

@@ -8,10 +8,13 @@ it); PostgreSQL goes through psycopg2 with a connection pool sized by
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
 import peewee as pw
 from playhouse.pool import PooledPostgresqlDatabase
+
+from tornchat.errors import StartupError
 
 SQLITE_PRAGMAS = (
     ("journal_mode", "wal"),
@@ -25,10 +28,10 @@ def open_database(url: str, pool_size: int = 8, writers: int = 1) -> pw.Database
     """A not-yet-connected database for ``url`` (validated by config): on
     PostgreSQL a pool of ``pool_size`` connections for readers plus one per
     group-commit writer thread."""
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        path = unquote(parts.path[1:])
+    path = sqlite_path(url)
+    if path is not None:
         return pw.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+    parts = urlsplit(url)
     return PooledPostgresqlDatabase(
         unquote(parts.path.lstrip("/")),
         host=parts.hostname,
@@ -47,6 +50,39 @@ def open_database(url: str, pool_size: int = 8, writers: int = 1) -> pw.Database
         keepalives_count=3,
         autoconnect=True,
     )
+
+
+@contextlib.contextmanager
+def startup_database(url: str) -> Iterator[pw.Database]:
+    """A one-connection database for a command's start-up work (migrations,
+    the schema check, the outbox status), closed afterwards. A database that
+    cannot be opened or reached (refused, unknown host, bad password, a file
+    that cannot be created) becomes one readable :class:`StartupError`
+    naming ``DATABASE_URL``, its password left out, instead of a driver
+    traceback."""
+    database = open_database(url, 1)
+    try:
+        yield database
+    except pw.OperationalError as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StartupError(f"cannot use DATABASE_URL {shown_url(url)}: {reason}") from exc
+    finally:
+        close_database(database)
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file a ``sqlite:///`` URL names (``:memory:`` included); None for PostgreSQL."""
+    parts = urlsplit(url)
+    return unquote(parts.path[1:]) if parts.scheme == "sqlite" else None
+
+
+def shown_url(url: str) -> str:
+    """``url`` for a message: any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def is_sqlite(database: pw.Database) -> bool:
