@@ -142,3 +142,10 @@ def test_events_status_on_a_stale_schema_says_to_migrate():
     with fresh_postgres_database() as url:
         line = _one_line_error(run_cli("events", "status", env=clean_env(DATABASE_URL=url)))
     assert "pending): run `tornchat migrate` first" in line
+
+
+def test_more_than_one_process_without_redis_is_refused_naming_the_count(tmp_path):
+    result = run_cli("serve", "--processes", "3", cwd=str(tmp_path))
+    assert result.returncode == 2
+    assert "TORNCHAT_PROCESSES: 3 processes need REDIS_URL" in result.stderr
+    assert not (tmp_path / "tornchat.db").exists()  # refused before touching anything

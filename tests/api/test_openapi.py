@@ -19,8 +19,9 @@ from pathlib import Path
 import orjson
 
 from harness.server import TEST_SECRET, ServerProcess
-from tornchat.api.openapi import encoded_document
+from tornchat.api.openapi import document, encoded_document
 from tornchat.auth import mint_token
+from tornchat.contract.protocol import Limits
 
 
 def _schemathesis() -> str:
@@ -79,3 +80,13 @@ def test_the_served_document_is_openapi_3_1_and_lists_every_api_route(tmp_path):
         "/api/v1/presence",
         "/api/v1/server/messages", "/api/v1/server/users/{userId}/disconnect",
         "/api/v1/dev/token"}
+
+
+def test_the_request_bounds_are_the_servers_settings():
+    schemas = document(Limits(max_message_length=10, max_recipients=7))["components"]["schemas"]
+    assert schemas["OpenConversation"]["properties"]["recipientIds"]["maxItems"] == 7
+    server_message = schemas["ServerMessage"]["properties"]
+    assert server_message["recipientIds"]["maxItems"] == 7
+    assert server_message["content"]["maxLength"] == 10
+    defaults = document()["components"]["schemas"]["ServerMessage"]["properties"]
+    assert defaults["content"]["maxLength"] == 4000  # TORNCHAT_MAX_MESSAGE_LENGTH's default

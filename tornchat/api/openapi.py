@@ -23,7 +23,7 @@ from tornchat.api.conversations import (
 )
 from tornchat.api.devtoken import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS
 from tornchat.auth import MAX_USER_ID_LENGTH
-from tornchat.contract.protocol import MAX_ID_LENGTH, MAX_PRESENCE_USERS_PER_REQUEST
+from tornchat.contract.protocol import MAX_ID_LENGTH, MAX_PRESENCE_USERS_PER_REQUEST, Limits
 
 _SEQ: Mapping[str, Any] = MappingProxyType({"type": "integer", "minimum": 0})
 _ID: Mapping[str, Any] = MappingProxyType(
@@ -56,7 +56,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 _CONVERSATION_ID: Mapping[str, Any] = MappingProxyType(
     {"name": "conversationId", "in": "path", "required": True, "schema": _ID})
 
-def _schemas() -> dict[str, Any]:
+def _schemas(limits: Limits) -> dict[str, Any]:
     return {
         "Error": {
             "type": "object", "required": ["code", "error"], "additionalProperties": False,
@@ -95,16 +95,19 @@ def _schemas() -> dict[str, Any]:
                            "hasMoreAfter": {"type": "boolean"}, "lastSeq": _SEQ}},
         "OpenConversation": {
             "type": "object", "required": ["recipientIds"],
-            "properties": {"recipientIds": {"type": "array", "minItems": 1, "items": _ID}}},
+            "properties": {"recipientIds": {"type": "array", "minItems": 1,
+                                            "maxItems": limits.max_recipients, "items": _ID}}},
         "MarkRead": {"type": "object", "required": ["seq"], "properties": {"seq": _SEQ}},
         "ServerMessage": {
             "type": "object", "required": ["senderId", "content"],
             "description": "exactly one of recipientIds or conversationId",
             "properties": {
                 "senderId": _ID,
-                "recipientIds": {"type": "array", "minItems": 1, "items": _ID},
+                "recipientIds": {"type": "array", "minItems": 1,
+                                 "maxItems": limits.max_recipients, "items": _ID},
                 "conversationId": _ID,
-                "content": {"type": "string", "minLength": 1},
+                "content": {"type": "string", "minLength": 1,
+                            "maxLength": limits.max_message_length},
                 "clientMessageId": {"type": "string", "minLength": 1, "maxLength": 64}}},
         "PostedMessage": {
             "type": "object", "additionalProperties": False, "required": ["message"],
@@ -250,24 +253,31 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def document() -> dict[str, Any]:
+def document(limits: Limits | None = None) -> dict[str, Any]:
+    """The document; ``limits`` (the server's settings) bound the request bodies."""
+    limits = limits if limits is not None else Limits()
     return {
         "openapi": "3.1.0",
         "info": {"title": "tornchat HTTP API", "version": __version__,
                  "description": "Conversations, history, read positions and presence of a "
                                 "tornchat server, and the server API for backends. Real-time "
-                                "traffic is the WebSocket at /api/v1/chat."},
+                                "traffic is the WebSocket at /api/v1/chat. Besides what is "
+                                "listed, every path answers another method with 405 and an "
+                                "Allow header, and a failure of the server itself with 500 "
+                                "and the code internal_error. Outside this document: "
+                                "/health, /metrics (Prometheus), /demo and "
+                                "/client/tornchat.js (development)."},
         "paths": _paths(),
-        "components": {"schemas": _schemas(), "securitySchemes": {
+        "components": {"schemas": _schemas(limits), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
         "security": [{"bearer": []}],
     }
 
 
-def encoded_document() -> bytes:
+def encoded_document(limits: Limits | None = None) -> bytes:
     """:func:`document` as JSON (the shared fragments are read-only mappings)."""
-    return orjson.dumps(document(), default=dict)
+    return orjson.dumps(document(limits), default=dict)
 
 
 class OpenApiHandler(ApiHandler):

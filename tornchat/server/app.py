@@ -119,7 +119,7 @@ class ChatApplication:
             sessions=self.sessions, frames=FrameCache())
         self.api_context = ApiContext(settings=settings, limits=limits, verifier=verifier,
                                       service=self.service)
-        self._openapi = encoded_document()
+        self._openapi = encoded_document(limits)
         self._server: HTTPServer | None = None
         self._restoring: set[asyncio.Task[None]] = set()
         self.bus.on_lost(self.presence.state_lost)

@@ -76,13 +76,14 @@ def warn_about_settings(settings: Settings) -> None:
 
 def serve(settings: Settings) -> int:
     """Run the server until SIGTERM/SIGINT; returns the exit status."""
-    if settings.processes != 1 and not settings.redis_url:
-        raise ConfigError("TORNCHAT_PROCESSES", "more than one process needs REDIS_URL, "
+    count = settings.processes or os.cpu_count() or 1
+    if count > 1 and not settings.redis_url:
+        cpus = " (0 = one per CPU)" if not settings.processes else ""
+        raise ConfigError("TORNCHAT_PROCESSES", f"{count} processes{cpus} need REDIS_URL, "
                           "or the workers could not reach each other's connections")
     warn_about_settings(settings)
     prepare_schema(settings)
     sockets = listen(settings)
-    count = settings.processes or os.cpu_count() or 1
     if count == 1:
         return asyncio.run(run_worker(settings, sockets))
     return supervise(settings, sockets, count)
