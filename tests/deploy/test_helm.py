@@ -152,9 +152,10 @@ def test_probes_hit_health_on_the_http_port(render: Render) -> None:
     container = server_container(render(production_values()))
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"http": 4004}
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+    for probe in ("readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
-    # A short database blip must not restart every pod: liveness tolerates more.
+    # A database outage must not restart every pod: liveness asks no dependency
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
     liveness, readiness = container["livenessProbe"], container["readinessProbe"]
     tolerated = liveness["periodSeconds"] * liveness["failureThreshold"]
     assert tolerated > readiness["periodSeconds"] * readiness["failureThreshold"]
@@ -371,6 +372,9 @@ def test_notes_explain_how_to_connect(chart: Any) -> None:
         {"config": {"logLevel": "loud"}},
         {"secret": {"accessTokenSecret": "too-short"}},
         {"secret": {"databaseUrl": "mysql://db/chat"}},
+        {"secret": {"databaseUrl": "postgresql+psycopg2://db/chat"}},
+        {"secret": {"apiKey": "too-short"}},
+        {"server": {"processes": 0}},
         {"service": {"type": "Headless"}},
         {"replicaCuont": 3},
     ],
@@ -386,6 +390,47 @@ def test_schema_rejects_bad_values(chart: Any, helm: Any, bad: dict[str, Any]) -
 def test_schema_accepts_documented_values(chart: Any) -> None:
     chart.validate_schema({})
     chart.validate_schema(production_values())
+    chart.validate_schema({"secret": {"redisUrl": "redis+cluster://10.0.0.5:7000/",
+                                      "apiKey": "k" * 32}})
+
+
+def test_the_server_api_key_comes_from_the_secret(render: Render) -> None:
+    values = production_values()
+    values["secret"]["apiKey"] = "k" * 40
+    objects = render(values)
+    secret = next(o for o in objects if o["kind"] == "Secret"
+                  and o["metadata"]["name"] == "chat-tornchat")
+    assert base64.b64decode(secret["data"]["TORNCHAT_API_KEY"]) == b"k" * 40
+    assert "TORNCHAT_API_KEY" not in one(objects, "ConfigMap")["data"]
+
+
+def test_an_existing_secret_must_hold_redis_when_scaled(render: Render) -> None:
+    values = production_values()
+    del values["secret"]
+    values["existingSecret"] = "tornchat-credentials"
+    values["replicaCount"] = 3
+    env = server_container(render(values))["env"]
+    assert env == [{"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {
+        "name": "tornchat-credentials", "key": "REDIS_URL", "optional": False}}}]
+    values["replicaCount"], values["server"]["processes"] = 1, 1
+    values["autoscaling"]["enabled"] = False
+    assert "env" not in server_container(render(values))  # one process needs no Redis
+
+
+def test_the_migration_job_reads_no_redis(render: Render) -> None:
+    job = one(render(production_values()), "Job")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "REDIS_URL", "value": ""} in job["env"]
+
+
+def test_several_processes_need_the_supervisors_two_extra_seconds(render: Render,
+                                                                 helm: Any) -> None:
+    values = production_values()
+    values["server"].update(processes=2, preStopSleepSeconds=5, shutdownTimeoutSeconds=10,
+                            terminationGracePeriodSeconds=16)
+    with pytest.raises(helm.HelmError, match=r"\+ 2 with several processes"):
+        render(values)
+    values["server"]["terminationGracePeriodSeconds"] = 18
+    render(values)
 
 
 def test_values_are_camel_case_and_commented() -> None:

@@ -13,3 +13,7 @@ async def test_health_reports_every_dependency_and_the_connection_count(server):
     assert body["status"] == "ok"
     assert body["dependencies"] == {"database": "ok", "redis": "disabled", "kafka": "disabled"}
     assert body["connections"] == 1
+
+
+async def test_the_liveness_endpoint_answers_without_asking_any_dependency(server):
+    assert await health(server, "/health/live") == (200, {"status": "alive"})

@@ -42,9 +42,9 @@ def database_outage(url: str):
         admin.close()
 
 
-async def health(server) -> tuple[int, dict]:
+async def health(server, path: str = "/health") -> tuple[int, dict]:
     try:
-        response = await AsyncHTTPClient().fetch(server.http_url + "/health")
+        response = await AsyncHTTPClient().fetch(server.http_url + path)
     except HTTPClientError as exc:
         response = exc.response
     return response.code, json.loads(response.body)
@@ -69,6 +69,8 @@ async def test_storage_down_gives_unavailable_then_recovers_without_loss(start_s
         status, body = await health(server)
         assert status == 503
         assert body["dependencies"]["database"] == "down"
+        # the liveness endpoint asks no dependency: a probe on it restarts no pod now
+        assert await health(server, "/health/live") == (200, {"status": "alive"})
         assert (await alice.request({"type": "ping"})) == {"type": "pong"}
 
     retry = await alice.request({"type": "send_message", "conversationId": conversation_id,

@@ -42,7 +42,7 @@ from tornchat.fanout.registry import ConnectionRegistry
 from tornchat.fanout.slots import ConnectionSlots
 from tornchat.metrics import Metrics
 from tornchat.server.acceptgate import AcceptGate
-from tornchat.server.http import HealthHandler, MetricsHandler
+from tornchat.server.http import HealthHandler, LiveHandler, MetricsHandler
 from tornchat.service import ChatService
 from tornchat.storage.store import ChatStore
 from tornchat.storage.writer import GroupCommitWriter
@@ -144,6 +144,7 @@ class ChatApplication:
                 (r"/api/v1/dev/token", DevTokenHandler, api),
                 (r"/api/v1/.*", NotFoundHandler, api),
                 (r"/health", HealthHandler, {"check": self.health}),
+                (r"/health/live", LiveHandler),
                 (r"/metrics", MetricsHandler, {"metrics": self.metrics}),
                 *assets.routes(self.settings.demo_enabled, self.settings.allowed_origins),
             ],

@@ -1,4 +1,4 @@
-"""The plain HTTP endpoints: ``GET /health`` and ``GET /metrics``.
+"""The plain HTTP endpoints: ``GET /health``, ``GET /health/live`` and ``GET /metrics``.
 
 Each handler gets only what it reads (a health check to await, the metrics to
 render), not the application object. IOLoop thread only.
@@ -28,6 +28,19 @@ class HealthHandler(tornado.web.RequestHandler):
         self.set_status(status)
         self.set_header("Cache-Control", "no-store")
         self.finish(body)
+
+
+class LiveHandler(tornado.web.RequestHandler):
+    """200 whenever the worker's event loop gets to answer; asks no dependency.
+
+    For liveness probes: ``/health`` is 503 while the database or Redis is
+    down, and a liveness probe on it would restart every pod during such an
+    outage, each restart then failing on the same database. This one fails
+    only when the worker itself no longer answers."""
+
+    def get(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.finish({"status": "alive"})
 
 
 class MetricsHandler(tornado.web.RequestHandler):

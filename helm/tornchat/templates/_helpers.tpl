@@ -112,15 +112,25 @@ release's Secret (so upgrades keep it), else a new random one.
 {{- end }}
 
 {{/*
+"true" when messages must cross pods or processes: autoscaling, more than one
+replica, or more than one worker process per pod.
+*/}}
+{{- define "tornchat.scaled" -}}
+{{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) (ne (int .Values.server.processes) 1) }}true{{ end }}
+{{- end }}
+
+{{/*
 Cross-field checks that values.schema.json cannot express; rendering fails
 with a message naming the values to change.
 */}}
 {{- define "tornchat.validate" -}}
 {{- $s := .Values.server }}
-{{- if le (int $s.terminationGracePeriodSeconds) (add (int $s.preStopSleepSeconds) (int $s.shutdownTimeoutSeconds)) }}
-{{- fail (printf "server.terminationGracePeriodSeconds (%d) must be greater than server.preStopSleepSeconds + server.shutdownTimeoutSeconds (%d)" (int $s.terminationGracePeriodSeconds) (add (int $s.preStopSleepSeconds) (int $s.shutdownTimeoutSeconds))) }}
+{{- /* with several processes the supervisor gives the workers 2 s more than the drain */ -}}
+{{- $needed := add (int $s.preStopSleepSeconds) (int $s.shutdownTimeoutSeconds) (ternary 0 2 (eq (int $s.processes) 1)) }}
+{{- if le (int $s.terminationGracePeriodSeconds) (int $needed) }}
+{{- fail (printf "server.terminationGracePeriodSeconds (%d) must be greater than server.preStopSleepSeconds + server.shutdownTimeoutSeconds (+ 2 with several processes) (%d)" (int $s.terminationGracePeriodSeconds) (int $needed)) }}
 {{- end }}
-{{- $scaled := or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) (ne (int $s.processes) 1) }}
+{{- $scaled := include "tornchat.scaled" . }}
 {{- if and $scaled (include "tornchat.sqlite" .) }}
 {{- fail "several pods or processes need a shared database: set secret.databaseUrl or existingSecret (SQLite in an emptyDir is for a single pod only)" }}
 {{- end }}
