@@ -33,6 +33,7 @@ pytestmark = pytest.mark.deploy
 
 SERVICE_USER = "tornchat-ci"
 SECRET = "ci-only-access-token-secret-0123456789abcdef"
+API_KEY = "ansible-test-server-api-key-0123456789abcdef"
 RECAP = re.compile(
     r"^localhost\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
     r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
@@ -207,6 +208,7 @@ def deployment() -> Iterator[Deployment]:
         "tornchat_host": "127.0.0.1",
         "tornchat_port": port,
         "tornchat_access_token_secret": SECRET,
+        "tornchat_api_key": API_KEY,
         "tornchat_healthcheck_delay": 1,
     }
     extra_vars.write_text(yaml.safe_dump(variables), encoding="utf-8")
@@ -255,10 +257,11 @@ def test_files_and_permissions(deployment: Deployment, first_run: Recap) -> None
     assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
     assert secrets.stat().st_uid == 0
     assert f"ACCESS_TOKEN_SECRET='{SECRET}'" in secrets.read_text(encoding="utf-8")
+    assert f"TORNCHAT_API_KEY='{API_KEY}'" in secrets.read_text(encoding="utf-8")
     assert stat.S_IMODE(settings.stat().st_mode) == 0o640
     assert grp.getgrgid(settings.stat().st_gid).gr_name == SERVICE_USER
     settings_text = settings.read_text(encoding="utf-8")
-    assert SECRET not in settings_text
+    assert SECRET not in settings_text and API_KEY not in settings_text
     assert f"PORT='{deployment.port}'" in settings_text
     # Code belongs to root: the service account cannot rewrite what it runs.
     venv = deployment.base / "opt" / "venv"
