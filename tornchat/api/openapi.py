@@ -265,7 +265,7 @@ def document(limits: Limits | None = None) -> dict[str, Any]:
                                 "listed, every path answers another method with 405 and an "
                                 "Allow header, and a failure of the server itself with 500 "
                                 "and the code internal_error. Outside this document: "
-                                "/health, /metrics (Prometheus), /demo and "
+                                "/health, /health/live, /metrics (Prometheus), /demo and "
                                 "/client/tornchat.js (development)."},
         "paths": _paths(),
         "components": {"schemas": _schemas(limits), "securitySchemes": {
