@@ -149,6 +149,12 @@ export interface TornchatOptions {
   maxMessageLength?: number;
   /** a connection that held this long (ms) restarts the backoff, default 10000 */
   stableAfterMs?: number;
+  /** sends that may go out at once (then sendPerSecond), default 30 */
+  sendBurst?: number;
+  /** sustained sends per second past the burst, default 15 */
+  sendPerSecond?: number;
+  /** an HTTP call (history, lists, presence) is abandoned after this (ms), default 15000 */
+  httpTimeoutMs?: number;
 }
 
 export interface SendOptions {
@@ -186,7 +192,7 @@ export class TornchatClient {
   close(): void;
   // When the server ends the session for good (an invalid token 4001, 4003, 4029,
   // a protocol error), the state becomes "closed" and pending sends are rejected
-  // ("unauthorized" or "closed"); connect() may be called again.
+  // ("unauthorized" or "closed"), as is every send() until connect() is called again.
 
   on<K extends keyof TornchatEvents>(event: K, listener: (data: TornchatEvents[K]) => void): () => void;
   off<K extends keyof TornchatEvents>(event: K, listener: (data: TornchatEvents[K]) => void): void;

@@ -32,6 +32,12 @@ const DEFAULTS = Object.freeze({
   connectTimeoutMs: 15000,
   maxMessageLength: 4000,
   stableAfterMs: 10000,
+  // sends go out at most this fast, in order, so a queue flushed after a
+  // reconnect stays under the server's frame rate limit (20/s, burst 40 by
+  // default, shared with typing, read and ping frames)
+  sendBurst: 30,
+  sendPerSecond: 15,
+  httpTimeoutMs: 15000,
 });
 
 const MAX_TIMER_MS = 2 ** 31 - 1; // setTimeout fires at once past this
@@ -60,6 +66,17 @@ export class TornchatError extends Error {
     if (status !== undefined) this.status = status;
   }
 }
+
+/** Length in code points, as the server counts it (not UTF-16 units). */
+function codePoints(text) {
+  let n = 0;
+  for (const _ of text) n += 1; // eslint-disable-line no-unused-vars
+  return n;
+}
+
+// what Python's str.isprintable() refuses: the Unicode categories "Other"
+// (Cc, Cf, Cs, Co, Cn) and "Separator" (Zl, Zp, Zs) except the ASCII space
+const NOT_PRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}]|(?! )\p{Zs}/u;
 
 function randomId() {
   const cryptoApi = globalThis.crypto;
@@ -126,6 +143,13 @@ export class TornchatClient {
     this._connectionId = null;
     this._everConnected = false;
     this._stopped = true;
+    this._final = false; // stopped by close() or a final close: sends are refused until connect()
+    this._expiredToken = null; // the token a 4001 "Token expired" refused
+    this._sendTokens = this._options.sendBurst;
+    this._sendRefilledAt = Date.now();
+    this._sendPause = null; // timer: the outbox waits after a rate_limited or unavailable send
+    this._sendPauses = 0; // consecutive pauses, for their backoff
+    this._flushTimer = null;
     this._attempts = 0;
     this._requests = 0;
     this._timers = new Set();
@@ -227,6 +251,7 @@ export class TornchatClient {
     const ready = new Promise((resolve, reject) => this._connectWaiters.push({ resolve, reject }));
     if (this._stopped) {
       this._stopped = false;
+      this._final = false;
       this._attempts = 0;
       this._open();
     } else if (this._state === "connected") {
@@ -237,12 +262,16 @@ export class TornchatClient {
 
   close() {
     this._stopped = true;
+    this._final = true;
     for (const timer of this._timers) clearTimeout(timer);
     this._timers.clear();
     this._reconnectTimer = this._refreshTimer = this._pingTimer = this._pongTimer = null;
-    this._connectTimer = null;
+    this._connectTimer = this._sendPause = this._flushTimer = null;
     this._attempt += 1;
-    for (const track of this._tracks.values()) track.gapTimer = null;
+    for (const track of this._tracks.values()) {
+      track.gapTimer = null;
+      this._endStart(track); // its timer is gone: decide now where it starts
+    }
     for (const due of this._readsDue.values()) due.timer = null;
     const ws = this._ws;
     this._detach();
@@ -278,6 +307,11 @@ export class TornchatClient {
       return;
     }
     if (this._stopped || attempt !== this._attempt) return; // closed, or superseded
+    if (token === this._expiredToken) {
+      // the provider has nothing newer: retrying would be refused the same way, for ever
+      this._stopForGood(4001, "Token expired, and the token provider returned it again");
+      return;
+    }
     let ws;
     try {
       ws = new this._WebSocket(this._url);
@@ -287,6 +321,7 @@ export class TornchatClient {
       return;
     }
     this._ws = ws;
+    this._sentToken = token;
     ws.onopen = () => { if (this._ws === ws) this._frame({ type: "auth", token }); };
     ws.onmessage = (event) => { if (this._ws === ws) this._receive(event.data); };
     ws.onerror = () => {}; // the close event that follows says what happened
@@ -312,7 +347,16 @@ export class TornchatClient {
     this._pingTimer = this._cancel(this._pingTimer);
     this._pongTimer = this._cancel(this._pongTimer);
     this._syncing.clear();
+    for (const request of this._requestsOut.values()) {
+      if (request.type !== "mark_read") continue; // presence is re-subscribed whole
+      // unanswered: it may never have arrived; sent again after the reconnect
+      const due = this._readsDue.get(request.conversationId);
+      if (due) due.seq = Math.max(due.seq, request.seq);
+      else this._readsDue.set(request.conversationId, { seq: request.seq, timer: null });
+    }
     this._requestsOut.clear();
+    this._sendPause = this._cancel(this._sendPause);
+    this._flushTimer = this._cancel(this._flushTimer);
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = null;
       ws.onerror = () => {}; // ws emits an error when closed while connecting
@@ -337,24 +381,28 @@ export class TornchatClient {
         : reason !== AUTH_TIMEOUT;
     }
     if (final) {
-      this._stopped = true;
-      const error = new TornchatError(code === 4001 ? "unauthorized" : "closed",
-        reason || `closed with ${code}`);
-      for (const pending of this._outbox.values()) {
-        this._cancel(pending.retryTimer);
-        pending.reject(error);
-      }
-      this._outbox.clear();
-      this._settleConnect(error);
-      this._setState("closed", { code, reason });
+      this._stopForGood(code, reason);
       return;
     }
+    if (code === 4001 && reason === TOKEN_EXPIRED) this._expiredToken = this._token;
     let delay;
     if (info.reconnectAfterMs !== undefined) { // a shutdown, whatever code the close got
       const after = info.reconnectAfterMs;
       delay = after + Math.random() * after * 0.5; // spread the whole fleet's return
     }
     this._scheduleReconnect(delay, reason, code);
+  }
+
+  /** A close after which reconnecting cannot help: every pending send fails. */
+  _stopForGood(code, reason) {
+    this._stopped = true;
+    this._final = true;
+    const error = new TornchatError(code === 4001 ? "unauthorized" : "closed",
+      reason || `closed with ${code}`);
+    for (const pending of this._outbox.values()) pending.reject(error);
+    this._outbox.clear();
+    this._settleConnect(error);
+    this._setState("closed", { code, reason });
   }
 
   _scheduleReconnect(delay, reason, code) {
@@ -447,7 +495,8 @@ export class TornchatClient {
     for (const [conversationId, due] of this._readsDue) {
       if (!due.timer) this._sendRead(conversationId);
     }
-    for (const pending of this._outbox.values()) this._transmit(pending);
+    this._sendPauses = 0;
+    this._flushOutbox();
   }
 
   // -- liveness: browsers cannot send protocol pings, so the client asks the
@@ -494,6 +543,10 @@ export class TornchatClient {
       return;
     }
     if (this._stopped) return;
+    // the same token again cannot move the expiry; the session ends at it and
+    // the reconnect asks the provider once more
+    if (token === this._sentToken) return;
+    this._sentToken = token;
     this._frame({ type: "refresh", token, requestId: this._requestId("refresh") });
   }
 
@@ -508,14 +561,17 @@ export class TornchatClient {
     if (typeof content !== "string" || !content.trim()) {
       return Promise.reject(new TornchatError("invalid_message", "content must be a non-blank string"));
     }
-    if (content.length > this._options.maxMessageLength) {
+    if (this._final) {
+      return Promise.reject(new TornchatError("closed", "The client is closed; call connect() first"));
+    }
+    if (codePoints(content) > this._options.maxMessageLength) {
       // the server would refuse it, or close the socket for a frame that large
       return Promise.reject(new TornchatError("invalid_message",
         `content is longer than ${this._options.maxMessageLength} characters`));
     }
     const given = options.clientMessageId;
     if (given !== undefined && (typeof given !== "string" || given.length === 0
-        || given.length > MAX_CLIENT_MESSAGE_ID || /[\u0000-\u001f\u007f]/.test(given))) {
+        || codePoints(given) > MAX_CLIENT_MESSAGE_ID || NOT_PRINTABLE.test(given))) {
       // the server could not echo it on an error, and the send would never settle
       return Promise.reject(new TornchatError("invalid_message",
         `clientMessageId must be 1 to ${MAX_CLIENT_MESSAGE_ID} printable characters`));
@@ -531,23 +587,46 @@ export class TornchatClient {
     const promise = new Promise((res, rej) => { resolve = res; reject = rej; });
     // a message ends the typing the others see: the next keystroke may say so at once
     if (conversationId !== undefined) this._typingSent.delete(conversationId);
-    const pending = { frame, promise, resolve, reject, inFlight: false, failures: 0, retryTimer: null };
+    const pending = { frame, promise, resolve, reject, inFlight: false };
     this._outbox.set(clientMessageId, pending);
-    if (this._state === "connected") this._transmit(pending);
+    if (this._state === "connected") this._flushOutbox();
     return promise;
   }
 
-  _transmit(pending) {
-    if (pending.inFlight || pending.retryTimer) return;
-    pending.inFlight = this._frame(pending.frame);
+  /**
+   * Send what waits, oldest first, at most ``sendBurst`` at once and
+   * ``sendPerSecond`` after that: a later send never goes out before an
+   * earlier one, and a queue flushed after a reconnect is not refused by the
+   * server's rate limit. Nothing goes out while a pause after a refused send
+   * runs.
+   */
+  _flushOutbox() {
+    if (this._sendPause || this._state !== "connected") return;
+    const { sendBurst, sendPerSecond } = this._options;
+    const now = Date.now();
+    this._sendTokens = Math.min(sendBurst,
+      this._sendTokens + (now - this._sendRefilledAt) / 1000 * sendPerSecond);
+    this._sendRefilledAt = now;
+    for (const pending of this._outbox.values()) {
+      if (pending.inFlight) continue;
+      if (this._sendTokens < 1) {
+        if (!this._flushTimer) {
+          this._flushTimer = this._later((1 - this._sendTokens) / sendPerSecond * 1000, () => {
+            this._flushTimer = null;
+            this._flushOutbox();
+          });
+        }
+        return;
+      }
+      if (!this._frame(pending.frame)) return; // the socket went: the reconnect flushes
+      pending.inFlight = true;
+      this._sendTokens -= 1;
+    }
   }
 
   _acknowledged(frame) {
     const pending = this._outbox.get(frame.clientMessageId);
-    if (pending) {
-      this._outbox.delete(frame.clientMessageId);
-      this._cancel(pending.retryTimer);
-    }
+    if (pending) this._outbox.delete(frame.clientMessageId);
     const message = frame.data;
     if (message && typeof message.seq === "number" && message.seq > 1
         && !this._tracks.has(message.conversationId)) {
@@ -558,8 +637,7 @@ export class TornchatClient {
       this._tracks.set(message.conversationId, track);
       track.gapTimer = this._later(this._options.gapWaitMs, () => {
         track.gapTimer = null;
-        track.starting = false;
-        track.last = Math.min(track.last, track.lowestHeld() - 1);
+        this._endStart(track);
         this._release(message.conversationId, track);
       });
     }
@@ -611,12 +689,15 @@ export class TornchatClient {
       pending.reject(new TornchatError(frame.code, frame.error));
       return;
     }
-    // rate_limited, unavailable: nothing was stored; resend after a pause
-    pending.failures += 1;
-    const cap = Math.min(this._options.backoffMaxMs, 1000 * 2 ** Math.min(pending.failures - 1, 5));
-    pending.retryTimer = this._later(cap / 2 + Math.random() * cap / 2, () => {
-      pending.retryTimer = null;
-      if (this._state === "connected") this._transmit(pending);
+    // rate_limited, unavailable: nothing was stored. The whole queue pauses
+    // and then goes out again oldest first, so the retry keeps the order in
+    // which the messages were sent (a timer per send would shuffle them)
+    if (this._sendPause) return;
+    this._sendPauses += 1;
+    const cap = Math.min(this._options.backoffMaxMs, 1000 * 2 ** Math.min(this._sendPauses - 1, 5));
+    this._sendPause = this._later(cap / 2 + Math.random() * cap / 2, () => {
+      this._sendPause = null;
+      this._flushOutbox();
     });
   }
 
@@ -700,6 +781,14 @@ export class TornchatClient {
     this._release(id, track);
   }
 
+  /** A conversation first seen in an own send's reply starts below what is
+   * held of it (its earlier messages may have been overtaken by the reply). */
+  _endStart(track) {
+    if (!track.starting) return;
+    track.starting = false;
+    track.last = Math.min(track.last, track.lowestHeld() - 1);
+  }
+
   /** Deliver what is contiguous; schedule a fill if something waits behind a gap. */
   _release(id, track) {
     if (track.starting) return;
@@ -780,6 +869,7 @@ export class TornchatClient {
     for (let i = 0; i < known.length; i += this._options.syncBatch) {
       const conversations = {};
       for (const [id, track] of known.slice(i, i + this._options.syncBatch)) {
+        this._endStart(track); // the sync cancels its timer: decide where it starts now
         conversations[id] = track.last;
         track.gapTimer = this._cancel(track.gapTimer); // sync answers the gap
       }
@@ -836,6 +926,8 @@ export class TornchatClient {
           headers: { Authorization: `Bearer ${token}`,
             ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
           body: body === undefined ? undefined : JSON.stringify(body),
+          // a request that hangs would stop the gap recovery that waits on it
+          signal: AbortSignal.timeout(this._options.httpTimeoutMs),
         });
       } catch (err) { // the network, not the server: say so in the documented shape
         throw new TornchatError("unavailable", `HTTP request failed: ${err?.message || err}`, 0);

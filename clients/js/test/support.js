@@ -166,6 +166,7 @@ export class Proxy {
   constructor(targetPort) {
     this.targetPort = targetPort;
     this.sockets = new Set();
+    this.pairs = new Set();
     this.refusing = false;
     this.server = net.createServer((client) => {
       if (this.refusing) {
@@ -173,6 +174,7 @@ export class Proxy {
         return;
       }
       const upstream = net.connect(this.targetPort, "127.0.0.1");
+      this.pairs.add({ client, upstream });
       for (const socket of [client, upstream]) {
         this.sockets.add(socket);
         socket.on("close", () => this.sockets.delete(socket));
@@ -194,10 +196,20 @@ export class Proxy {
 
   get wsUrl() { return `ws://127.0.0.1:${this.port}/api/v1/chat`; }
 
+  /** Stop forwarding what the clients send (the server's frames still arrive):
+   * frames written from now on are lost with the next cut(). */
+  stall() {
+    for (const { client, upstream } of this.pairs) {
+      client.unpipe(upstream);
+      client.pause();
+    }
+  }
+
   /** Drop every connection; with `refuse`, also every new one until restore(). */
   cut({ refuse = false } = {}) {
     this.refusing = refuse;
     for (const socket of this.sockets) socket.destroy();
+    this.pairs.clear();
   }
 
   restore() {

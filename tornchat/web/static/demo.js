@@ -142,7 +142,9 @@ async function signIn(userId, jwt) {
   ui.loginSubmit.disabled = true;
   let token;
   try {
-    token = jwt ? () => jwt : devTokens(await fetchDevToken(userId));
+    // a pasted JWT is a fixed string: the client cannot refresh it and stops
+    // by itself when it expires, instead of asking for it again and again
+    token = jwt || devTokens(await fetchDevToken(userId));
   } catch (error) {
     showError(ui.loginError, errorText(error));
     ui.loginSubmit.disabled = false;
@@ -250,7 +252,8 @@ function onState(s, event) {
   }
   if (event.code === 4001) {
     if (s.jwt) {
-      signOut(`The token was refused: ${event.reason || "invalid token"}`);
+      // only a close for good: an authentication timeout (a slow link) is retried
+      if (event.state === "closed") signOut(`The token was refused: ${event.reason || "invalid token"}`);
       return;
     }
     s.token.invalidate();
