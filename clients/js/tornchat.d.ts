@@ -209,7 +209,8 @@ export class TornchatClient {
   typing(conversationId: string): void;
   /** Move the read position (debounced per conversation; the highest seq wins). */
   markRead(conversationId: string, seq: number): void;
-  /** Follow these users' presence; kept across reconnects. */
+  /** Follow these users' presence; kept across reconnects. Every id given is
+   * asked again (a user answered "unknown" is answered anew once you share a conversation). */
   subscribePresence(userIds: string[]): void;
   unsubscribePresence(userIds: string[]): void;
 
@@ -223,6 +224,7 @@ export class TornchatClient {
   getMessages(conversationId: string,
               options?: { limit?: number; beforeSeq?: number; afterSeq?: number }): Promise<MessagePage>;
   openConversation(recipientIds: string[]): Promise<Conversation>;
+  /** Presence over HTTP, in requests of at most 100 ids. */
   getPresence(userIds: string[]): Promise<Presence[]>;
 }
 

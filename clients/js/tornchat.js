@@ -732,19 +732,21 @@ export class TornchatClient {
   }
 
   subscribePresence(userIds) {
-    const added = userIds.filter((id) => !this._presence.has(id));
-    for (const id of added) this._presence.add(id);
-    if (this._state !== "connected" || added.length === 0) return;
+    // every id given is asked again, also one already subscribed: a user who
+    // was "unknown" (no shared conversation yet) is answered anew once one exists
+    const asked = [...new Set(userIds)];
+    for (const id of asked) this._presence.add(id);
+    if (this._state !== "connected" || asked.length === 0) return;
     // calls made together go out together, 100 users a frame
     if (this._presenceDue === null) {
       this._presenceDue = [];
       queueMicrotask(() => {
-        const due = this._presenceDue.filter((id) => this._presence.has(id));
+        const due = [...new Set(this._presenceDue)].filter((id) => this._presence.has(id));
         this._presenceDue = null;
         if (this._state === "connected") this._subscribe(due);
       });
     }
-    this._presenceDue.push(...added);
+    this._presenceDue.push(...asked);
   }
 
   unsubscribePresence(userIds) {
@@ -981,9 +983,13 @@ export class TornchatClient {
     });
   }
 
-  getPresence(userIds) {
-    const query = new URLSearchParams({ userIds: userIds.join(",") });
-    return this._http("GET", `/api/v1/presence?${query}`).then((body) => body.presence);
+  async getPresence(userIds) {
+    const answers = [];
+    for (let i = 0; i < userIds.length; i += PRESENCE_PER_FRAME) { // the server's bound per call
+      const query = new URLSearchParams({ userIds: userIds.slice(i, i + PRESENCE_PER_FRAME).join(",") });
+      answers.push(...(await this._http("GET", `/api/v1/presence?${query}`)).presence);
+    }
+    return answers;
   }
 }
 

@@ -94,6 +94,26 @@ describe("robustness", () => {
     assert.equal(ok.content, "y");
   });
 
+  test("presence asked again answers a user who was unknown once a conversation exists", async () => {
+    const ned = await suite.connect("rb-ned");
+    await suite.connect("rb-ola");
+    ned.subscribePresence(["rb-ola"]);
+    await waitFor(() => ned.seen.presence.some((p) => p.userId === "rb-ola"), "a first answer");
+    assert.equal(ned.seen.presence.at(-1).status, "unknown"); // nothing shared yet
+    await ned.send({ recipientIds: ["rb-ola"], content: "now we share one" });
+    ned.subscribePresence(["rb-ola"]);
+    await waitFor(() => ned.seen.presence.some((p) => p.userId === "rb-ola" && p.status === "online"),
+      "rb-ola online");
+  });
+
+  test("getPresence asks in requests the server accepts, however many ids", async () => {
+    const pam = await suite.connect("rb-pam");
+    const ids = Array.from({ length: 230 }, (_, i) => `rb-crowd-${i}`);
+    const answers = await pam.getPresence(ids);
+    assert.deepEqual(answers.map((p) => p.userId), ids);
+    assert.ok(answers.every((p) => p.status === "unknown"));
+  });
+
   test("a token provider that hands back the expired token stops the client", async () => {
     const expired = signedToken({ sub: "rb-max", exp: Math.floor(Date.now() / 1000) - 60 });
     let calls = 0;
