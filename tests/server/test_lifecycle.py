@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,21 @@ def test_serve_starts_with_nothing_configured(tmp_path):
         assert "DEVELOPMENT secret" in server.logs()
         somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
         assert listen_backlog(server.port) == min(1024, somaxconn)  # not Tornado's 128
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.slow
+def test_one_process_with_a_metrics_directory_that_does_not_exist_yet(tmp_path):
+    metrics_dir = tmp_path / "metrics" / "not-yet"
+    server = ServerProcess(cwd=str(tmp_path))
+    server.env = clean_env(PORT=str(server.port), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    server.start()
+    try:
+        assert server.health()[0] == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics") as response:
+            assert b"tornchat_connections" in response.read()
+        assert any(metrics_dir.glob("*.db"))
     finally:
         assert server.stop() == 0
 

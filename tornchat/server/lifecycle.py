@@ -25,7 +25,7 @@ from tornado.netutil import bind_sockets
 
 from tornchat.config import Settings
 from tornchat.errors import ConfigError, StartupError
-from tornchat.metrics import mark_worker_dead, prepare_multiprocess
+from tornchat.metrics import MULTIPROC_ENV, mark_worker_dead, prepare_multiprocess
 from tornchat.server.wiring import build_application
 from tornchat.server.workers import Supervisor
 from tornchat.storage.database import is_sqlite, startup_database
@@ -85,6 +85,10 @@ def serve(settings: Settings) -> int:
     prepare_schema(settings)
     sockets = listen(settings)
     if count == 1:
+        if MULTIPROC_ENV in os.environ:
+            # the metrics become file-backed once the variable is set: the
+            # directory must exist, and an earlier run's files must not count
+            prepare_multiprocess()
         return asyncio.run(run_worker(settings, sockets))
     return supervise(settings, sockets, count)
 
