@@ -129,7 +129,8 @@ export interface TornchatOptions {
   backoffInitialMs?: number;
   /** largest reconnect delay cap in ms, default 30000 */
   backoffMaxMs?: number;
-  /** refresh the token this long before it expires (ms), default 60000, at most half its life */
+  /** refresh the token at 80% of its remaining life, at least this long before it expires (ms),
+   * default 60000, and never in its first half */
   refreshLeadMs?: number;
   /** at most one typing frame per conversation this often (ms), default 2000 */
   typingThrottleMs?: number;

@@ -523,7 +523,11 @@ export class TornchatClient {
     if (!expiresAt || typeof this._options.token !== "function") return;
     const left = Date.parse(expiresAt) - Date.now();
     if (!Number.isFinite(left)) return;
-    const delay = Math.max(1000, left - Math.min(this._options.refreshLeadMs, left / 2));
+    // at 80% of what is left (a refresh queued behind a slow frame is read
+    // late, and the clocks may differ), at least refreshLeadMs before exp,
+    // never in the first half
+    const lead = Math.min(Math.max(this._options.refreshLeadMs, left * 0.2), left / 2);
+    const delay = Math.max(1000, left - lead);
     // a far expiry: wake up at the longest a timer can wait and look again
     this._refreshTimer = this._later(Math.min(delay, MAX_TIMER_MS), () => {
       if (delay > MAX_TIMER_MS) this._scheduleRefresh(expiresAt);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import jwt
+import pytest
 
 from harness.wsclient import WsClient, authed
 from tornchat.auth import mint_token
@@ -54,6 +55,8 @@ async def test_token_without_exp_is_rejected(server):
     await expect_auth_error(client, "Invalid token")
 
 
+# the HS512 token is signed with the test secret, shorter than HS512 wants: that is the point
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 async def test_alg_none_and_other_algorithms_are_rejected(server):
     exp = int(time.time()) + 60
     for token in (jwt.encode({"sub": "u1", "exp": exp}, None, "none"),
