@@ -145,6 +145,8 @@ export class TornchatClient {
     this._stopped = true;
     this._final = false; // stopped by close() or a final close: sends are refused until connect()
     this._expiredToken = null; // the token a 4001 "Token expired" refused
+    this._sentToken = null; // the token this session was last given (auth or refresh)
+    this._expiresAt = null; // the session's expiry as the server last said it
     this._sendTokens = this._options.sendBurst;
     this._sendRefilledAt = Date.now();
     this._sendPause = null; // timer: the outbox waits after a rate_limited or unavailable send
@@ -520,6 +522,7 @@ export class TornchatClient {
 
   _scheduleRefresh(expiresAt) {
     this._refreshTimer = this._cancel(this._refreshTimer);
+    this._expiresAt = expiresAt;
     if (!expiresAt || typeof this._options.token !== "function") return;
     const left = Date.parse(expiresAt) - Date.now();
     if (!Number.isFinite(left)) return;
@@ -549,7 +552,15 @@ export class TornchatClient {
     if (this._stopped) return;
     // the same token again cannot move the expiry; the session ends at it and
     // the reconnect asks the provider once more
-    if (token === this._sentToken) return;
+    if (token === this._sentToken) {
+      // a provider that caches its token until later: ask again, a quarter of
+      // the time left from now (at least 5 s), until it has a newer one
+      const left = Date.parse(this._expiresAt) - Date.now();
+      if (Number.isFinite(left) && left > 5000) {
+        this._refreshTimer = this._later(Math.max(5000, left / 4), () => this._refresh());
+      }
+      return;
+    }
     this._sentToken = token;
     this._frame({ type: "refresh", token, requestId: this._requestId("refresh") });
   }

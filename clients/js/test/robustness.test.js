@@ -114,6 +114,26 @@ describe("robustness", () => {
     assert.ok(answers.every((p) => p.status === "unknown"));
   });
 
+  test("a provider that caches its token is asked again until it has a newer one", async () => {
+    let calls = 0;
+    let cached = null;
+    const uma = suite.make("rb-uma", {
+      refreshLeadMs: 8000,
+      // the same token for the connect and the first refresh, a new one after
+      token: async () => {
+        calls += 1;
+        if (calls <= 2) cached ??= await suite.server.token("rb-uma", 20);
+        return calls <= 2 ? cached : suite.server.token("rb-uma", 3600);
+      },
+    });
+    await uma.connect();
+    const connectionId = uma.connectionId;
+    await waitFor(() => calls >= 3, "the provider to be asked again", 19000);
+    await sleep(4000); // past the first token's exp
+    assert.equal(uma.state, "connected");
+    assert.equal(uma.connectionId, connectionId); // refreshed, never reconnected
+  });
+
   test("a token provider that hands back the expired token stops the client", async () => {
     const expired = signedToken({ sub: "rb-max", exp: Math.floor(Date.now() / 1000) - 60 });
     let calls = 0;
