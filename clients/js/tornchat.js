@@ -78,6 +78,18 @@ function codePoints(text) {
 // (Cc, Cf, Cs, Co, Cn) and "Separator" (Zl, Zp, Zs) except the ASCII space
 const NOT_PRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}]|(?! )\p{Zs}/u;
 
+/** True when a JWT's ``exp`` has passed by this clock; false when it has
+ * not, or cannot be read (the server then decides). */
+function tokenExpired(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const { exp } = JSON.parse(atob(part.padEnd(Math.ceil(part.length / 4) * 4, "=")));
+    return typeof exp === "number" && exp * 1000 <= Date.now();
+  } catch {
+    return false;
+  }
+}
+
 function randomId() {
   const cryptoApi = globalThis.crypto;
   if (cryptoApi && typeof cryptoApi.randomUUID === "function") return cryptoApi.randomUUID();
@@ -145,7 +157,9 @@ export class TornchatClient {
     this._stopped = true;
     this._final = false; // stopped by close() or a final close: sends are refused until connect()
     this._expiredToken = null; // the token a 4001 "Token expired" refused
-    this._sentToken = null; // the token this session was last given (auth or refresh)
+    this._acceptedToken = null; // the token the server last accepted (auth or refresh)
+    this._authToken = null; // the token of the auth frame in flight
+    this._refreshesOut = new Map(); // requestId of a refresh -> its token
     this._expiresAt = null; // the session's expiry as the server last said it
     this._sendTokens = this._options.sendBurst;
     this._sendRefilledAt = Date.now();
@@ -309,7 +323,7 @@ export class TornchatClient {
       return;
     }
     if (this._stopped || attempt !== this._attempt) return; // closed, or superseded
-    if (token === this._expiredToken) {
+    if (token === this._expiredToken && tokenExpired(token)) {
       // the provider has nothing newer: retrying would be refused the same way, for ever
       this._stopForGood(4001, "Token expired, and the token provider returned it again");
       return;
@@ -323,7 +337,7 @@ export class TornchatClient {
       return;
     }
     this._ws = ws;
-    this._sentToken = token;
+    this._authToken = token;
     ws.onopen = () => { if (this._ws === ws) this._frame({ type: "auth", token }); };
     ws.onmessage = (event) => { if (this._ws === ws) this._receive(event.data); };
     ws.onerror = () => {}; // the close event that follows says what happened
@@ -357,6 +371,7 @@ export class TornchatClient {
       else this._readsDue.set(request.conversationId, { seq: request.seq, timer: null });
     }
     this._requestsOut.clear();
+    this._refreshesOut.clear();
     this._sendPause = this._cancel(this._sendPause);
     this._flushTimer = this._cancel(this._flushTimer);
     if (ws) {
@@ -386,7 +401,10 @@ export class TornchatClient {
       this._stopForGood(code, reason);
       return;
     }
-    if (code === 4001 && reason === TOKEN_EXPIRED) this._expiredToken = this._token;
+    if (code === 4001 && reason === TOKEN_EXPIRED) {
+      // refused at auth: the token just sent; later: the one the session ran on
+      this._expiredToken = wasUp ? this._acceptedToken : this._authToken;
+    }
     let delay;
     if (info.reconnectAfterMs !== undefined) { // a shutdown, whatever code the close got
       const after = info.reconnectAfterMs;
@@ -473,7 +491,12 @@ export class TornchatClient {
       case "presence":
         if (frame.requestId) this._requestsOut.delete(frame.requestId);
         return this._emit("presence", frame.data);
-      case "refresh_success": return this._scheduleRefresh(frame.data?.expiresAt);
+      case "refresh_success":
+        if (this._refreshesOut.has(frame.requestId)) {
+          this._acceptedToken = this._refreshesOut.get(frame.requestId);
+          this._refreshesOut.delete(frame.requestId);
+        }
+        return this._scheduleRefresh(frame.data?.expiresAt);
       case "error": return this._serverError(frame);
       default: return undefined; // pong, and frame types newer than this client
     }
@@ -487,6 +510,7 @@ export class TornchatClient {
     this._connectTimer = this._cancel(this._connectTimer);
     this._userId = data.userId;
     this._connectionId = data.connectionId;
+    this._acceptedToken = this._authToken;
     this._setState("connected");
     this._settleConnect(null);
     if (this._stopped || this._ws !== ws) return; // a listener closed the client
@@ -540,6 +564,7 @@ export class TornchatClient {
 
   async _refresh() {
     this._refreshTimer = null;
+    const attempt = this._attempt;
     let token;
     try {
       token = await this._freshToken();
@@ -549,10 +574,9 @@ export class TornchatClient {
       this._refreshTimer = this._later(5000, () => this._refresh());
       return;
     }
-    if (this._stopped) return;
-    // the same token again cannot move the expiry; the session ends at it and
-    // the reconnect asks the provider once more
-    if (token === this._sentToken) {
+    if (this._stopped || attempt !== this._attempt || !this._connectionId) return; // stale
+    // the token the server already has cannot move the expiry
+    if (token === this._acceptedToken) {
       // a provider that caches its token until later: ask again, a quarter of
       // the time left from now (at least 5 s), until it has a newer one
       const left = Date.parse(this._expiresAt) - Date.now();
@@ -561,8 +585,8 @@ export class TornchatClient {
       }
       return;
     }
-    this._sentToken = token;
-    this._frame({ type: "refresh", token, requestId: this._requestId("refresh") });
+    const requestId = this._requestId("refresh");
+    if (this._frame({ type: "refresh", token, requestId })) this._refreshesOut.set(requestId, token);
   }
 
   // -- sending -----------------------------------------------------------------
@@ -641,7 +665,10 @@ export class TornchatClient {
 
   _acknowledged(frame) {
     const pending = this._outbox.get(frame.clientMessageId);
-    if (pending) this._outbox.delete(frame.clientMessageId);
+    if (pending) {
+      this._outbox.delete(frame.clientMessageId);
+      this._sendPauses = 0; // the pauses' backoff counts refusals in a row
+    }
     const message = frame.data;
     if (message && typeof message.seq === "number" && message.seq > 1
         && !this._tracks.has(message.conversationId)) {
@@ -679,14 +706,16 @@ export class TornchatClient {
       this._requestsOut.delete(requestId);
       if (RETRY_REQUEST_ERRORS.has(frame.code)) {
         this._later(1000 + Math.random() * 1000, () => {
-          if (this._state !== "connected") return; // a reconnect re-sends it anyway
+          // a read is kept due (sent after a reconnect too); presence is re-sent on reconnect
           if (request.type === "mark_read") this.markRead(request.conversationId, request.seq);
+          else if (this._state !== "connected") return;
           else this._subscribe(request.userIds.filter((id) => this._presence.has(id)));
         });
         return undefined;
       }
     }
     if (requestId.startsWith("refresh-")) {
+      this._refreshesOut.delete(requestId);
       // the old expiry stands; try again while there is time
       this._emit("error", frame);
       this._refreshTimer = this._cancel(this._refreshTimer);
@@ -944,7 +973,8 @@ export class TornchatClient {
             ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
           body: body === undefined ? undefined : JSON.stringify(body),
           // a request that hangs would stop the gap recovery that waits on it
-          signal: AbortSignal.timeout(this._options.httpTimeoutMs),
+          signal: typeof AbortSignal?.timeout === "function"
+            ? AbortSignal.timeout(this._options.httpTimeoutMs) : undefined,
         });
       } catch (err) { // the network, not the server: say so in the documented shape
         throw new TornchatError("unavailable", `HTTP request failed: ${err?.message || err}`, 0);

@@ -412,6 +412,9 @@ def test_an_existing_secret_must_hold_redis_when_scaled(render: Render) -> None:
     env = server_container(render(values))["env"]
     assert env == [{"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {
         "name": "tornchat-credentials", "key": "REDIS_URL", "optional": False}}}]
+    values["config"]["extraEnv"]["REDIS_URL"] = "redis://redis:6379/0"  # given elsewhere
+    assert "env" not in server_container(render(values))
+    del values["config"]["extraEnv"]["REDIS_URL"]
     values["replicaCount"], values["server"]["processes"] = 1, 1
     values["autoscaling"]["enabled"] = False
     assert "env" not in server_container(render(values))  # one process needs no Redis

@@ -62,10 +62,12 @@ def startup_database(url: str) -> Iterator[pw.Database]:
     traceback."""
     database = open_database(url, 1)
     try:
+        try:
+            database.connect(reuse_if_open=True)
+        except pw.OperationalError as exc:  # only opening it: a failing statement stays itself
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise StartupError(f"cannot use DATABASE_URL {shown_url(url)}: {reason}") from exc
         yield database
-    except pw.OperationalError as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise StartupError(f"cannot use DATABASE_URL {shown_url(url)}: {reason}") from exc
     finally:
         close_database(database)
 
