@@ -14,13 +14,16 @@ Thread rule: plain blocking commands, no IOLoop.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+import peewee as pw
 
 from tornchat.config import Settings
 from tornchat.errors import ConfigError, StartupError
@@ -76,24 +79,26 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return _tail(args, settings)
 
 
-def _require_schema(settings: Settings) -> None:
-    """The outbox is there to read: the database exists (a SQLite file is not
-    created by looking) and is migrated; otherwise one line saying what to run."""
+@contextlib.contextmanager
+def _migrated_database(settings: Settings) -> Iterator[pw.Database]:
+    """The outbox's database, once it is there to read: it exists (a SQLite
+    file is not created by looking) and is migrated; otherwise one line
+    saying what to run."""
     url = settings.database_url
     path = sqlite_path(url)
-    if path is not None and path != ":memory:" and not os.path.exists(path):
+    if path is not None and not os.path.exists(path):
         raise StartupError(f"no database at {path} yet (DATABASE_URL): run "
                            "`tornchat migrate` or start `tornchat serve` first")
     with startup_database(url) as database:
         pending = pending_migrations(database)
-    if pending:
-        raise StartupError(f"the schema of DATABASE_URL {shown_url(url)} is behind "
-                           f"({', '.join(pending)} pending): run `tornchat migrate` first")
+        if pending:
+            raise StartupError(f"the schema of DATABASE_URL {shown_url(url)} is behind "
+                               f"({', '.join(pending)} pending): run `tornchat migrate` first")
+        yield database
 
 
 def _status(settings: Settings) -> int:
-    _require_schema(settings)
-    with startup_database(settings.database_url) as database:
+    with _migrated_database(settings) as database:
         backlog = OutboxStore(database).backlog()
     print(json.dumps({"pending": backlog.size, "oldestAgeSeconds": round(backlog.oldest_age, 3)}))
     return 0
@@ -102,12 +107,11 @@ def _status(settings: Settings) -> int:
 def _drain(settings: Settings, timeout: float) -> int:
     from tornchat.events.relay import build_relay
 
-    if not settings.kafka_broker:
-        raise ConfigError("KAFKA_BROKER", "is needed to drain the outbox (host:port)")
-    _require_schema(settings)
     relay = build_relay(settings)
     if relay is None:
         raise ConfigError("KAFKA_BROKER", "is needed to drain the outbox (host:port)")
+    with _migrated_database(settings):
+        pass  # checked only: the relay drains over its own connections
     left = relay.drain(timeout)
     print(json.dumps({"published": relay.published, "pending": left.size}))
     return 0 if left.size == 0 else 1
