@@ -64,17 +64,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_load_arguments(parser, size=200)
     parser.add_argument("--flood", type=int, default=20000,
                         help="connections that never authenticate, per B run")
+    parser.add_argument("--concurrency", type=int, default=5000,
+                        help="connections each flooder has open or opening at once")
+    parser.add_argument("--connect-rate", type=float, default=0.0,
+                        help="new connections a second, all flooders together "
+                             "(default: as fast as the server answers)")
     return parser
 
 
-async def _flood(port: int, count: int, seconds: float) -> None:
-    """Open ``count`` upgrades (5,000 at a time) that never authenticate; keep
-    each accepted one open until the server ends it or the run ends."""
+async def _flood(port: int, count: int, seconds: float, concurrency: int,
+                 rate: float) -> None:
+    """Open ``count`` upgrades (``concurrency`` at a time) that never
+    authenticate; keep each accepted one open until the server ends it or
+    the run ends."""
     loop = asyncio.get_running_loop()
-    gate = asyncio.Semaphore(5000)
+    gate = asyncio.Semaphore(concurrency)
     request = upgrade_request("127.0.0.1", port, "/api/v1/chat")
 
-    async def one() -> None:
+    started = loop.time()
+
+    async def one(index: int) -> None:
+        if rate:
+            await asyncio.sleep(max(0.0, started + index / rate - loop.time()))
         async with gate:
             sock = socket.socket()
             sock.setblocking(False)
@@ -89,17 +100,17 @@ async def _flood(port: int, count: int, seconds: float) -> None:
             finally:
                 sock.close()
 
-    await asyncio.gather(*(one() for _ in range(count)))
+    await asyncio.gather(*(one(index) for index in range(count)))
 
 
-def _flooder(port: int, count: int, seconds: float) -> None:
+def _flooder(port: int, count: int, seconds: float, concurrency: int, rate: float) -> None:
     """A child process; at the lowest CPU priority, so that on this 2-core
     machine the flood competes with the server for its sockets, not for the
     CPU (an attacker's processes run on other machines)."""
     os.nice(19)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    asyncio.run(_flood(port, count, seconds))
+    asyncio.run(_flood(port, count, seconds, concurrency, rate))
 
 
 def kernel_drops() -> dict[str, int]:
@@ -135,12 +146,14 @@ async def settle() -> float:
     return time.monotonic() - started
 
 
-async def one_run(server: ServerProcess, load: GroupLoad, flood: int) -> Result:
+async def one_run(server: ServerProcess, load: GroupLoad, flood: int,
+                  args: argparse.Namespace) -> Result:
     settled = await settle()
     refused_before = metric(server, REFUSED)
     drops_before = kernel_drops()
     flooders = [multiprocessing.Process(target=_flooder,
-                                        args=(server.port, flood // FLOODERS, load.seconds + 2))
+                                        args=(server.port, flood // FLOODERS, load.seconds + 2,
+                                              args.concurrency, args.connect_rate / FLOODERS))
                 for _ in range(FLOODERS if flood else 0)]
     for process in flooders:
         process.start()
@@ -169,7 +182,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         for _ in range(args.rounds):
             for flood in (0, args.flood):
-                results.append(await one_run(server, load, flood))
+                results.append(await one_run(server, load, flood, args))
                 show(results[-1])
                 await asyncio.sleep(6)  # the accepted ones time out (TORNCHAT_AUTH_TIMEOUT)
     finally:

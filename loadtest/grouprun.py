@@ -9,7 +9,10 @@ while it runs, and ``late_at`` lists the seconds into the run at which some
 message took over 20 ms (where to look for a cause). ``client_stall_ms`` is
 the longest this measuring process's own event loop was late (a 5 ms timer
 overshooting): readers share that loop, so a stall there shows up as latency
-the server did not cause.
+the server did not cause. ``user_retransmits`` counts the TCP segments sent
+again on the group's own connections, both ends (``ss``): one lost segment
+of the sender's stream holds every later message for a retransmission
+timeout (200 ms at least), which reads as server latency but is not.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
+import subprocess
 import time
 import urllib.request
 import uuid
@@ -137,6 +142,7 @@ async def run_group(server: ServerProcess, load: GroupLoad, users: Sequence[str]
         await asyncio.sleep(max(0.0, start + sent * interval - time.monotonic()))
     await asyncio.sleep(1.0)
     client_stall_ms = stalls.stop()
+    retransmits = user_retransmits([sender, *readers])
     for client in (sender, *readers):
         client.close()
     return {
@@ -145,7 +151,24 @@ async def run_group(server: ServerProcess, load: GroupLoad, users: Sequence[str]
         if len(latencies) > 100 else float("nan"),
         "delivered": f"{len(latencies)}/{sent * len(readers)}",
         "rss_mb": peak / 2 ** 20, "rss_growth_mb": (peak - rss_before) / 2 ** 20,
-        "late_at": str(sorted(set(late_at))), "client_stall_ms": client_stall_ms}
+        "late_at": str(sorted(set(late_at))), "client_stall_ms": client_stall_ms,
+        "user_retransmits": retransmits}
+
+
+def user_retransmits(clients: Sequence[RawWebSocket]) -> float:
+    """TCP segments retransmitted on these clients' connections, at both ends
+    (``ss``'s ``retrans:now/total``); NaN where ``ss`` is missing."""
+    ports = [client.transport.get_extra_info("sockname")[1]
+             for client in clients if client.transport is not None]
+    if not ports:
+        return 0.0
+    either = " or ".join(f"sport = :{p} or dport = :{p}" for p in ports)
+    try:
+        listing = subprocess.run(["ss", "-tinH", "state", "established", f"( {either} )"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return float("nan")
+    return float(sum(int(total) for total in re.findall(r"\bretrans:\d+/(\d+)", listing)))
 
 
 def show(result: Result) -> None:

@@ -2,7 +2,8 @@
 worker may wait to authenticate. At the cap the worker stops accepting (new
 connections wait in the kernel's queue); one that was accepted anyway gets
 503 before the upgrade; authenticated users are not touched; the worker
-accepts again once the waiting ones authenticate or time out."""
+accepts again once the waiting ones authenticate or time out. While a crowd
+waits, it holds few connections in their HTTP phase at a time."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from harness.rawws import upgrade_request
 from harness.wsclient import WsClient, authed
 from tornchat.auth import mint_token
+from tornchat.server.acceptgate import HANDSHAKE_WINDOW, HANDSHAKES_WHILE_CROWDED
 
 CAP = 3
 
@@ -86,3 +88,34 @@ async def test_the_waiting_ones_time_out_and_free_their_places(io_loop, start_se
         assert await client.wait_closed() == 4001
     client = await authed(server.url, server.secret, "carol")
     assert await client.request({"type": "ping"}) == {"type": "pong"}
+
+
+async def test_while_crowded_a_worker_holds_few_connections_in_their_http_phase(io_loop,
+                                                                                start_server):
+    """A flood's requests arrive in bursts; a worker that holds at most
+    HANDSHAKES_WHILE_CROWDED half-open upgrades cannot be handed a cascade
+    of them in one turn. Sockets that never send a request stop counting
+    after HANDSHAKE_WINDOW, so they cannot keep the gate shut."""
+    server = await start_server(max_pending_connections=8, auth_timeout=10.0)
+    waiting = [await WsClient.connect(server.url) for _ in range(3)]  # over a quarter: crowded
+    gate = server.app.sessions.pending_watch
+    loop = asyncio.get_running_loop()
+    silent = []
+    for _ in range(HANDSHAKES_WHILE_CROWDED):
+        sock = socket.socket()
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", server.port))
+        silent.append(sock)
+    deadline = loop.time() + 5
+    while gate.handshaking() < HANDSHAKES_WHILE_CROWDED and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    assert gate.handshaking() == HANDSHAKES_WHILE_CROWDED
+
+    sock, answer = await _upgrade(server)
+    await asyncio.sleep(HANDSHAKE_WINDOW / 3)
+    assert not answer.done()  # waits in the kernel's queue
+    assert (await asyncio.wait_for(answer, 5)).startswith(b"HTTP/1.1 101 ")
+    for each in [sock, *silent]:
+        each.close()
+    for client in waiting:
+        client.close()

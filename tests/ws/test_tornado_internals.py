@@ -90,3 +90,13 @@ def test_a_server_still_keeps_its_sockets_and_accept_handlers_by_descriptor(serv
         "TCPServer no longer keeps _sockets and _handlers by fd: server.acceptgate pauses "
         "and resumes accepting through them")
     assert all(callable(remove) for remove in http_server._handlers.values())
+
+
+async def test_an_http_server_holds_a_connection_until_its_upgrade_detaches_it(server):
+    http_server = server.app._server
+    assert isinstance(http_server._connections, set), (
+        "HTTPServer no longer keeps _connections: server.acceptgate counts the "
+        "connections in their HTTP phase by it")
+    client = await authed(server.url, server.secret, "alice")
+    assert not http_server._connections, "an upgraded connection is still held as HTTP"
+    client.close()

@@ -17,16 +17,26 @@ this 2-core machine. So the gate does two things:
   event loop, where Tornado's own handler takes up to 128. A burst of new
   connections then reaches the worker spread over many turns, between the
   users' messages, instead of as one long stretch of upgrades;
-- while more than a quarter of the cap waits (which real clients, who
-  authenticate within milliseconds, do not cause), or a quarter of the cap
-  was accepted within a quarter of a second, and for :data:`CROWDED_FOR`
+- while more than a quarter of the cap (at most :data:`CROWD_ABOVE`) waits
+  (which real clients, who authenticate within milliseconds, do not cause),
+  or as many were accepted within a quarter of a second, and for :data:`CROWDED_FOR`
   seconds after, it takes new connections at
   :data:`CROWDED_ACCEPTS_PER_SECOND`, so a flood's upgrades are spread over
   time instead of saturating the worker in bursts. (A reconnect storm of
   more than 1,000 connections a second to one worker is slowed the same
   way; its clients wait in the kernel's queue.)
+- while crowded, it also holds at most :data:`HANDSHAKES_WHILE_CROWDED`
+  connections in their HTTP phase (accepted, the upgrade request not yet
+  answered). A flood's clients, short of CPU themselves, send their requests
+  in bursts: measured (docs/performance.md, "Connection floods"), 70-100
+  accepted sockets became readable in one turn, and their parses, handlers
+  and upgrades ran as one cascade of 20-37 ms turns, 120 ms in all, which the
+  users' messages waited behind. Only connections accepted within the last
+  :data:`HANDSHAKE_WINDOW` seconds count, so sockets that never send a
+  request cannot hold the gate shut (Tornado drops them after 30 s).
 
-Relies on ``TCPServer._sockets``, ``_handlers`` and ``_handle_connection``
+Relies on ``TCPServer._sockets``, ``_handlers``, ``_handle_connection`` and
+``HTTPServer._connections``
 (fenced by tests/ws/test_tornado_internals.py): the gate takes over the
 accept handlers Tornado installed, and ``HTTPServer.stop`` still removes
 them. IOLoop thread only.
@@ -34,6 +44,7 @@ them. IOLoop thread only.
 
 from __future__ import annotations
 
+import collections
 import errno
 import functools
 import logging
@@ -56,6 +67,15 @@ CROWDED_ACCEPTS_PER_SECOND = 200.0
 #: seconds the slow rate outlasts the crowd: a flood's sessions time out
 #: together, and the next wave must not come in at full speed right after
 CROWDED_FOR = 10.0
+#: a crowd: more waiting to authenticate than this (or a quarter of the cap, if
+#: lower), or as many accepted within _WINDOW; the first upgrades of a flood
+#: come in at full speed until then (at a quarter of the default cap, 250 of
+#: them kept a worker busy for 430 ms)
+CROWD_ABOVE = 64
+#: while crowded, connections in their HTTP phase a worker holds before it takes more
+HANDSHAKES_WHILE_CROWDED = 16
+#: seconds an accepted connection counts as handshaking, at most
+HANDSHAKE_WINDOW = 1.0
 _WINDOW = 0.25  # seconds over which accepted connections are counted towards the crowd
 
 
@@ -64,7 +84,7 @@ class AcceptGate:
         self._server = server
         self._cap = cap
         self._reopen_below = max(1, cap * 9 // 10)
-        self._crowded_above = cap // 4
+        self._crowded_above = min(cap // 4, CROWD_ABOVE)
         self._metrics = metrics
         self.paused = False
         self._crowded_until = 0.0
@@ -72,6 +92,7 @@ class AcceptGate:
         self._tokens = float(ACCEPTS_PER_TURN)
         self._refilled = time.monotonic()
         self._resting: object | None = None  # the timer of a rest while crowded
+        self._accepted_at: collections.deque[float] = collections.deque()  # last HANDSHAKE_WINDOW
         self._stop_accepting()
         self._start_accepting()
 
@@ -111,22 +132,37 @@ class AcceptGate:
         counts them as pending: a queue of thousands taken at full speed is
         a crowd before a single one has upgraded."""
         now = time.monotonic()
+        self._accepted_at.append(now)
+        self._forget_accepts(now)
         if now - self._window_start >= _WINDOW:
             self._window_start, self._window_accepts = now, 0
         self._window_accepts += 1
         if self._window_accepts > self._crowded_above:
             self._crowded_until = now + CROWDED_FOR
 
+    def _forget_accepts(self, now: float) -> None:
+        accepted_at = self._accepted_at
+        while accepted_at and accepted_at[0] <= now - HANDSHAKE_WINDOW:
+            accepted_at.popleft()
+
+    def handshaking(self) -> int:
+        """Connections in their HTTP phase that were accepted within the last
+        HANDSHAKE_WINDOW seconds (``HTTPServer._connections`` holds each
+        until its upgrade detaches it, or until it closes)."""
+        self._forget_accepts(time.monotonic())
+        return min(len(self._server._connections), len(self._accepted_at))
+
     def _budget(self) -> int:
         """Connections this turn may take: ACCEPTS_PER_TURN, or while crowded
-        what the rate has refilled since the last turn."""
+        what the rate has refilled since the last turn, and no more than
+        leaves HANDSHAKES_WHILE_CROWDED in their HTTP phase."""
         now = time.monotonic()
         if now >= self._crowded_until:
             return ACCEPTS_PER_TURN
         self._tokens = min(float(ACCEPTS_PER_TURN), self._tokens
                            + (now - self._refilled) * CROWDED_ACCEPTS_PER_SECOND)
         self._refilled = now
-        return int(self._tokens)
+        return min(int(self._tokens), HANDSHAKES_WHILE_CROWDED - self.handshaking())
 
     def _rest(self) -> None:
         """Crowded and out of budget: stop reading the listening sockets until
