@@ -5,7 +5,7 @@ HTTP parse and an upgrade each. Refusing the excess with a 503
 (:meth:`~tornchat.ws.handler.ChatSocketHandler.get`) still costs the parse.
 Measured (docs/performance.md, "Connection floods"): 20,000 such refusals
 in a few seconds took the authenticated users' p50 from 1 ms to 765 ms on
-this 2-core machine. So the gate does two things:
+this 2-core machine. So the gate:
 
 - while ``TORNCHAT_MAX_PENDING_CONNECTIONS`` sessions of a worker wait to
   authenticate, the worker takes its listening sockets off the event loop.
@@ -23,14 +23,14 @@ this 2-core machine. So the gate does two things:
   seconds after, it takes new connections at
   :data:`CROWDED_ACCEPTS_PER_SECOND`, so a flood's upgrades are spread over
   time instead of saturating the worker in bursts. (A reconnect storm of
-  more than 1,000 connections a second to one worker is slowed the same
-  way; its clients wait in the kernel's queue.)
+  more than about 256 connections a second to one worker, 64 per quarter
+  second, is slowed the same way; its clients wait in the kernel's queue.)
 - while crowded, it also holds at most :data:`HANDSHAKES_WHILE_CROWDED`
   connections in their HTTP phase (accepted, the upgrade request not yet
   answered). A flood's clients, short of CPU themselves, send their requests
   in bursts: measured (docs/performance.md, "Connection floods"), 70-100
   accepted sockets became readable in one turn, and their parses, handlers
-  and upgrades ran as one cascade of 20-37 ms turns, 120 ms in all, which the
+  and upgrades ran as one cascade of 16-37 ms turns, 120 ms in all, which the
   users' messages waited behind. Only connections accepted within the last
   :data:`HANDSHAKE_WINDOW` seconds count, so sockets that never send a
   request cannot hold the gate shut (Tornado drops them after 30 s).
