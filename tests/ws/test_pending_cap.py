@@ -3,7 +3,9 @@ worker may wait to authenticate. At the cap the worker stops accepting (new
 connections wait in the kernel's queue); one that was accepted anyway gets
 503 before the upgrade; authenticated users are not touched; the worker
 accepts again once the waiting ones authenticate or time out. While a crowd
-waits, it holds few connections in their HTTP phase at a time."""
+waits, it holds few connections in their HTTP phase at a time, and takes new
+ones slowly, except as fast as earlier ones authenticate (a reconnect storm
+is not a flood)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import pytest
 from harness.rawws import upgrade_request
 from harness.wsclient import WsClient, authed
 from tornchat.auth import mint_token
+from tornchat.server import acceptgate
 from tornchat.server.acceptgate import HANDSHAKE_WINDOW, HANDSHAKES_WHILE_CROWDED
 
 CAP = 3
@@ -118,4 +121,34 @@ async def test_while_crowded_a_worker_holds_few_connections_in_their_http_phase(
     for each in [sock, *silent]:
         each.close()
     for client in waiting:
+        client.close()
+
+
+async def test_while_crowded_each_authentication_lets_the_next_connection_in(
+        io_loop, start_server, monkeypatch):
+    """Crowded, a worker takes new connections at the crowded rate (here one
+    in ten seconds), but one that authenticates makes room at once: a flood
+    stays slow, a reconnect storm of real clients does not."""
+    monkeypatch.setattr(acceptgate, "CROWDED_ACCEPTS_PER_SECOND", 0.1)
+    server = await start_server(max_pending_connections=40, auth_timeout=10.0)
+    crowd = [await WsClient.connect(server.url) for _ in range(11)]  # over a quarter of 40
+    users = iter(range(100))
+    answered, queued = [], None
+    for _ in range(acceptgate.ACCEPTS_PER_TURN + 2):  # until the crowded rate holds one back
+        sock, answer = await _upgrade(server)
+        try:
+            await asyncio.wait_for(asyncio.shield(answer), 0.5)
+        except TimeoutError:
+            queued = (sock, answer)
+            break
+        answered.append(sock)
+    assert queued is not None, "the crowded rate never held a connection back"
+
+    reply = await crowd[0].request({"type": "auth",
+                                    "token": mint_token(server.secret, f"u-{next(users)}")})
+    assert reply["type"] == "auth_success"
+    assert (await asyncio.wait_for(queued[1], 2)).startswith(b"HTTP/1.1 101 ")
+    for each in [queued[0], *answered]:
+        each.close()
+    for client in crowd:
         client.close()

@@ -78,6 +78,9 @@ class PendingWatch(Protocol):
     def pending(self, count: int) -> None:
         """``count`` sessions now wait to authenticate."""
 
+    def authenticated(self) -> None:
+        """A session authenticated: its place may go to the next connection."""
+
 
 class Sessions:
     def __init__(self, registry: ConnectionRegistry, slots: ConnectionSlots,
@@ -253,6 +256,8 @@ class Sessions:
         self.expiry.add(session, _seconds_until(identity.expires_at))
         self._metrics.connections.inc()
         self._pending_changed()
+        if self.pending_watch is not None:
+            self.pending_watch.authenticated()
 
     def refresh(self, session: Session, expires_at: float) -> None:
         """A refreshed token: the session lasts until its new ``exp``."""
