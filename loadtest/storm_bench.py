@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--spread", type=float, default=0.5,
                         help="seconds over which the clients start")
     parser.add_argument("--rounds", type=int, default=3, help="storms, one after the other")
+    parser.add_argument("--listen-backlog", type=int, default=0,
+                        help="TORNCHAT_LISTEN_BACKLOG for the server (default: its own)")
     return parser
 
 
@@ -115,7 +117,9 @@ def one_storm(server: ServerProcess, clients: int, spread: float) -> dict[str, f
 def main(args: argparse.Namespace) -> None:
     directory = tempfile.mkdtemp(prefix="storm-bench-")
     server = ServerProcess(cwd=directory, env={
-        "DATABASE_URL": f"sqlite:///{directory}/chat.db", "LOG_LEVEL": "warning"}).start()
+        "DATABASE_URL": f"sqlite:///{directory}/chat.db", "LOG_LEVEL": "warning",
+        **({"TORNCHAT_LISTEN_BACKLOG": str(args.listen_backlog)} if args.listen_backlog else {})}
+    ).start()
     try:
         for _ in range(args.rounds):
             result = one_storm(server, args.clients, args.spread)
