@@ -34,6 +34,7 @@ import asyncio
 import multiprocessing
 import os
 import resource
+import shutil
 import socket
 import struct
 import tempfile
@@ -187,6 +188,7 @@ async def main(args: argparse.Namespace) -> None:
                 await asyncio.sleep(6)  # the accepted ones time out (TORNCHAT_AUTH_TIMEOUT)
     finally:
         server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
     loud = [r for r in results if str(r["run"]).startswith("B")]
     compare([r for r in results if str(r["run"]).startswith("A")], loud)
     print("peak server RSS in B (MB):", [round(float(r["rss_mb"]), 1) for r in loud])

@@ -12,6 +12,8 @@ full-jitter backoff of up to 0.5 s), and send ``auth`` at once. Reported per
 round: the seconds from the first connect to the last ``auth_success``, each
 client's time from its own start to ``auth_success`` (p50, p99, max), the
 clients that failed, and the worker's refused upgrades and accept pauses.
+Rounds are :data:`tornchat.server.acceptgate.CROWDED_FOR` apart, so that
+each storm meets a worker that is not crowded yet.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import multiprocessing
 import os
 import resource
+import shutil
 import statistics
 import tempfile
 import time
@@ -32,11 +35,13 @@ from harness.rawws import RawWebSocket
 from harness.server import TEST_SECRET, ServerProcess
 from loadtest.grouprun import metric
 from tornchat.auth import mint_token
+from tornchat.server.acceptgate import CROWDED_FOR
 
 CLIENT_PROCESSES = 2
 REFUSED = "tornchat_connections_refused_pending_total"
 PAUSES = "tornchat_accept_pauses_total"
 TIMEOUT = 60.0  # seconds a client waits for auth_success
+NAN = float("nan")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,12 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _storm(port: int, tokens: list[str], spread: float, begin: float) -> list[float]:
-    """Each client's seconds from its start to auth_success (NaN: it failed)."""
+async def _storm(port: int, tokens: list[str], spread: float,
+                 begin: float) -> list[tuple[float, float]]:
+    """Each client's seconds from its start to auth_success, and when that
+    came (time.time()); NaN for a client that failed."""
     url = f"ws://127.0.0.1:{port}/api/v1/chat"
     clients: list[RawWebSocket] = []
 
-    async def one(index: int, token: str) -> float:
+    async def one(index: int, token: str) -> tuple[float, float]:
         start = begin + spread * index / len(tokens)
         await asyncio.sleep(max(0.0, start - time.time()))
         start = time.time()
@@ -66,8 +73,11 @@ async def _storm(port: int, tokens: list[str], spread: float, begin: float) -> l
             client.send_text(json.dumps({"type": "auth", "token": token}))
             reply = json.loads(await client.recv(TIMEOUT))
         except (OSError, TimeoutError, ValueError):
-            return float("nan")
-        return time.time() - start if reply.get("type") == "auth_success" else float("nan")
+            return NAN, NAN
+        if reply.get("type") != "auth_success":
+            return NAN, NAN
+        now = time.time()
+        return now - start, now
 
     results = await asyncio.gather(*(one(n, token) for n, token in enumerate(tokens)))
     for client in clients:
@@ -89,26 +99,33 @@ def one_storm(server: ServerProcess, clients: int, spread: float) -> dict[str, f
     refused, pauses = metric(server, REFUSED), metric(server, PAUSES)
     begin = time.time() + 1.0  # the children are running by then
     pipes, processes = [], []
-    for part in range(CLIENT_PROCESSES):
-        receive, send = multiprocessing.Pipe(duplex=False)
-        process = multiprocessing.Process(target=_client_process, args=(
-            server.port, tokens[part::CLIENT_PROCESSES], spread, begin, send))
-        process.start()
-        pipes.append(receive)
-        processes.append(process)
-    times: list[float] = []
-    for receive in pipes:
-        times.extend(receive.recv())
-    for process in processes:
-        process.join(10)
-    done = [t for t in times if t == t]
-    ends = max(done) if done else float("nan")
+    try:
+        for part in range(CLIENT_PROCESSES):
+            receive, send = multiprocessing.Pipe(duplex=False)
+            process = multiprocessing.Process(target=_client_process, args=(
+                server.port, tokens[part::CLIENT_PROCESSES], spread, begin, send))
+            process.start()
+            send.close()  # the child's end: a child that dies is an EOF here, not a hang
+            pipes.append(receive)
+            processes.append(process)
+        results: list[tuple[float, float]] = []
+        for receive in pipes:
+            if not receive.poll(TIMEOUT + spread + 10):
+                raise TimeoutError("a client process did not report")
+            results.extend(receive.recv())
+    finally:
+        for process in processes:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+    done = [(took, at) for took, at in results if took == took]
+    took = [each for each, _ in done]
     return {
-        "all_back_s": ends + spread if done else float("nan"),  # the last starts at +spread
-        "p50_s": statistics.median(done) if done else float("nan"),
-        "p99_s": statistics.quantiles(done, n=100)[98] if len(done) > 100 else float("nan"),
-        "max_s": ends,
-        "failed": float(len(times) - len(done)),
+        "all_back_s": max(at for _, at in done) - begin if done else NAN,
+        "p50_s": statistics.median(took) if took else NAN,
+        "p99_s": statistics.quantiles(took, n=100)[98] if len(took) > 100 else NAN,
+        "max_s": max(took) if took else NAN,
+        "failed": float(len(results) - len(done)),
         "refused_503": metric(server, REFUSED) - refused,
         "accept_pauses": metric(server, PAUSES) - pauses,
     }
@@ -121,12 +138,14 @@ def main(args: argparse.Namespace) -> None:
         **({"TORNCHAT_LISTEN_BACKLOG": str(args.listen_backlog)} if args.listen_backlog else {})}
     ).start()
     try:
-        for _ in range(args.rounds):
+        for round_ in range(args.rounds):
+            if round_:
+                time.sleep(CROWDED_FOR + 1)  # the last storm's crowd is over
             result = one_storm(server, args.clients, args.spread)
             print("  ".join(f"{key}={value:.2f}" for key, value in result.items()), flush=True)
-            time.sleep(2)
     finally:
         server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

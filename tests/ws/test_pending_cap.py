@@ -132,23 +132,69 @@ async def test_while_crowded_each_authentication_lets_the_next_connection_in(
     monkeypatch.setattr(acceptgate, "CROWDED_ACCEPTS_PER_SECOND", 0.1)
     server = await start_server(max_pending_connections=40, auth_timeout=10.0)
     crowd = [await WsClient.connect(server.url) for _ in range(11)]  # over a quarter of 40
-    users = iter(range(100))
-    answered, queued = [], None
-    for _ in range(acceptgate.ACCEPTS_PER_TURN + 2):  # until the crowded rate holds one back
+    gate = server.app.sessions.pending_watch
+    answered = []
+    for _ in range(acceptgate.ACCEPTS_PER_TURN + 2):  # the budget lets ACCEPTS_PER_TURN in
         sock, answer = await _upgrade(server)
         try:
             await asyncio.wait_for(asyncio.shield(answer), 0.5)
         except TimeoutError:
-            queued = (sock, answer)
             break
         answered.append(sock)
-    assert queued is not None, "the crowded rate never held a connection back"
+    assert gate.resting, "the crowded rate never held a connection back"
+    assert not answer.done()
 
-    reply = await crowd[0].request({"type": "auth",
-                                    "token": mint_token(server.secret, f"u-{next(users)}")})
+    reply = await crowd[0].request({"type": "auth", "token": mint_token(server.secret, "u-1")})
     assert reply["type"] == "auth_success"
-    assert (await asyncio.wait_for(queued[1], 2)).startswith(b"HTTP/1.1 101 ")
-    for each in [queued[0], *answered]:
+    assert (await asyncio.wait_for(answer, 2)).startswith(b"HTTP/1.1 101 ")
+    for each in [sock, *answered]:
         each.close()
     for client in crowd:
+        client.close()
+
+
+async def test_a_failed_authentication_makes_no_room(io_loop, start_server, monkeypatch):
+    monkeypatch.setattr(acceptgate, "CROWDED_ACCEPTS_PER_SECOND", 0.1)
+    server = await start_server(max_pending_connections=40, auth_timeout=10.0)
+    crowd = [await WsClient.connect(server.url) for _ in range(11)]
+    gate = server.app.sessions.pending_watch
+    held = []
+    while not gate.resting and len(held) < acceptgate.ACCEPTS_PER_TURN + 2:
+        held.append(await _upgrade(server))
+        await asyncio.sleep(0.2)
+    assert gate.resting
+    answer = held[-1][1]
+
+    reply = await crowd[0].request({"type": "auth", "token": "not a token"})
+    assert reply["type"] == "auth_error"
+    await asyncio.sleep(0.5)
+    assert not answer.done() and gate.resting
+    for each, _ in held:
+        each.close()
+    for client in crowd:
+        client.close()
+
+
+@pytest.mark.parametrize("state", ["paused at the cap", "resting while crowded"])
+async def test_a_worker_that_is_not_reading_its_socket_still_stops(io_loop, start_server,
+                                                                   monkeypatch, state):
+    """SIGTERM drains: the listening socket must close whether or not the gate
+    has it on the loop at that moment."""
+    monkeypatch.setattr(acceptgate, "CROWDED_ACCEPTS_PER_SECOND", 0.1)
+    cap = 2 if state == "paused at the cap" else 40
+    server = await start_server(max_pending_connections=cap, auth_timeout=10.0)
+    gate = server.app.sessions.pending_watch
+    clients = [await WsClient.connect(server.url) for _ in range(min(cap, 11))]
+    held = []
+    while not (gate.paused or gate.resting) and len(held) < acceptgate.ACCEPTS_PER_TURN + 2:
+        held.append(await _upgrade(server))
+        await asyncio.sleep(0.2)
+    assert gate.paused if state == "paused at the cap" else gate.resting
+
+    await server.app.drain(2.0)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+    for each, _ in held:
+        each.close()
+    for client in clients:
         client.close()

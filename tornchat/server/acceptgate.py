@@ -18,7 +18,7 @@ this 2-core machine. So the gate:
   connections then reaches the worker spread over many turns, between the
   users' messages, instead of as one long stretch of upgrades;
 - while more than a quarter of the cap (at most :data:`CROWD_ABOVE`) waits
-  (which real clients, who authenticate within milliseconds, do not cause),
+  (real clients authenticate within milliseconds; only a storm of them does that),
   or as many were accepted within a quarter of a second, and for :data:`CROWDED_FOR`
   seconds after, it takes new connections at
   :data:`CROWDED_ACCEPTS_PER_SECOND`, so a flood's upgrades are spread over
@@ -28,7 +28,7 @@ this 2-core machine. So the gate:
   connections in a quarter of a second is a crowd too) is not a flood: its
   clients authenticate within a round trip, so it comes in as fast as the
   worker gets through it. Measured (docs/performance.md, "Reconnect
-  storms"): 4,000 clients back in 3.7-3.9 s instead of 28-29 s at the
+  storms"): 4,000 clients back in 3.9-4.4 s instead of 21-29 s at the
   crowded rate alone;
 - while crowded, it also holds at most :data:`HANDSHAKES_WHILE_CROWDED`
   connections in their HTTP phase (accepted, the upgrade request not yet
@@ -43,8 +43,9 @@ this 2-core machine. So the gate:
 Relies on ``TCPServer._sockets``, ``_handlers``, ``_handle_connection`` and
 ``HTTPServer._connections``
 (fenced by tests/ws/test_tornado_internals.py): the gate takes over the
-accept handlers Tornado installed, and ``HTTPServer.stop`` still removes
-them. IOLoop thread only.
+accept handlers Tornado installed. ``HTTPServer.stop`` pops and calls one
+remover per listening socket, so while the gate is not reading them (resting
+or paused) each keeps a remover that does nothing. IOLoop thread only.
 """
 
 from __future__ import annotations
@@ -65,10 +66,9 @@ log = logging.getLogger(__name__)
 
 #: connections accepted per event-loop turn and listening socket
 ACCEPTS_PER_TURN = 8
-#: while more than a quarter of the cap waits to authenticate (a flood, not a
-#: reconnect storm: real clients authenticate within milliseconds), new
-#: connections are taken at this rate per worker, in bursts of ACCEPTS_PER_TURN,
-#: plus one for each connection that authenticates
+#: while crowded (see CROWD_ABOVE), new connections are taken at this rate per
+#: worker, in bursts of ACCEPTS_PER_TURN, plus one for each connection that
+#: authenticates
 CROWDED_ACCEPTS_PER_SECOND = 200.0
 #: seconds the slow rate outlasts the crowd: a flood's sessions time out
 #: together, and the next wave must not come in at full speed right after
@@ -98,6 +98,7 @@ class AcceptGate:
         self._tokens = float(ACCEPTS_PER_TURN)
         self._refilled = time.monotonic()
         self._resting: object | None = None  # the timer of a rest while crowded
+        self._reading = True  # the listening sockets are on the loop (Tornado's handlers now)
         self._accepted_at: collections.deque[float] = collections.deque()  # last HANDSHAKE_WINDOW
         self._stop_accepting()
         self._start_accepting()
@@ -120,11 +121,14 @@ class AcceptGate:
 
     def authenticated(self) -> None:
         """While crowded, a connection that authenticates makes room for the
-        next one at once, on top of the crowded rate. A flood's connections
-        never authenticate, so it still comes in at CROWDED_ACCEPTS_PER_SECOND;
-        a reconnect storm's clients authenticate within a round trip, so it
-        comes in as fast as the worker gets through it (measured,
-        docs/performance.md, "Reconnect storms")."""
+        next one (from the next loop turn; the budget holds at most
+        ACCEPTS_PER_TURN), on top of the crowded rate. A reconnect storm's
+        clients authenticate within a round trip, so it comes in as fast as
+        the worker gets through it (measured, docs/performance.md, "Reconnect
+        storms"). A flood's connections never authenticate: it still comes in
+        at CROWDED_ACCEPTS_PER_SECOND, plus what the real clients' credits
+        let in (the kernel's queue is not sorted: during a flood, a credit
+        mostly admits a flood socket)."""
         if time.monotonic() >= self._crowded_until:
             return
         self._tokens = min(float(ACCEPTS_PER_TURN), self._tokens + 1.0)
@@ -132,20 +136,30 @@ class AcceptGate:
             IOLoop.current().remove_timeout(self._resting)
             self._rested()
 
+    @property
+    def resting(self) -> bool:
+        """Crowded and out of budget: not reading the listening sockets until
+        the crowded rate (or an authentication) allows another connection."""
+        return self._resting is not None
+
     def _stop_accepting(self) -> None:
-        handlers = self._server._handlers
-        for remove in handlers.values():
-            remove()
-        handlers.clear()
+        server = self._server
+        if not self._reading or server._stopped:
+            return
+        for fd in list(server._handlers):
+            server._handlers.pop(fd)()
+            server._handlers[fd] = _nothing_to_remove
+        self._reading = False
 
     def _start_accepting(self) -> None:
         server = self._server
-        if server._stopped or server._handlers:
+        if server._stopped or self._reading:
             return
         loop = IOLoop.current()
         for fd, sock in server._sockets.items():
             loop.add_handler(fd, functools.partial(self._accept, sock), IOLoop.READ)
             server._handlers[fd] = functools.partial(loop.remove_handler, fd)
+        self._reading = True
 
     def _count_accept(self) -> None:
         """Accepted connections count towards the crowd until their upgrade
@@ -205,11 +219,9 @@ class AcceptGate:
             return
         crowded = time.monotonic() < self._crowded_until
         for _ in range(budget):
-            if crowded:
-                self._tokens -= 1
             try:
                 connection, address = sock.accept()
-            except BlockingIOError:
+            except BlockingIOError:  # the queue is empty: the budget is kept
                 return
             except ConnectionAbortedError:  # gone before we took it
                 continue
@@ -218,5 +230,11 @@ class AcceptGate:
                     log.error("cannot accept connections: out of file descriptors")
                     return
                 raise
+            if crowded:
+                self._tokens -= 1
             self._server._handle_connection(connection, address)
             self._count_accept()
+
+
+def _nothing_to_remove() -> None:
+    """What ``HTTPServer.stop`` calls for a listening socket the gate is not reading."""
