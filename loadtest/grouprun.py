@@ -13,6 +13,9 @@ the server did not cause. ``user_retransmits`` counts the TCP segments sent
 again on the group's own connections, both ends (``ss``): one lost segment
 of the sender's stream holds every later message for a retransmission
 timeout (200 ms at least), which reads as server latency but is not.
+``steal_ms`` is the CPU time the hypervisor gave to other guests while the
+run sent (``steal`` in ``/proc/stat``, both cores together): on a shared
+virtual machine a stall there is a stall of every process in it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -129,6 +133,7 @@ async def run_group(server: ServerProcess, load: GroupLoad, users: Sequence[str]
     padding = "x" * load.size
     interval = 1.0 / load.rate
     stalls = _StallProbe()
+    stolen = steal_ms()
     start = time.monotonic()
     sent = 0
     while (elapsed := time.monotonic() - start) < load.seconds:
@@ -141,6 +146,7 @@ async def run_group(server: ServerProcess, load: GroupLoad, users: Sequence[str]
             peak = max(peak, process.memory_info().rss)
         await asyncio.sleep(max(0.0, start + sent * interval - time.monotonic()))
     await asyncio.sleep(1.0)
+    stolen = steal_ms() - stolen
     client_stall_ms = stalls.stop()
     retransmits = user_retransmits([sender, *readers])
     for client in (sender, *readers):
@@ -152,7 +158,14 @@ async def run_group(server: ServerProcess, load: GroupLoad, users: Sequence[str]
         "delivered": f"{len(latencies)}/{sent * len(readers)}",
         "rss_mb": peak / 2 ** 20, "rss_growth_mb": (peak - rss_before) / 2 ** 20,
         "late_at": str(sorted(set(late_at))), "client_stall_ms": client_stall_ms,
-        "user_retransmits": retransmits}
+        "user_retransmits": retransmits, "steal_ms": stolen}
+
+
+def steal_ms() -> float:
+    """CPU time stolen by the hypervisor since boot, all cores, in milliseconds."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = handle.readline().split()  # cpu user nice system idle iowait irq softirq steal
+    return int(fields[8]) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def user_retransmits(clients: Sequence[RawWebSocket]) -> float:
