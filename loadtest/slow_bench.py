@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import tempfile
 
 from harness.rawws import unread_client
@@ -73,6 +74,7 @@ async def main(args: argparse.Namespace) -> None:
                 show(results[-1])
     finally:
         server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
     loud = [r for r in results if str(r["run"]).startswith("B")]
     compare([r for r in results if str(r["run"]).startswith("A")], loud)
     print("closed with 4008 per B run:", [r.get("closed_4008") for r in loud])
