@@ -12,7 +12,9 @@ overshooting): readers share that loop, so a stall there shows up as latency
 the server did not cause. ``user_retransmits`` counts the TCP segments sent
 again on the group's own connections, both ends (``ss``): one lost segment
 of the sender's stream holds every later message for a retransmission
-timeout (200 ms at least), which reads as server latency but is not.
+timeout (200 ms at least), which reads as server latency but is not. With
+no drop anywhere a count means tail-loss probes: acknowledgements that came
+late because the whole machine stalled.
 ``steal_ms`` is the CPU time the hypervisor gave to other guests while the
 run sent (``steal`` in ``/proc/stat``, both cores together): on a shared
 virtual machine a stall there is a stall of every process in it.
