@@ -28,7 +28,9 @@ a one-worker tornchat found the other systems' workers as peers and
 published every message it should have kept local. Each step also records
 the CPU of the system's Redis per delivery (``redis_cpu_us_per_delivery``),
 so a change that moves work from the server into Redis (routed mode's slot
-lookups) is not counted as a saving.
+lookups) is not counted as a saving, and the CPU time the hypervisor took
+from this virtual machine during the step (``steal_ms``), so a step that a
+shared host stalled can be told from one the system lost.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import psutil
 
 from harness.services import fresh_postgres_database, migrated
 from loadtest import servers
+from loadtest.grouprun import steal_ms
 from loadtest.loadgen import ClientPool, Target, raise_fd_limit
 from loadtest.steps import Plan, Steps
 from loadtest.summary import num, passes
@@ -131,8 +134,9 @@ def run_ladder(systems: list[Running], rates: list[float], steps: Steps, seconds
         live = [system for system in systems if system.failed_at is None]
         for place, system in enumerate(rotated(live, turn + index)):
             steps.wait_quiet(system.server)
-            redis_before = process_cpu(system.redis_pid)
+            redis_before, stolen = process_cpu(system.redis_pid), steal_ms()
             step = steps.step(system.pool, system.server, rate, seconds, warmup)
+            step["steal_ms"] = steal_ms() - stolen
             step["redis_cpu_us_per_delivery"] = per_delivery(
                 process_cpu(system.redis_pid) - redis_before, step, seconds, warmup)
             step["passed"] = passes(step, p99_limit) and step["loss"] <= LOSS_ALLOWED
@@ -142,7 +146,7 @@ def run_ladder(systems: list[Running], rates: list[float], steps: Steps, seconds
                 f"p99 {num(step['p99']):>7} ms loss {step['loss']:.2%} "
                 f"{num(step['server_cpu_us_per_delivery'], 0):>5} us/delivery "
                 f"(+{num(step['redis_cpu_us_per_delivery'], 0)} in Redis) "
-                f"{'ok' if step['passed'] else 'FAIL'}")
+                f"steal {step['steal_ms']:.0f} ms {'ok' if step['passed'] else 'FAIL'}")
             if not step["passed"]:
                 system.failed_at = rate
 
