@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import resource
 import shutil
 import socket
 import struct
@@ -52,6 +51,7 @@ from loadtest.grouprun import (
     run_group,
     show,
 )
+from loadtest.loadgen import raise_fd_limit
 
 FLOODERS = 2
 REFUSED = "tornchat_connections_refused_pending_total"
@@ -109,8 +109,7 @@ def _flooder(port: int, count: int, seconds: float, concurrency: int, rate: floa
     machine the flood competes with the server for its sockets, not for the
     CPU (an attacker's processes run on other machines)."""
     os.nice(19)
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_fd_limit()
     asyncio.run(_flood(port, count, seconds, concurrency, rate))
 
 

@@ -23,7 +23,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import resource
 import shutil
 import statistics
 import tempfile
@@ -33,12 +32,13 @@ from multiprocessing.connection import Connection
 
 from harness.rawws import RawWebSocket
 from harness.server import TEST_SECRET, ServerProcess
+from loadtest.flood_bench import REFUSED
 from loadtest.grouprun import metric
+from loadtest.loadgen import raise_fd_limit
 from tornchat.auth import mint_token
 from tornchat.server.acceptgate import CROWDED_FOR
 
 CLIENT_PROCESSES = 2
-REFUSED = "tornchat_connections_refused_pending_total"
 PAUSES = "tornchat_accept_pauses_total"
 TIMEOUT = 60.0  # seconds a client waits for auth_success
 NAN = float("nan")
@@ -88,8 +88,7 @@ async def _storm(port: int, tokens: list[str], spread: float,
 def _client_process(port: int, tokens: list[str], spread: float, begin: float,
                     out: Connection) -> None:
     os.nice(19)
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_fd_limit()
     out.send(asyncio.run(_storm(port, tokens, spread, begin)))
 
 

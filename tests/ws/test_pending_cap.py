@@ -124,6 +124,18 @@ async def test_while_crowded_a_worker_holds_few_connections_in_their_http_phase(
         client.close()
 
 
+async def _upgrade_until_held_back(server) -> list[tuple[socket.socket, asyncio.Future[bytes]]]:
+    """Upgrades one at a time until the gate stops reading its listening
+    socket (paused at the cap, or resting with its crowded budget spent):
+    the last one waits in the kernel's queue."""
+    gate = server.app.sessions.pending_watch
+    held = []
+    while not (gate.paused or gate.resting) and len(held) < acceptgate.ACCEPTS_PER_TURN + 2:
+        held.append(await _upgrade(server))
+        await asyncio.sleep(0.2)
+    return held
+
+
 async def test_while_crowded_each_authentication_lets_the_next_connection_in(
         io_loop, start_server, monkeypatch):
     """Crowded, a worker takes new connections at the crowded rate (here one
@@ -158,10 +170,7 @@ async def test_a_failed_authentication_makes_no_room(io_loop, start_server, monk
     server = await start_server(max_pending_connections=40, auth_timeout=10.0)
     crowd = [await WsClient.connect(server.url) for _ in range(11)]
     gate = server.app.sessions.pending_watch
-    held = []
-    while not gate.resting and len(held) < acceptgate.ACCEPTS_PER_TURN + 2:
-        held.append(await _upgrade(server))
-        await asyncio.sleep(0.2)
+    held = await _upgrade_until_held_back(server)
     assert gate.resting
     answer = held[-1][1]
 
@@ -185,10 +194,7 @@ async def test_a_worker_that_is_not_reading_its_socket_still_stops(io_loop, star
     server = await start_server(max_pending_connections=cap, auth_timeout=10.0)
     gate = server.app.sessions.pending_watch
     clients = [await WsClient.connect(server.url) for _ in range(min(cap, 11))]
-    held = []
-    while not (gate.paused or gate.resting) and len(held) < acceptgate.ACCEPTS_PER_TURN + 2:
-        held.append(await _upgrade(server))
-        await asyncio.sleep(0.2)
+    held = await _upgrade_until_held_back(server)
     assert gate.paused if state == "paused at the cap" else gate.resting
 
     await server.app.drain(2.0)
