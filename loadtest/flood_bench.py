@@ -7,7 +7,11 @@ its default of 1,000); each run is a fresh chat group (:mod:`loadtest.grouprun`:
 processes open ``--flood`` WebSocket connections between them (20,000; two
 because of the 20,000-descriptor limit per process here) that upgrade and
 never send ``auth``, as fast as the server answers, during the whole run.
-A and B alternate ``--rounds`` times. Reported: the readers' p50 / p99, the
+A and B alternate ``--rounds`` times; with ``--control``, each round also
+has a run C between them whose flood goes to a listening socket that nobody
+accepts from, so C costs what the flood costs this machine (the flooders'
+processes, the kernel's handshakes, drops and retransmissions) and nothing
+of the server: B/C is the server's own share. Reported: the readers' p50 / p99, the
 upgrades refused with 503, the server's peak RSS, and the packets the kernel
 dropped and the TCP segments it sent again during the run (:func:`kernel_drops`).
 
@@ -55,6 +59,7 @@ from loadtest.loadgen import raise_fd_limit
 
 FLOODERS = 2
 REFUSED = "tornchat_connections_refused_pending_total"
+LISTEN_BACKLOG = 1024  # TORNCHAT_LISTEN_BACKLOG's default, for run C's listener
 SETTLE_LIMIT = 120.0  # seconds a run waits for the last one's orphaned sockets
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST
 
@@ -67,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="connections that never authenticate, per B run")
     parser.add_argument("--concurrency", type=int, default=5000,
                         help="connections each flooder has open or opening at once")
+    parser.add_argument("--control", action="store_true",
+                        help="add a run C per round, the same flood at a socket nobody accepts "
+                             "from: what the flood costs this machine without the server")
     parser.add_argument("--connect-rate", type=float, default=0.0,
                         help="new connections a second, all flooders together "
                              "(default: as fast as the server answers)")
@@ -146,23 +154,39 @@ async def settle() -> float:
     return time.monotonic() - started
 
 
+def unaccepted_listener(backlog: int) -> socket.socket:
+    """A listening socket on a free port that nobody accepts from: the target
+    of run C. The kernel completes handshakes into its queue (``backlog``, as
+    the server's) and drops the rest, as it does for a server that stopped
+    accepting."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(backlog)
+    return listener
+
+
 async def one_run(server: ServerProcess, load: GroupLoad, flood: int,
-                  args: argparse.Namespace) -> Result:
+                  args: argparse.Namespace, control: bool = False) -> Result:
     settled = await settle()
+    listener = unaccepted_listener(LISTEN_BACKLOG) if control else None
+    port = listener.getsockname()[1] if listener else server.port
     refused_before = metric(server, REFUSED)
     drops_before = kernel_drops()
     flooders = [multiprocessing.Process(target=_flooder,
-                                        args=(server.port, flood // FLOODERS, load.seconds + 2,
+                                        args=(port, flood // FLOODERS, load.seconds + 2,
                                               args.concurrency, args.connect_rate / FLOODERS))
                 for _ in range(FLOODERS if flood else 0)]
     for process in flooders:
         process.start()
-    result: Result = {"run": f"B ({flood} never authenticate)" if flood else "A (quiet)"}
+    result: Result = {"run": "C (the flood at a socket nobody accepts from)" if control
+                      else f"B ({flood} never authenticate)" if flood else "A (quiet)"}
     result.update(await run_group(server, load, new_users(load.members)))
     for process in flooders:
         process.join(30)
         if process.is_alive():
             process.kill()
+    if listener:
+        listener.close()
     result["refused_503"] = metric(server, REFUSED) - refused_before
     drops = kernel_drops()
     result["softnet_drops"] = float(drops["softnet"] - drops_before["softnet"])
@@ -181,15 +205,20 @@ async def main(args: argparse.Namespace) -> None:
     results: list[Result] = []
     try:
         for _ in range(args.rounds):
-            for flood in (0, args.flood):
-                results.append(await one_run(server, load, flood, args))
+            arms = [(0, False), (args.flood, True), (args.flood, False)]
+            for flood, control in arms if args.control else arms[::2]:
+                results.append(await one_run(server, load, flood, args, control))
                 show(results[-1])
                 await asyncio.sleep(6)  # the accepted ones time out (TORNCHAT_AUTH_TIMEOUT)
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
-    loud = [r for r in results if str(r["run"]).startswith("B")]
-    compare([r for r in results if str(r["run"]).startswith("A")], loud)
+    quiet, loud, machine = (
+        [r for r in results if str(r["run"]).startswith(arm)] for arm in "ABC")
+    compare(quiet, loud)
+    if machine:
+        compare(quiet, machine, ("A", "C"))
+        compare(machine, loud, ("C", "B"))
     print("peak server RSS in B (MB):", [round(float(r["rss_mb"]), 1) for r in loud])
 
 

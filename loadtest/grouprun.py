@@ -195,7 +195,7 @@ def show(result: Result) -> None:
 STEAL_LIMIT_MS = 500.0
 
 
-def compare(quiet: Sequence[Result], loud: Sequence[Result]) -> None:
+def compare(quiet: Sequence[Result], loud: Sequence[Result], names: tuple[str, str] = ("A", "B")) -> None:
     """Medians of A and B and their ratio, for p50 and p99; then the same for
     the pairs (A and the B after it) in which neither run lost more than
     :data:`STEAL_LIMIT_MS` to the hypervisor, since on a shared host the
@@ -212,4 +212,6 @@ def compare(quiet: Sequence[Result], loud: Sequence[Result]) -> None:
         for name in ("p50_ms", "p99_ms"):
             a = statistics.median(float(pair[0][name]) for pair in chosen)
             b = statistics.median(float(pair[1][name]) for pair in chosen)
-            print(f"{label} {name} ({len(chosen)} pairs): A {a:.2f}  B {b:.2f}  B/A {b / a:.2f}")
+            first, second = names
+            print(f"{label} {name} ({len(chosen)} pairs): {first} {a:.2f}  {second} {b:.2f}"
+                  f"  {second}/{first} {b / a:.2f}")
