@@ -195,7 +195,8 @@ def show(result: Result) -> None:
 STEAL_LIMIT_MS = 500.0
 
 
-def compare(quiet: Sequence[Result], loud: Sequence[Result], names: tuple[str, str] = ("A", "B")) -> None:
+def compare(quiet: Sequence[Result], loud: Sequence[Result],
+            names: tuple[str, str] = ("A", "B")) -> None:
     """Medians of A and B and their ratio, for p50 and p99; then the same for
     the pairs (A and the B after it) in which neither run lost more than
     :data:`STEAL_LIMIT_MS` to the hypervisor, since on a shared host the
