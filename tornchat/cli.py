@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="lifetime of the token in seconds (default 3600)")
 
     check = add("healthcheck", "exit 0 if the server's /health answers 200 (for Docker)")
-    check.add_argument("--url", help="health URL (default: /health on the settings' port "
-                                     "and host, 127.0.0.1 when that is 0.0.0.0)")
+    check.add_argument("--url", help="health URL (default: /health on the settings' health "
+                                     "port if set, else their port, and host, 127.0.0.1 "
+                                     "when that is 0.0.0.0)")
     check.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
 
     events_cli.add_parser(add)
@@ -118,7 +119,8 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 
 def health_url(settings: Settings) -> str:
-    """Where this host's server answers ``/health``: the settings' port, on
+    """Where this host's server answers ``/health``: the health port if there
+    is one (a flood on the main port cannot delay it), else the main port; on
     loopback when the server binds every interface."""
     host = settings.host
     if host in ("", "0.0.0.0"):
@@ -127,7 +129,7 @@ def health_url(settings: Settings) -> str:
         host = "::1"
     if ":" in host:  # an IPv6 literal
         host = f"[{host}]"
-    return f"http://{host}:{settings.port}/health"
+    return f"http://{host}:{settings.health_port or settings.port}/health"
 
 
 def _cmd_healthcheck(args: argparse.Namespace) -> int:

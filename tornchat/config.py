@@ -42,6 +42,10 @@ class Settings:
     """Every knob of the service; see ``conf/tornchat.toml`` for commented defaults."""
 
     port: int = _setting(4004, "PORT", "TCP port of the HTTP/WebSocket server")
+    health_port: int = _setting(
+        0, "TORNCHAT_HEALTH_PORT",
+        "a second TCP port serving only /health, /health/live and /metrics, which a flood "
+        "of connections on PORT cannot crowd out; 0 = off (they are on PORT either way)")
     host: str = _setting("0.0.0.0", "TORNCHAT_HOST", "interface to bind")
     env: str = _setting("development", "TORNCHAT_ENV", "development or production")
     demo: str = _setting(
@@ -265,6 +269,10 @@ def _require(condition: bool, setting: str, message: str) -> None:
 def _validate(s: Settings) -> None:
     env_of = {spec.name: spec.metadata["env"] for spec in dataclasses.fields(Settings)}
     _require(0 < s.port < 65536, "PORT", f"must be 1-65535, got {s.port}")
+    _require(0 <= s.health_port < 65536, "TORNCHAT_HEALTH_PORT",
+             f"must be 0 (off) or 1-65535, got {s.health_port}")
+    _require(s.health_port != s.port, "TORNCHAT_HEALTH_PORT",
+             f"must differ from PORT ({s.port}), or be 0 (off)")
     _require(s.env in ("development", "production"), "TORNCHAT_ENV",
              f"must be development or production, got {s.env!r}")
     _require(s.demo in DEMO_MODES, "TORNCHAT_DEMO",

@@ -148,17 +148,42 @@ def test_processes_come_from_values(render: Render, processes: int) -> None:
     assert args[args.index("--processes") + 1] == str(processes)
 
 
-def test_probes_hit_health_on_the_http_port(render: Render) -> None:
+def test_probes_hit_health_on_the_health_port(render: Render) -> None:
     container = server_container(render(production_values()))
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": 4004}
+    # a flood on the chat port can hold new connections there back for seconds
+    assert ports == {"http": 4004, "health": 4005}
+    assert one(render(), "ConfigMap")["data"]["TORNCHAT_HEALTH_PORT"] == "4005"
     for probe in ("readinessProbe", "startupProbe"):
-        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
+        assert container[probe]["httpGet"] == {"path": "/health", "port": "health"}, probe
     # A database outage must not restart every pod: liveness asks no dependency
-    assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "health"}
     liveness, readiness = container["livenessProbe"], container["readinessProbe"]
     tolerated = liveness["periodSeconds"] * liveness["failureThreshold"]
     assert tolerated > readiness["periodSeconds"] * readiness["failureThreshold"]
+
+
+def test_without_a_health_port_the_probes_go_to_the_http_port(render: Render) -> None:
+    probes = {name: {"httpGet": {"path": "/health", "port": "http"}}
+              for name in ("readinessProbe", "startupProbe", "livenessProbe")}
+    objects = render({"server": {"healthPort": 0}, **probes,
+                      "metrics": {"serviceMonitor": {"enabled": True}}})
+    container = server_container(objects)
+    assert [p["name"] for p in container["ports"]] == ["http"]
+    assert [p["name"] for p in one(objects, "Service")["spec"]["ports"]] == ["http"]
+    assert one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "http"
+    assert one(objects, "ConfigMap")["data"]["TORNCHAT_HEALTH_PORT"] == "0"
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"server": {"healthPort": 0}}, r"set \w+Probe.httpGet.port to http"),
+    ({"server": {"healthPort": 4004}}, "must differ from server.port"),
+])
+def test_a_health_port_that_cannot_work_is_refused(
+    render: Render, helm: Any, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmError, match=message):
+        render(values)
 
 
 @pytest.mark.parametrize("values_name", ["default", "production"])
@@ -332,9 +357,11 @@ def test_service_monitor_scrapes_metrics(render: Render) -> None:
     objects = render(production_values())
     monitor = one(objects, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor["spec"]["endpoints"][0]["port"] == "health"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     service = one(objects, "Service")
+    assert {"name": "health", "port": 4005, "targetPort": "health",
+            "protocol": "TCP"} in service["spec"]["ports"]
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )

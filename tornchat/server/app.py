@@ -121,6 +121,7 @@ class ChatApplication:
                                       service=self.service)
         self._openapi = encoded_document(limits)
         self._server: HTTPServer | None = None
+        self._health_server: HTTPServer | None = None  # TORNCHAT_HEALTH_PORT
         self._restoring: set[asyncio.Task[None]] = set()
         self.bus.on_lost(self.presence.state_lost)
         self.bus.on_resubscribed(self._restore_shared_state)
@@ -143,17 +144,30 @@ class ChatApplication:
                 (r"/api/v1/server/users/([^/]+)/disconnect", ServerDisconnectHandler, api),
                 (r"/api/v1/dev/token", DevTokenHandler, api),
                 (r"/api/v1/.*", NotFoundHandler, api),
-                (r"/health", HealthHandler, {"check": self.health}),
-                (r"/health/live", LiveHandler),
-                (r"/metrics", MetricsHandler, {"metrics": self.metrics}),
+                *self._health_routes(),
                 *assets.routes(self.settings.demo_enabled, self.settings.allowed_origins),
             ],
             websocket_max_message_size=self.settings.max_frame_bytes,
             log_function=log_request,
         )
 
-    async def start(self, sockets: list[Any] | None = None) -> HTTPServer:
-        """Start listening (on ``sockets`` if given, else host:port)."""
+    def _health_routes(self) -> list[Any]:
+        return [(r"/health", HealthHandler, {"check": self.health}),
+                (r"/health/live", LiveHandler),
+                (r"/metrics", MetricsHandler, {"metrics": self.metrics})]
+
+    def make_health_app(self) -> tornado.web.Application:
+        """What the health port serves: the probes and the metrics, nothing a
+        client of the chat can reach. Its own listener has no accept gate, so
+        a flood that holds the main port's accept queue full (every new
+        connection waits there up to an auth timeout) cannot make a
+        liveness probe time out and restart a worker that is fine."""
+        return tornado.web.Application(self._health_routes(), log_function=log_request)
+
+    async def start(self, sockets: list[Any] | None = None,
+                    health_sockets: list[Any] | None = None) -> HTTPServer:
+        """Start listening (on ``sockets`` if given, else host:port; the health
+        port on ``health_sockets`` if given, else on TORNCHAT_HEALTH_PORT if set)."""
         self.writer.start()
         await self.bus.start(self.dispatcher.deliver)
         await self.presence.start()
@@ -171,6 +185,14 @@ class ChatApplication:
                                 backlog=self.settings.listen_backlog)
         self.sessions.pending_watch = AcceptGate(
             self._server, self.settings.max_pending_connections, self.metrics)
+        if health_sockets or self.settings.health_port:
+            self._health_server = HTTPServer(self.make_health_app(),
+                                             idle_connection_timeout=IDLE_HTTP_TIMEOUT,
+                                             body_timeout=IDLE_HTTP_TIMEOUT)
+            if health_sockets:
+                self._health_server.add_sockets(health_sockets)
+            else:
+                self._health_server.listen(self.settings.health_port, self.settings.host)
         self.heartbeat.start()
         return self._server
 
@@ -278,8 +300,9 @@ class ChatApplication:
         for task in list(self._restoring):  # before the Redis clients close under it
             task.cancel()
         await asyncio.gather(*self._restoring, return_exceptions=True)
-        if self._server is not None:
-            self._server.stop()
+        for server in (self._server, self._health_server):  # /health said "draining" until now
+            if server is not None:
+                server.stop()
         await self.presence.stop()
         await self.bus.stop()
         await self.slots.close()

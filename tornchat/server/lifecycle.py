@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import threading
+from dataclasses import dataclass, field
 
 from tornado.netutil import bind_sockets
 
@@ -50,14 +51,36 @@ def prepare_schema(settings: Settings) -> None:
                               "pending): run `tornchat migrate` first")
 
 
-def listen(settings: Settings) -> list[socket.socket]:
+@dataclass(frozen=True)
+class Listeners:
+    """The sockets every worker serves, bound once before any fork."""
+
+    main: list[socket.socket]
+    #: /health, /health/live and /metrics only (empty: TORNCHAT_HEALTH_PORT is 0)
+    health: list[socket.socket] = field(default_factory=list)
+
+
+def listen(settings: Settings) -> Listeners:
     """The listening sockets, bound before any fork; a port in use or a host
     that does not resolve is one readable :class:`StartupError`."""
+    main = _bind(settings.port, settings, "PORT", settings.listen_backlog)
+    if not settings.health_port:
+        return Listeners(main)
     try:
-        return bind_sockets(settings.port, settings.host, backlog=settings.listen_backlog)
+        # probes and scrapes are few: Tornado's default queue is plenty
+        return Listeners(main, _bind(settings.health_port, settings, "TORNCHAT_HEALTH_PORT", 128))
+    except StartupError:
+        for sock in main:
+            sock.close()
+        raise
+
+
+def _bind(port: int, settings: Settings, name: str, backlog: int) -> list[socket.socket]:
+    try:
+        return bind_sockets(port, settings.host, backlog=backlog)
     except OSError as exc:
-        raise StartupError(f"cannot listen on {settings.host}:{settings.port} "
-                           f"(TORNCHAT_HOST, PORT): {exc.strerror or exc}") from exc
+        raise StartupError(f"cannot listen on {settings.host}:{port} "
+                           f"(TORNCHAT_HOST, {name}): {exc.strerror or exc}") from exc
 
 
 def warn_about_settings(settings: Settings) -> None:
@@ -83,22 +106,22 @@ def serve(settings: Settings) -> int:
                           "or the workers could not reach each other's connections")
     warn_about_settings(settings)
     prepare_schema(settings)
-    sockets = listen(settings)
+    listeners = listen(settings)
     if count == 1:
         if MULTIPROC_ENV in os.environ:
             # the metrics become file-backed once the variable is set: the
             # directory must exist, and an earlier run's files must not count
             prepare_multiprocess()
-        return asyncio.run(run_worker(settings, sockets))
-    return supervise(settings, sockets, count)
+        return asyncio.run(run_worker(settings, listeners))
+    return supervise(settings, listeners, count)
 
 
-def supervise(settings: Settings, sockets: list[socket.socket], count: int) -> int:
-    """Fork ``count`` workers sharing ``sockets``; see :mod:`tornchat.server.workers`."""
+def supervise(settings: Settings, listeners: Listeners, count: int) -> int:
+    """Fork ``count`` workers sharing ``listeners``; see :mod:`tornchat.server.workers`."""
     created = prepare_multiprocess()
     try:
         supervisor = Supervisor(
-            count, lambda index: asyncio.run(run_worker(settings, sockets)),
+            count, lambda index: asyncio.run(run_worker(settings, listeners)),
             grace=settings.shutdown_timeout + 2.0, on_exit=mark_worker_dead)
         return supervisor.run()
     finally:
@@ -127,15 +150,17 @@ def settle_collector() -> None:
     gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
 
 
-async def run_worker(settings: Settings, sockets: list[socket.socket]) -> int:
+async def run_worker(settings: Settings, listeners: Listeners) -> int:
     app = build_application(settings)
-    await app.start(sockets)
+    await app.start(listeners.main, listeners.health)
     settle_collector()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     log.info("listening", extra={"port": settings.port, "pid": os.getpid(),
+                                 **({"healthPort": settings.health_port}
+                                    if settings.health_port else {}),
                                  "database": settings.database_kind,
                                  "bus": type(app.bus).__name__})
     await stop.wait()

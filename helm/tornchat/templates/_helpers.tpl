@@ -130,6 +130,17 @@ with a message naming the values to change.
 {{- if le (int $s.terminationGracePeriodSeconds) (int $needed) }}
 {{- fail (printf "server.terminationGracePeriodSeconds (%d) must be greater than server.preStopSleepSeconds + server.shutdownTimeoutSeconds (+ 2 with several processes) (%d)" (int $s.terminationGracePeriodSeconds) (int $needed)) }}
 {{- end }}
+{{- if eq (int $s.healthPort) (int $s.port) }}
+{{- fail (printf "server.healthPort (%d) must differ from server.port, or be 0 (off)" (int $s.healthPort)) }}
+{{- end }}
+{{- if not (int $s.healthPort) }}
+{{- range $name := list "startupProbe" "readinessProbe" "livenessProbe" }}
+{{- $probe := index $.Values $name | default dict }}
+{{- if eq (toString (dig "httpGet" "port" "" $probe)) "health" }}
+{{- fail (printf "server.healthPort is 0, so there is no port named health: set %s.httpGet.port to http" $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- $scaled := include "tornchat.scaled" . }}
 {{- if and $scaled (include "tornchat.sqlite" .) }}
 {{- fail "several pods or processes need a shared database: set secret.databaseUrl or existingSecret (SQLite in an emptyDir is for a single pod only)" }}
