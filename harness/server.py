@@ -47,11 +47,15 @@ class ServerProcess(LocalUrls):
     """``tornchat serve`` on a free port; ``stop()`` sends SIGTERM and waits."""
 
     def __init__(self, env: Mapping[str, str] | None = None, args: tuple[str, ...] = (),
-                 cwd: str | None = None, port: int | None = None) -> None:
+                 cwd: str | None = None, port: int | None = None,
+                 module: tuple[str, ...] = ("tornchat.cli",)) -> None:
+        """``module``: what ``python -m`` runs, with its arguments before
+        ``serve`` (a wrapper such as :mod:`loadtest.looplag`)."""
         self.port = port or free_port()
         self.env = {**os.environ, "PORT": str(self.port), "TORNCHAT_HOST": "127.0.0.1",
                     "ACCESS_TOKEN_SECRET": TEST_SECRET, "LOG_LEVEL": "info", **(env or {})}
         self.args = args
+        self.module = module
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = os.path.join(cwd or "/tmp", f"tornchat-{self.port}.log")
@@ -59,7 +63,7 @@ class ServerProcess(LocalUrls):
     def start(self, timeout: float = 20.0) -> ServerProcess:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tornchat.cli", "serve", *self.args],
+                [sys.executable, "-m", *self.module, "serve", *self.args],
                 env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -11,7 +11,11 @@ A and B alternate ``--rounds`` times; with ``--control``, each round also
 has a run C between them whose flood goes to a listening socket that nobody
 accepts from, so C costs what the flood costs this machine (the flooders'
 processes, the kernel's handshakes, drops and retransmissions) and nothing
-of the server: B/C is the server's own share. Reported: the readers' p50 / p99, the
+of the server: B/C is the server's own share. ``--split-cpus`` pins the
+server to one CPU and the measuring process to the other, with the flooders
+on either; ``--server-lag`` runs the server under :mod:`loadtest.looplag`
+and reports how late its event loop ran in each run, its own stalls apart
+from the machine's. Reported: the readers' p50 / p99, the
 upgrades refused with 503, the server's peak RSS, and the packets the kernel
 dropped and the TCP segments it sent again during the run (:func:`kernel_drops`).
 
@@ -45,6 +49,7 @@ import time
 
 from harness.rawws import upgrade_request
 from harness.server import ServerProcess
+from loadtest import looplag
 from loadtest.grouprun import (
     GroupLoad,
     Result,
@@ -59,6 +64,7 @@ from loadtest.loadgen import raise_fd_limit
 
 FLOODERS = 2
 REFUSED = "tornchat_connections_refused_pending_total"
+SPLITS = ("server-alone", "flood-with-server")  # --split-cpus
 LISTEN_BACKLOG = 1024  # TORNCHAT_LISTEN_BACKLOG's default, for run C's listener
 SETTLE_LIMIT = 120.0  # seconds a run waits for the last one's orphaned sockets
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST
@@ -75,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--control", action="store_true",
                         help="add a run C per round, the same flood at a socket nobody accepts "
                              "from: what the flood costs this machine without the server")
+    parser.add_argument("--split-cpus", choices=SPLITS, metavar="|".join(SPLITS),
+                        help="the server on the first CPU, the measured users on the others; "
+                             "the flooders with the server (flood-with-server: on loopback a "
+                             "packet's receive work runs on the CPU that sent it, so the "
+                             "flood's kernel work lands on the server's CPU, as on a real "
+                             "server) or with the users (server-alone)")
+    parser.add_argument("--server-lag", action="store_true",
+                        help="report how late the server's event loop ran in each run "
+                             "(loadtest.looplag): its own stalls, apart from the machine's")
     parser.add_argument("--connect-rate", type=float, default=0.0,
                         help="new connections a second, all flooders together "
                              "(default: as fast as the server answers)")
@@ -112,10 +127,14 @@ async def _flood(port: int, count: int, seconds: float, concurrency: int,
     await asyncio.gather(*(one(index) for index in range(count)))
 
 
-def _flooder(port: int, count: int, seconds: float, concurrency: int, rate: float) -> None:
+def _flooder(port: int, count: int, seconds: float, concurrency: int, rate: float,
+             cpus: set[int] | None = None) -> None:
     """A child process; at the lowest CPU priority, so that on this 2-core
     machine the flood competes with the server for its sockets, not for the
-    CPU (an attacker's processes run on other machines)."""
+    CPU (an attacker's processes run on other machines); on ``cpus`` if given
+    (``--split-cpus``)."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     os.nice(19)
     raise_fd_limit()
     asyncio.run(_flood(port, count, seconds, concurrency, rate))
@@ -174,13 +193,19 @@ async def one_run(server: ServerProcess, load: GroupLoad, flood: int,
     drops_before = kernel_drops()
     flooders = [multiprocessing.Process(target=_flooder,
                                         args=(port, flood // FLOODERS, load.seconds + 2,
-                                              args.concurrency, args.connect_rate / FLOODERS))
+                                              args.concurrency, args.connect_rate / FLOODERS,
+                                              args.flooder_cpus))
                 for _ in range(FLOODERS if flood else 0)]
     for process in flooders:
         process.start()
     result: Result = {"run": "C (the flood at a socket nobody accepts from)" if control
                       else f"B ({flood} never authenticate)" if flood else "A (quiet)"}
+    started = time.time()
     result.update(await run_group(server, load, new_users(load.members)))
+    if args.lag_file:
+        late = list(looplag.lateness(args.lag_file, started, time.time()))
+        result["server_lag_max_ms"] = max(late, default=0.0)
+        result["server_lag_ms"] = sum(late)
     for process in flooders:
         process.join(30)
         if process.is_alive():
@@ -195,12 +220,29 @@ async def one_run(server: ServerProcess, load: GroupLoad, flood: int,
     return result
 
 
+def server_cpu() -> tuple[set[int], set[int]]:
+    """(the server's CPU, everyone else's) for ``--split-cpus``."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--split-cpus needs at least 2 CPUs")
+    return {cpus[0]}, set(cpus[1:])
+
+
 async def main(args: argparse.Namespace) -> None:
+    split = server_cpu() if args.split_cpus else None
+    args.flooder_cpus = (split[0] if args.split_cpus == "flood-with-server" else split[1]
+                         ) if split else None
     directory = tempfile.mkdtemp(prefix="flood-bench-")
+    args.lag_file = os.path.join(directory, "looplag") if args.server_lag else ""
+    if split:  # the server inherits it, and every thread it starts
+        os.sched_setaffinity(0, split[0])
     server = ServerProcess(cwd=directory, env={
         "DATABASE_URL": f"sqlite:///{directory}/chat.db", "LOG_LEVEL": "warning",
-        "TORNCHAT_RATE_LIMIT_PER_SECOND": "100000", "TORNCHAT_RATE_LIMIT_BURST": "100000"}
+        "TORNCHAT_RATE_LIMIT_PER_SECOND": "100000", "TORNCHAT_RATE_LIMIT_BURST": "100000"},
+        module=("loadtest.looplag", args.lag_file) if args.lag_file else ("tornchat.cli",)
     ).start()
+    if split:
+        os.sched_setaffinity(0, split[1])
     load = GroupLoad.from_args(args)
     results: list[Result] = []
     try:

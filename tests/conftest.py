@@ -37,6 +37,7 @@ def pytest_configure(config: pytest.Config) -> None:
 class RunningServer(LocalUrls):
     app: ChatApplication
     port: int
+    health_port: int = 0  # TORNCHAT_HEALTH_PORT's listener, when started with one
 
     @property
     def url(self) -> str:
@@ -81,17 +82,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]
 
 @pytest.fixture
 def start_server(io_loop: IOLoop, sqlite_url: str) -> Iterator[Callable[..., Any]]:
-    """Factory: ``await start_server(database_url=..., **settings overrides)``."""
+    """Factory: ``await start_server(database_url=..., health_port=True (a
+    second listener, as TORNCHAT_HEALTH_PORT), **settings overrides)``."""
     started: list[ChatApplication] = []
 
-    async def start(database_url: str | None = None, **overrides: Any) -> RunningServer:
+    async def start(database_url: str | None = None, health_port: bool = False,
+                    **overrides: Any) -> RunningServer:
         settings = make_settings(migrated(database_url or sqlite_url), **overrides)
         app = build_application(settings)
         sockets = bind_sockets(0, "127.0.0.1")
-        port = sockets[0].getsockname()[1]
-        await app.start(sockets)
+        health = bind_sockets(0, "127.0.0.1") if health_port else []
+        await app.start(sockets, health)
         started.append(app)
-        return RunningServer(app, port)
+        return RunningServer(app, sockets[0].getsockname()[1],
+                             health[0].getsockname()[1] if health else 0)
 
     yield start
     for app in started:

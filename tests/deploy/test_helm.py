@@ -170,8 +170,12 @@ def test_without_a_health_port_the_probes_go_to_the_http_port(render: Render) ->
                       "metrics": {"serviceMonitor": {"enabled": True}}})
     container = server_container(objects)
     assert [p["name"] for p in container["ports"]] == ["http"]
-    assert [p["name"] for p in one(objects, "Service")["spec"]["ports"]] == ["http"]
-    assert one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "http"
+    assert [p["name"] for p in one(objects, "Service", "server")["spec"]["ports"]] == ["http"]
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert (monitor["spec"]["selector"]["matchLabels"].items()
+            <= one(objects, "Service", "server")["metadata"]["labels"].items())
+    assert [o["kind"] for o in objects].count("Service") == 1
     assert one(objects, "ConfigMap")["data"]["TORNCHAT_HEALTH_PORT"] == "0"
 
 
@@ -317,7 +321,7 @@ def test_migration_job_is_a_hook_with_its_secret_first(render: Render) -> None:
 def test_selectors_pick_only_server_pods(render: Render) -> None:
     objects = render(production_values())
     selector = one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
-    assert one(objects, "Service")["spec"]["selector"] == selector
+    assert one(objects, "Service", "server")["spec"]["selector"] == selector
     assert one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == selector
     pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert selector.items() <= pod_labels.items()
@@ -359,9 +363,13 @@ def test_service_monitor_scrapes_metrics(render: Render) -> None:
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["endpoints"][0]["port"] == "health"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
-    service = one(objects, "Service")
-    assert {"name": "health", "port": 4005, "targetPort": "health",
-            "protocol": "TCP"} in service["spec"]["ports"]
+    # the health port has a ClusterIP Service of its own, whatever the main one's type
+    service = one(objects, "Service", "health")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [{"name": "health", "port": 4005, "targetPort": "health",
+                                         "protocol": "TCP"}]
+    assert service["spec"]["selector"] == one(objects, "Service", "server")["spec"]["selector"]
+    assert "health" not in [p["name"] for p in one(objects, "Service", "server")["spec"]["ports"]]
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )

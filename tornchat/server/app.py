@@ -303,6 +303,8 @@ class ChatApplication:
         for server in (self._server, self._health_server):  # /health said "draining" until now
             if server is not None:
                 server.stop()
+        if self._health_server is not None:  # a scraper's keep-alive must not ask what is closing
+            await self._health_server.close_all_connections()
         await self.presence.stop()
         await self.bus.stop()
         await self.slots.close()

@@ -136,8 +136,10 @@ with a message naming the values to change.
 {{- if not (int $s.healthPort) }}
 {{- range $name := list "startupProbe" "readinessProbe" "livenessProbe" }}
 {{- $probe := index $.Values $name | default dict }}
-{{- if eq (toString (dig "httpGet" "port" "" $probe)) "health" }}
-{{- fail (printf "server.healthPort is 0, so there is no port named health: set %s.httpGet.port to http" $name) }}
+{{- range $kind := list "httpGet" "tcpSocket" "grpc" }}
+{{- if eq (toString (dig $kind "port" "" $probe)) "health" }}
+{{- fail (printf "server.healthPort is 0, so there is no port named health: set %s.%s.port to http" $name $kind) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
