@@ -65,7 +65,6 @@ from loadtest.loadgen import raise_fd_limit
 FLOODERS = 2
 REFUSED = "tornchat_connections_refused_pending_total"
 SPLITS = ("server-alone", "flood-with-server")  # --split-cpus
-REALTIME_PRIORITY = 10  # --realtime-users: SCHED_FIFO, below the kernel's own threads (50)
 LISTEN_BACKLOG = 1024  # TORNCHAT_LISTEN_BACKLOG's default, for run C's listener
 SETTLE_LIMIT = 120.0  # seconds a run waits for the last one's orphaned sockets
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST
@@ -88,10 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
                              "packet's receive work runs on the CPU that sent it, so the "
                              "flood's kernel work lands on the server's CPU, as on a real "
                              "server) or with the users (server-alone)")
-    parser.add_argument("--realtime-users", action="store_true",
-                        help="run this process (the measured users) at a real-time priority "
-                             "(SCHED_FIFO; needs root), so the flooders' processes do not delay "
-                             "it where they share a CPU, as users on other machines would not be")
     parser.add_argument("--server-lag", action="store_true",
                         help="report how late the server's event loop ran in each run "
                              "(loadtest.looplag): its own stalls, apart from the machine's")
@@ -140,7 +135,6 @@ def _flooder(port: int, count: int, seconds: float, concurrency: int, rate: floa
     (``--split-cpus``)."""
     if cpus:
         os.sched_setaffinity(0, cpus)
-    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # not the users' priority
     os.nice(19)
     raise_fd_limit()
     asyncio.run(_flood(port, count, seconds, concurrency, rate))
@@ -249,8 +243,6 @@ async def main(args: argparse.Namespace) -> None:
     ).start()
     if split:
         os.sched_setaffinity(0, split[1])
-    if args.realtime_users:  # after the server started: it stays as it was
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
     load = GroupLoad.from_args(args)
     results: list[Result] = []
     try:
