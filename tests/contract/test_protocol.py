@@ -85,3 +85,18 @@ def test_token_bucket_allows_a_burst_then_the_sustained_rate():
     now[0] += 0.5
     assert bucket.take() is True
     assert bucket.take() is False
+
+
+def test_after_a_refusal_the_bucket_refuses_until_half_a_seconds_worth_is_back():
+    """Frames pipelined behind a refused one are refused too, even when a
+    token came back meanwhile: a retry oldest first then keeps the order."""
+    now = [0.0]
+    bucket = TokenBucket(rate=20, burst=40, clock=lambda: now[0])
+    assert all(bucket.take() for _ in range(40))
+    assert bucket.take() is False
+    now[0] += 0.1  # two tokens back: not yet
+    assert bucket.take() is False
+    now[0] += 0.3
+    assert bucket.take() is False
+    now[0] += 0.1  # ten: half a second's worth
+    assert [bucket.take() for _ in range(11)] == [True] * 10 + [False]
